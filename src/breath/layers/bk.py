@@ -1,0 +1,91 @@
+"""BK-Core: each token sets the on-site potential of a 1-D chain; the layer reads the chain's causal
+Green's function (DESIGN §4).
+
+For token t and channel c (one channel per memory head):
+
+    V_{t,c} = (W_V x_t)_c
+    Γ_{t,c} = softplus((W_Γ x_t)_c + b_c) + base_decay          (non-Hermitian forgetting rate)
+    a_{t,c} = V_{t,c} − iΓ_{t,c}
+    g_{t,c} = 1 / (a_{t,c} − z_c − h_c² g_{t−1,c})                 (causal resolvent, g_0 = 0)
+
+``h_c`` (hopping) is the same at every position, so the layer runs at any length, and the spectral
+shift ``z_c`` has ``Im z_c ≥ ε > 0``. Since ``Im(a_t − z) = −(Γ_t + Im z) < 0`` every ``g_t`` stays
+in the upper half plane with ``|g_t| ≤ 1/(Γ_t + Im z)``: the recursion is bounded by construction.
+The features ``(Re g, Im g)`` are mapped back to the model width by ``W_bk``.
+
+With ``hermitian=True`` (the Phase 1 baseline) there is no Γ: ``a = V`` is real and only ``Im z``
+keeps the recursion bounded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from breath.ops.bk_resolvent import bk_resolvent
+
+_IM_Z_FLOOR = 1e-3  # ε in Im z ≥ ε
+_IM_Z_INIT = 1.0
+_HOPPING_INIT = 1.0
+
+
+def _softplus_inverse(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class BKCore(nn.Module):
+    """Potential, forgetting rate and causal resolvent features of ``channels`` BK chains."""
+
+    def __init__(self, d_model: int, channels: int, base_decay: float, hermitian: bool = False,
+                 use_triton: bool | None = None):
+        super().__init__()
+        self.base_decay = base_decay
+        self.use_triton = use_triton
+        self.potential = nn.Linear(d_model, channels)  # W_V
+        # W_Γ and b_c: at init softplus(b_c) = base_decay, so Γ ≈ 2·base_decay (DESIGN §4); the
+        # small weight keeps the token-dependent part a ~10% modulation around it.
+        self.forgetting = None if hermitian else nn.Linear(d_model, channels)
+        self.hopping = nn.Parameter(torch.full((channels,), _HOPPING_INIT))  # h_c
+        self.shift_re = nn.Parameter(torch.zeros(channels))  # Re z_c
+        self.shift_im = nn.Parameter(torch.full((channels,), _softplus_inverse(_IM_Z_INIT - _IM_Z_FLOOR)))
+        self.readout = nn.Linear(2 * channels, d_model)  # W_bk
+
+    @torch.no_grad()
+    def reset_forgetting(self) -> None:
+        """Re-apply the Γ initialisation (the model's generic init overwrites every Linear)."""
+        if self.forgetting is not None:
+            nn.init.normal_(self.forgetting.weight, std=0.1 / math.sqrt(self.forgetting.in_features))
+            nn.init.constant_(self.forgetting.bias, _softplus_inverse(self.base_decay))
+
+    def spectral_shift(self) -> torch.Tensor:
+        """``z_c = Re z_c + i (ε + softplus(·))`` as complex64 (C,)."""
+        return torch.complex(self.shift_re.float(), _IM_Z_FLOOR + F.softplus(self.shift_im.float()))
+
+    def forward(self, x: torch.Tensor, g_prev: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """x (B, T, d) → (features (B, T, d), Γ (B, T, C) or None, last g (B, C) for the next call).
+
+        ``g_prev`` is the previous call's last Green's function; it enters as the self-energy
+        ``h² g_prev`` of the chain's earlier part, so a split sequence gives the same ``g``.
+        """
+        # The resolvent runs in float32/complex64 whatever the autocast dtype: it is a
+        # continued fraction, and bf16's 8-bit mantissa would dominate its error.
+        potential = self.potential(x).float()
+        if self.forgetting is None:
+            gamma = None
+            diagonal = torch.complex(potential, torch.zeros_like(potential))
+        else:
+            gamma = F.softplus(self.forgetting(x).float()) + self.base_decay
+            diagonal = torch.complex(potential, -gamma)
+        a = diagonal.transpose(1, 2)  # (B, C, T): chains along the last dim
+        batch, channels, length = a.shape
+        hop = self.hopping.float().view(1, channels, 1).expand(batch, channels, max(length - 1, 0))
+        hop = hop.to(a.dtype)
+        left = None if g_prev is None else self.hopping.float().square() * g_prev
+        g = bk_resolvent(a, hop, hop, self.spectral_shift().view(1, channels), causal=True,
+                         left=left, use_triton=self.use_triton)
+        features = torch.cat((g.real, g.imag), dim=1).transpose(1, 2)  # (B, T, 2C)
+        return self.readout(features.to(x.dtype)), gamma, g[..., -1]

@@ -1,0 +1,50 @@
+"""Dissipative Hebbian memory layer: projections, the chunked memory op, per-head RMS norm, W_o
+(DESIGN §5).
+
+Per head h (head_dim d), with Γ from the BK channel of the same head:
+
+    S_t = e^{−Γ_t} S_{t−1} + η k_t v_tᵀ        o_t = S_tᵀ q_t        y_t = W_o · RMSNorm(o_t)
+
+consolidated (SNR filter, zeta resonance, Lyapunov monitor) at every absolute multiple of
+``memory_chunk``. Keys are L2-normalised: a write then adds exactly ``η²‖v‖²`` of energy, which
+bounds the memory without clamps, makes the Lyapunov bound (``Σ η²‖k‖²‖v‖²``) and the SNR scale-free,
+and lets retrieval score keys by cosine similarity. Queries need no scaling: the RMS norm after
+the read removes their scale.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from breath.layers.zeta import zeta_basis
+from breath.ops.consolidation import ConsolidationConfig
+from breath.ops.dissipative_memory import MemoryState, dissipative_memory
+
+
+class HebbianMemory(nn.Module):
+    def __init__(self, d_model: int, num_heads: int, head_dim: int, eta: float,
+                 consolidation: ConsolidationConfig, use_triton: bool | None = None):
+        super().__init__()
+        self.num_heads, self.head_dim, self.eta = num_heads, head_dim, eta
+        self.consolidation = consolidation
+        self.use_triton = use_triton
+        self.qkv = nn.Linear(d_model, 3 * num_heads * head_dim, bias=False)
+        self.norm = nn.RMSNorm(head_dim)
+        self.out = nn.Linear(num_heads * head_dim, d_model, bias=False)
+        # A deterministic function of head_dim (exact zeta zeros): not stored in checkpoints.
+        self.register_buffer("basis", zeta_basis(head_dim), persistent=False)
+
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, pos: int, state: MemoryState | None
+                ) -> tuple[torch.Tensor, MemoryState, dict[str, torch.Tensor]]:
+        """x (B, T, d_model), Γ (B, T, H) → (y (B, T, d_model), new state, per-boundary stats)."""
+        batch, length, _ = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k = F.normalize(k.float(), dim=-1)
+        o, state, stats = dissipative_memory(
+            q, k, v, gamma.transpose(1, 2), self.eta, self.basis, self.consolidation,
+            pos=pos, state=state, use_triton=self.use_triton,
+        )
+        o = self.norm(o.to(x.dtype)).transpose(1, 2).reshape(batch, length, -1)
+        return self.out(o), state, stats

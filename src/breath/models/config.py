@@ -1,0 +1,105 @@
+"""``ModelConfig``: every number that defines a model, the presets, and validation.
+
+Field names equal the seed's command-line names with underscores (``--d-model`` → ``d_model``), so a
+config, a checkpoint's ``config`` entry and the command line speak one language.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+ARCHS = ("phase2", "phase1", "transformer")
+
+PRESETS: dict[str, dict[str, int]] = {
+    "small": dict(d_model=256, n_layers=4, n_seq=512, num_heads=4, head_dim=64, ffn_dim=1024),
+    "base": dict(d_model=512, n_layers=6, n_seq=1024, num_heads=8, head_dim=64, ffn_dim=2048),
+    "large": dict(d_model=1024, n_layers=12, n_seq=2048, num_heads=16, head_dim=64, ffn_dim=4096),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Architecture and Phase 2 mechanism settings (defaults: the seed's command-line defaults)."""
+
+    vocab_size: int = 10000
+    d_model: int = 512
+    n_layers: int = 6
+    n_seq: int = 512  # the training context; nothing in the model stops at it
+    num_heads: int = 8  # memory heads = BK channels = attention heads
+    head_dim: int = 64
+    ffn_dim: int = 2048
+    dropout: float = 0.1
+    arch: str = "phase2"
+    # Non-Hermitian forgetting and the dissipative Hebbian memory.
+    base_decay: float = 0.01
+    hebbian_eta: float = 0.1
+    memory_chunk: int = 64
+    # Consolidation at every chunk boundary.
+    snr_threshold: float = 2.0
+    gamma_boost: float = 2.0
+    eta_boost: float = 1.5
+    resonance_threshold: float = 0.1
+    lyapunov_gamma_step: float = 0.01
+    lyapunov_tolerance: float = 1.5
+    power_iterations: int = 8
+    # Zeta and kernels.
+    zeta_position_embedding: bool = True
+    zeta_init: bool = True
+    use_triton: bool | None = None  # None: Triton when on CUDA and importable
+
+    PRESETS = PRESETS  # class attribute (not a field): preset name -> overrides
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        """``ModelConfig.preset("small", vocab_size=8000)``: a preset's sizes, then the overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config: unknown model field(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
+
+    def validate(self) -> "ModelConfig":
+        """Raise ``ValueError("<field>: <value> ... allowed ...")`` for the first bad field."""
+
+        def check(ok: bool, name: str, allowed: str) -> None:
+            if not ok:
+                raise ValueError(f"{name}: got {getattr(self, name)!r}; allowed: {allowed}")
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        check(self.arch in ARCHS, "arch", " | ".join(ARCHS))
+        for name in ("vocab_size", "d_model", "n_layers", "n_seq", "num_heads", "head_dim",
+                     "ffn_dim", "memory_chunk", "power_iterations"):
+            check(is_int(getattr(self, name)) and getattr(self, name) > 0, name, "a positive integer")
+        check(self.vocab_size >= 2, "vocab_size", "an integer >= 2")
+        check(self.head_dim % 2 == 0, "head_dim", "an even integer (the zeta basis pairs cos/sin modes)")
+        check(self.d_model % 2 == 0, "d_model", "an even integer (sin/cos position-embedding pairs)")
+        check(0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)")
+        check(self.base_decay > 0, "base_decay", "a number > 0 (Γ = softplus(·) + base_decay)")
+        check(self.hebbian_eta > 0, "hebbian_eta", "a number > 0")
+        check(self.snr_threshold > 0, "snr_threshold", "a number > 0 (random memories score ≈ 1)")
+        check(self.gamma_boost >= 1, "gamma_boost", "a number >= 1")
+        check(self.eta_boost >= 1, "eta_boost", "a number >= 1")
+        check(0 <= self.resonance_threshold < 1, "resonance_threshold",
+              "a number in [0, 1) (fraction of the mean mode energy; 0 keeps every mode)")
+        check(self.lyapunov_gamma_step >= 0, "lyapunov_gamma_step", "a number >= 0")
+        check(self.lyapunov_tolerance >= 1, "lyapunov_tolerance", "a number >= 1")
+        check(self.use_triton in (None, True, False), "use_triton", "true, false or null (auto)")
+        return self
+
+    @property
+    def head_channels(self) -> int:
+        """Width of the memory/attention heads together (``num_heads · head_dim``)."""
+        return self.num_heads * self.head_dim
