@@ -61,8 +61,8 @@ class BKCore(nn.Module):
             nn.init.constant_(self.forgetting.bias, _softplus_inverse(self.base_decay))
 
     def spectral_shift(self) -> torch.Tensor:
-        """``z_c = Re z_c + i (ε + softplus(·))`` as complex64 (C,)."""
-        return torch.complex(self.shift_re.float(), _IM_Z_FLOOR + F.softplus(self.shift_im.float()))
+        """``z_c = Re z_c + i (ε + softplus(·))`` (C,), complex of the parameters' precision."""
+        return torch.complex(self.shift_re, _IM_Z_FLOOR + F.softplus(self.shift_im))
 
     def forward(self, x: torch.Tensor, g_prev: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -71,20 +71,20 @@ class BKCore(nn.Module):
         ``g_prev`` is the previous call's last Green's function; it enters as the self-energy
         ``h² g_prev`` of the chain's earlier part, so a split sequence gives the same ``g``.
         """
-        # The resolvent runs in float32/complex64 whatever the autocast dtype: it is a
-        # continued fraction, and bf16's 8-bit mantissa would dominate its error.
-        potential = self.potential(x).float()
+        # The resolvent runs in the parameters' precision (float32 or float64) whatever the
+        # autocast dtype: it is a continued fraction, and bf16's 8-bit mantissa would dominate it.
+        dtype = self.hopping.dtype
+        potential = self.potential(x).to(dtype)
         if self.forgetting is None:
             gamma = None
             diagonal = torch.complex(potential, torch.zeros_like(potential))
         else:
-            gamma = F.softplus(self.forgetting(x).float()) + self.base_decay
+            gamma = F.softplus(self.forgetting(x).to(dtype)) + self.base_decay
             diagonal = torch.complex(potential, -gamma)
         a = diagonal.transpose(1, 2)  # (B, C, T): chains along the last dim
         batch, channels, length = a.shape
-        hop = self.hopping.float().view(1, channels, 1).expand(batch, channels, max(length - 1, 0))
-        hop = hop.to(a.dtype)
-        left = None if g_prev is None else self.hopping.float().square() * g_prev
+        hop = self.hopping.to(a.dtype).view(1, channels, 1).expand(batch, channels, max(length - 1, 0))
+        left = None if g_prev is None else self.hopping.square() * g_prev
         g = bk_resolvent(a, hop, hop, self.spectral_shift().view(1, channels), causal=True,
                          left=left, use_triton=self.use_triton)
         features = torch.cat((g.real, g.imag), dim=1).transpose(1, 2)  # (B, T, 2C)

@@ -41,7 +41,8 @@ class HebbianMemory(nn.Module):
         """x (B, T, d_model), Γ (B, T, H) → (y (B, T, d_model), new state, per-boundary stats)."""
         batch, length, _ = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        k = F.normalize(k.float(), dim=-1)
+        # Normalise in at least float32: bf16 keys under autocast would carry ~1% norm error.
+        k = F.normalize(k.to(torch.promote_types(k.dtype, torch.float32)), dim=-1)
         o, state, stats = dissipative_memory(
             q, k, v, gamma.transpose(1, 2), self.eta, self.basis, self.consolidation,
             pos=pos, state=state, use_triton=self.use_triton,

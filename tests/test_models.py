@@ -1,0 +1,154 @@
+"""The ground rules of DESIGN §2 for every architecture, the public interface (§8) and diagnostics (§6)."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from breath import ModelConfig, build_model
+from breath.models.diagnostics import MEMORY_STATS
+
+ARCHS = ["phase2", "phase1", "transformer"]
+DIAGNOSTICS = ["mean_gamma", "std_gamma", "min_gamma", "max_gamma", *MEMORY_STATS]
+
+
+def tiny(arch, **overrides):
+    """A model small enough for float64 checks, with 3+ memory chunks in a 40-token sequence."""
+    fields = dict(vocab_size=97, d_model=32, n_layers=2, n_seq=32, num_heads=2, head_dim=8,
+                  ffn_dim=64, dropout=0.0, memory_chunk=8, arch=arch)
+    fields.update(overrides)
+    torch.manual_seed(0)
+    return build_model(ModelConfig(**fields)).eval()
+
+
+def tokens(batch=2, length=40, seed=1):
+    return torch.randint(0, 97, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_causal_earlier_logits_bit_identical(arch):
+    model, ids = tiny(arch), tokens()
+    base = model(ids).logits
+    for j in (0, 5, 8, 21, 39):  # inside chunks and on chunk edges
+        perturbed = ids.clone()
+        perturbed[:, j] = (perturbed[:, j] + 1) % 97
+        out = model(perturbed).logits
+        assert torch.equal(out[:, :j], base[:, :j])
+        assert not torch.equal(out[:, j], base[:, j])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_per_sequence_independence(arch):
+    model = tiny(arch).double()
+    ids = tokens(batch=3)
+    batched = model(ids).logits
+    for i in range(3):
+        alone = model(ids[i : i + 1]).logits
+        assert torch.allclose(batched[i : i + 1], alone, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_no_hidden_state_between_calls(arch):
+    model, ids = tiny(arch), tokens()
+    first, second = model(ids), model(ids)
+    assert torch.equal(first.logits, second.logits)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("pieces", [[1] * 40, [3, 13, 1, 7, 16], [8, 8, 24]])
+def test_recurrent_equals_parallel(arch, pieces):
+    model, ids = tiny(arch).double(), tokens()
+    full = model(ids).logits
+    state, outs, start = None, [], 0
+    for size in pieces:
+        out = model(ids[:, start : start + size], state=state)
+        outs.append(out.logits)
+        state, start = out.state, start + size
+    stepped = torch.cat(outs, dim=1)
+    assert state.pos == ids.shape[1]
+    assert ((stepped - full).norm() / full.norm()).item() < 1e-9
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gradients_reach_every_parameter(arch):
+    model = tiny(arch).train()
+    ids = tokens()
+    logits = model(ids[:, :-1]).logits
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_runs_past_training_context(arch):
+    model = tiny(arch, n_seq=16)
+    assert model(tokens(batch=1, length=50)).logits.shape == (1, 50, 97)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_same_function_after_save_and_load_in_new_process(arch, tmp_path):
+    model, ids = tiny(arch), tokens()
+    path = tmp_path / "model.pt"
+    torch.save({"config": model.cfg.to_dict(), "model": model.state_dict(), "ids": ids,
+                "logits": model(ids).logits}, path)
+    script = textwrap.dedent(f"""
+        import torch
+        from breath import ModelConfig, build_model
+        ckpt = torch.load({str(path)!r}, weights_only=True)
+        model = build_model(ModelConfig.from_dict(ckpt["config"])).eval()
+        model.load_state_dict(ckpt["model"])
+        assert torch.equal(model(ckpt["ids"]).logits, ckpt["logits"]), "different function"
+        torch.manual_seed(0)
+        rebuilt = build_model(ModelConfig.from_dict(ckpt["config"]))
+        for key, value in rebuilt.state_dict().items():
+            assert torch.equal(value, ckpt["model"][key]), "construction not deterministic: " + key
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_phase2_diagnostics_present_and_sane_at_init():
+    cfg_decay = 0.01
+    model = tiny("phase2", base_decay=cfg_decay, n_layers=3)
+    diag = model(tokens(), return_diagnostics=True).diagnostics
+    for name in DIAGNOSTICS:
+        assert diag[name].dim() == 0 and torch.isfinite(diag[name]), name
+        assert diag["per_layer"][name].shape == (3,), name
+    assert cfg_decay <= diag["min_gamma"] <= diag["mean_gamma"] <= diag["max_gamma"] <= 3 * cfg_decay
+    assert 0 <= diag["low_snr_ratio"] <= 1 and 0 <= diag["lyapunov_stable_ratio"] <= 1
+    assert 0 < diag["num_resonant_modes"] <= 8
+    assert diag["mean_snr"] > 0 and diag["mean_fast_weight_energy"] > 0
+
+
+def test_diagnostics_off_by_default_and_baselines_report_only_what_they_have():
+    assert tiny("phase2")(tokens()).diagnostics == {}
+    assert tiny("transformer")(tokens(), return_diagnostics=True).diagnostics == {}
+
+
+def test_public_interface_of_design_section_8():
+    cfg = ModelConfig.preset("small", vocab_size=10000)
+    assert (cfg.d_model, cfg.n_layers, cfg.n_seq, cfg.num_heads, cfg.head_dim, cfg.ffn_dim) == (256, 4, 512, 4, 64, 1024)
+    assert ModelConfig.preset("base").n_seq == 1024 and ModelConfig.preset("large").d_model == 1024
+    from breath.ops import bk_resolvent
+
+    assert callable(bk_resolvent)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("arch", "rnn"), ("d_model", 0), ("n_layers", -1), ("num_heads", 2.5), ("head_dim", 7),
+    ("dropout", 1.0), ("base_decay", 0.0), ("hebbian_eta", -0.1), ("snr_threshold", 0),
+    ("resonance_threshold", 1.5), ("memory_chunk", 0), ("lyapunov_tolerance", 0.5),
+])
+def test_validation_names_the_field(field, value):
+    with pytest.raises(ValueError, match=f"^{field}: got {value!r}"):
+        ModelConfig(**{field: value}).validate()
+
+
+def test_unknown_preset_lists_the_allowed():
+    with pytest.raises(ValueError, match="small, base, large"):
+        ModelConfig.preset("huge")
