@@ -1,0 +1,256 @@
+"""The ``breath`` command line (also ``python -m breath`` and ``scripts/train_phase2.py``).
+
+    breath train [options]      train a model (see docs/training.md)
+
+``eval``, ``generate`` and ``export`` join as further entries of ``COMMANDS``. This module only
+turns arguments into configurations and exit codes; the work is done by ``breath.train``.
+
+Exit codes: 0 done; 1 the run failed (diverged, could not save); 2 a bad option or input (one
+line on stderr, no traceback); 130/143 stopped by SIGINT/SIGTERM after saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from breath.data.corpora import DataError
+from breath.data.windows import WindowDataset, prepare_data
+from breath.models import ModelConfig, build_model
+from breath.models.config import ARCHS, PRESETS
+from breath.train.checkpoint import (CheckpointError, SaveError, atomic_copy, atomic_write_json,
+                                     load_checkpoint, prepare_output_dir)
+from breath.train.config import (PRECISIONS, ConfigError, TrainConfig, checkpoint_options, load_config_file,
+                                 resolve_config, select_device, select_precision)
+from breath.train.metrics import WandbLog, say
+from breath.train.trainer import SIGNAL_EXIT_CODES, Trainer
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``PROG: error: MESSAGE``, exit code 2, no usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _defaults() -> dict[str, Any]:
+    return {**ModelConfig().to_dict(), **TrainConfig().to_dict(), "use_triton": "on"}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``breath train``. Defaults are SUPPRESSed so the namespace holds only the
+    flags given explicitly: that is what lets a flag override a preset and a config file."""
+    defaults = _defaults()
+
+    def add(group: argparse._ArgumentGroup, name: str, help: str, show_default: bool = True, **kwargs: Any) -> None:
+        dest = name.replace("-", "_")
+        if show_default and defaults.get(dest) is not None:
+            help = f"{help} (default: {defaults[dest]})"
+        if "type" in kwargs:
+            kwargs.setdefault("metavar", {int: "N", float: "X"}[kwargs["type"]])
+        group.add_argument(f"--{name}", dest=dest, default=argparse.SUPPRESS, help=help, **kwargs)
+
+    def switch(group: argparse._ArgumentGroup, name: str, help: str) -> None:
+        add(group, name, help, action=argparse.BooleanOptionalAction)
+
+    run = parser.add_argument_group("run")
+    add(run, "preset", "model size preset; explicit model flags override it", choices=tuple(PRESETS))
+    add(run, "config", "YAML/JSON file of options (names as the flags; explicit flags override it)",
+        metavar="FILE")
+    add(run, "resume", "continue the run saved in this checkpoint exactly; its options are the "
+        "defaults", metavar="PATH")
+
+    model = parser.add_argument_group("model")
+    add(model, "arch", "architecture", choices=ARCHS)
+    add(model, "d-model", "model width", type=int)
+    add(model, "n-layers", "number of blocks", type=int)
+    add(model, "n-seq", "training context length (tokens per window)", type=int)
+    add(model, "num-heads", "memory heads = BK channels (attention heads for the transformer)", type=int)
+    add(model, "head-dim", "width of one head", type=int)
+    add(model, "ffn-dim", "hidden width of the MLP", type=int)
+    add(model, "dropout", "dropout probability", type=float)
+
+    phase2 = parser.add_argument_group("Phase 2 dynamics")
+    add(phase2, "base-decay", "floor of the forgetting rate Γ (Γ = softplus(.) + base_decay)", type=float)
+    add(phase2, "hebbian-eta", "Hebbian write strength η", type=float)
+    add(phase2, "memory-chunk", "tokens per memory chunk; consolidation runs at chunk ends", type=int)
+    add(phase2, "snr-threshold", "memories with SNR below it are forgotten faster", type=float)
+    add(phase2, "gamma-boost", "Γ multiplier for the chunk after a low SNR", type=float)
+    add(phase2, "eta-boost", "η multiplier for the chunk after a high SNR", type=float)
+    add(phase2, "resonance-threshold", "keep zeta modes above this fraction of the mean energy", type=float)
+    add(phase2, "lyapunov-gamma-step", "Γ added for the next chunk of an unstable head", type=float)
+    add(phase2, "lyapunov-tolerance", "energy-growth tolerance of the Lyapunov check", type=float)
+    add(phase2, "power-iterations", "power iterations for the SNR's top singular value", type=int)
+    switch(phase2, "zeta-position-embedding", "add the zeta position embedding")
+    switch(phase2, "zeta-init", "zeta singular-value profile at initialisation")
+    switch(phase2, "use-triton", "Triton kernels on CUDA; without CUDA the reference path runs")
+
+    data = parser.add_argument_group("data")
+    add(data, "dataset", "shakespeare | brown | a .txt/.jsonl file or directory | a Hugging Face dataset")
+    add(data, "vocab-size", "BPE vocabulary size to train (a small corpus may give fewer)", type=int)
+    add(data, "cache-dir", "data and tokenizer cache (default: $BREATH_CACHE, else ~/.cache/breath)",
+        show_default=False)
+    add(data, "num-train-batches", "train batches per epoch (default: the whole split)", type=int)
+    add(data, "num-val-batches", "validation batches per evaluation (default: the whole split)", type=int)
+
+    optim = parser.add_argument_group("optimisation")
+    add(optim, "batch-size", "windows per batch", type=int)
+    add(optim, "num-epochs", "epochs to train", type=int)
+    add(optim, "learning-rate", "peak AdamW learning rate", type=float)
+    add(optim, "weight-decay", "AdamW weight decay (not on norms, biases, embeddings)", type=float)
+    add(optim, "gradient-clip-norm", "clip the global gradient norm to this (inf: off)", type=float)
+    add(optim, "warmup-steps", "linear warmup steps (default: 5%% of the run)", type=int)
+    add(optim, "min-lr-ratio", "cosine decays to learning-rate times this", type=float)
+    add(optim, "max-bad-steps", "stop after this many consecutive non-finite steps", type=int)
+
+    runtime = parser.add_argument_group("runtime")
+    add(runtime, "device", "cpu | cuda | cuda:N | mps (default: cuda when available)")
+    add(runtime, "precision", "auto: bf16 autocast on CUDA, else fp32", choices=PRECISIONS)
+    switch(runtime, "compile", "torch.compile the model")
+    add(runtime, "seed", "random seed (initialisation, data order, dropout)", type=int)
+
+    logging = parser.add_argument_group("logging")
+    add(logging, "log-every", "log metrics every N steps", type=int)
+    add(logging, "eval-every", "also validate every N steps (default: at epoch ends only)", type=int)
+    switch(logging, "use-wandb", 'log to Weights & Biases (pip install "breath[wandb]")')
+    add(logging, "wandb-project", "W&B project")
+    add(logging, "wandb-name", "W&B run name")
+
+    output = parser.add_argument_group("output")
+    add(output, "output-dir", "where checkpoints, history, metrics, plots go")
+    add(output, "save-every", "write checkpoint_epochN.pt every N epochs (and after the last)", type=int)
+
+
+def run_train(options: dict[str, Any], prog: str) -> int:
+    """``breath train``: validate everything, prepare data, build the model, train."""
+    try:
+        return _train(options, prog)
+    except (ConfigError, DataError, CheckpointError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SaveError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"{prog}: stopped at once by a second interrupt; the last saved checkpoint is intact",
+              file=sys.stderr)
+        return 130
+
+
+def _train(options: dict[str, Any], prog: str) -> int:
+    options = dict(options)
+    config_file = options.pop("config", None)
+    file_options = load_config_file(config_file) if config_file else {}
+    resume = options.get("resume", file_options.get("resume"))
+    checkpoint = load_checkpoint(resume) if resume else None
+    resumed = checkpoint_options(checkpoint["config"]) if checkpoint else None
+    train_cfg, model_cfg = resolve_config(options, file_options, resumed)
+    device = select_device(train_cfg.device)
+    autocast = select_precision(train_cfg.precision, device)
+    output_dir = prepare_output_dir(train_cfg.output_dir)
+    if model_cfg.use_triton is not False and device.type != "cuda":
+        say(f"note: --use-triton: no CUDA device ({device}); the reference PyTorch path runs")
+
+    torch.manual_seed(train_cfg.seed)
+    bundle, train_set, val_set = _load_data(train_cfg, model_cfg)
+    model_cfg.vocab_size = bundle.vocab_size
+    model = build_model(model_cfg)
+    trainer = Trainer(model, model_cfg, train_cfg, train_set, val_set, device)
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint)
+    atomic_write_json(output_dir / "config.json", {"model": model_cfg.to_dict(), "train": train_cfg.to_dict()})
+    atomic_copy(bundle.tokenizer_path, output_dir / "tokenizer.json")
+
+    params = sum(p.numel() for p in model.parameters())
+    say(f"{model_cfg.arch} model: {params / 1e6:.2f}M parameters (d_model {model_cfg.d_model}, "
+        f"{model_cfg.n_layers} layers, {model_cfg.num_heads} heads, n_seq {model_cfg.n_seq}) on {device}, "
+        f"{'bf16 autocast' if autocast is not None else 'fp32'}")
+    say(f"data: {bundle.corpus_name}, vocab {bundle.vocab_size}, {len(train_set):,} train / "
+        f"{len(val_set):,} val windows; {trainer.steps_per_epoch} batches of {train_cfg.batch_size} per "
+        f"epoch, {train_cfg.num_epochs} epochs, {trainer.warmup_steps} warmup steps; output {output_dir}")
+    if checkpoint is not None:
+        say(f"resuming {resume} at epoch {trainer.epoch + 1}, step {trainer.global_step}")
+
+    wandb = None
+    if train_cfg.use_wandb:
+        run_id = checkpoint.get("trainer_state", {}).get("wandb_run_id") if checkpoint else None
+        wandb = WandbLog.start(train_cfg.wandb_project, train_cfg.wandb_name,
+                               {"model": model_cfg.to_dict(), "train": train_cfg.to_dict()}, output_dir, run_id)
+    result = trainer.fit(wandb)
+
+    resume_hint = f"{prog} --resume {result.checkpoint}"
+    if result.status == "interrupted":
+        print(f"{prog}: stopped by {signal.Signals(result.signal).name} after step {result.global_step}; saved {result.checkpoint}\n"
+              f"resume with: {resume_hint}", file=sys.stderr)
+        return SIGNAL_EXIT_CODES[result.signal]
+    if result.status == "diverged":
+        print(f"{prog}: error: {train_cfg.max_bad_steps} consecutive steps had a non-finite loss or "
+              f"gradient (at step {result.global_step}); the last good state is saved in "
+              f"{result.checkpoint}. Try a lower --learning-rate (now {train_cfg.learning_rate:g}) or a "
+              f"higher --base-decay (now {model_cfg.base_decay:g}), e.g.: {resume_hint} "
+              f"--learning-rate {train_cfg.learning_rate / 10:g}", file=sys.stderr)
+        return EXIT_FAILED
+    say(f"done: {result.epoch} epochs, {result.global_step} steps, best val loss {result.best_val_loss:.4f}"
+        f"{f', {result.bad_steps} non-finite steps skipped' if result.bad_steps else ''}; outputs in {output_dir}")
+    return EXIT_OK
+
+
+def _load_data(train_cfg: TrainConfig, model_cfg: ModelConfig) -> tuple[Any, WindowDataset, WindowDataset]:
+    """prepare_data + windows, with its failures as ``--dataset``/``--n-seq`` errors and its
+    vocabulary warning as one note."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            bundle = prepare_data(train_cfg.dataset, train_cfg.vocab_size, model_cfg.n_seq,
+                                  cache_dir=train_cfg.cache_dir)
+        except DataError as exc:
+            raise ConfigError("--dataset", str(exc)) from None
+        except ValueError as exc:  # a split shorter than one window
+            raise ConfigError("--n-seq" if "n_seq" in str(exc) else "--dataset", str(exc)) from None
+    for warning in caught:
+        say(f"note: --vocab-size: {warning.message}; using {bundle.vocab_size}")
+    return bundle, WindowDataset(bundle.train, model_cfg.n_seq), WindowDataset(bundle.val, model_cfg.n_seq)
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[dict, str], int]]] = {
+    "train": ("train a model on a corpus", add_train_arguments, run_train),
+}
+
+
+def build_parser(prog: str = "breath") -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description="Phase 2: Breath of Life - train, evaluate, "
+                            "generate with and export the model.", allow_abbrev=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (summary, add_arguments, _) in COMMANDS.items():
+        add_arguments(commands.add_parser(name, help=summary, description=summary, allow_abbrev=False))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``breath COMMAND [options]``; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = vars(parser.parse_args(argv))
+    except KeyboardInterrupt:
+        return 130
+    command = args.pop("command", None)
+    if command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return COMMANDS[command][2](args, f"{parser.prog} {command}")
+
+
+def train_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``breath train`` as a program of its own (``scripts/train_phase2.py``): same parser."""
+    prog = prog or Path(sys.argv[0]).name
+    parser = ArgumentParser(prog=prog, description=COMMANDS["train"][0], allow_abbrev=False)
+    add_train_arguments(parser)
+    return run_train(vars(parser.parse_args(argv)), prog)

@@ -1,0 +1,176 @@
+"""Checkpoints and run files: written atomically, loaded safely.
+
+Every file a run writes (checkpoints, ``training_history.json``, ``config.json``, the tokenizer,
+plots) goes through ``atomic_write``: the bytes go to a temporary file in the same directory, are
+flushed and fsynced, and only then renamed over the target. A process killed at any moment, even
+mid-save, leaves either the old file or the new one, never a torn one.
+
+Checkpoints hold only tensors and plain containers (dict, list, tuple, str, int, float, bool,
+None), so they load with ``torch.load(path, weights_only=True)``, which cannot run code.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import torch
+from torch import nn
+
+from breath.models import ModelConfig, build_model
+from breath.train.config import ConfigError
+
+#: what every checkpoint holds (the seed's keys); trainer state for exact resume comes beside them
+CHECKPOINT_KEYS = (
+    "epoch", "global_step", "best_val_loss", "model_state_dict", "optimizer_state_dict",
+    "scheduler_state_dict", "config", "train_losses", "val_losses", "gamma_history",
+    "snr_history", "resonance_history", "stability_history",
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read (missing, truncated, unsafe) or does not fit the model."""
+
+
+class SaveError(RuntimeError):
+    """A checkpoint or run file could not be written (disk full, permissions); the previous
+    version of the file is intact."""
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``write(file)`` so that it is replaced whole or not at all."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            raise SaveError(f"could not write {path}: {reason}; "
+                                  "the previous version of the file (if any) is intact") from exc
+        raise
+    _fsync_directory(path.parent)  # make the rename itself durable
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null so every JSON reader accepts the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    text = json.dumps(json_safe(data), indent=2, ensure_ascii=False) + "\n"
+    atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def atomic_copy(source: str | Path, target: str | Path) -> None:
+    data = Path(source).read_bytes()
+    atomic_write(target, lambda file: file.write(data))
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Atomically ``torch.save`` a checkpoint (a dict of tensors and plain containers)."""
+    atomic_write(path, lambda file: torch.save(state, file))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    option: str = "--resume") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; any problem is a one-line ``CheckpointError``
+    that starts with ``option`` and says what is wrong (missing, truncated, unsafe, incomplete)."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"{option}: {str(path)!r} {what}; allowed: a checkpoint file (.pt) "
+                              "written by breath train")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise CheckpointError(f"{option}: {str(path)!r} holds objects other than tensors and plain "
+                                  "containers; refusing to load it (it could run code)") from None
+        raise CheckpointError(f"{option}: {str(path)!r} is corrupt ({_first_line(exc)})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{option}: {str(path)!r} is truncated or corrupt and cannot be read "
+                              f"({_first_line(exc)})") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{option}: {str(path)!r} holds a {type(checkpoint).__name__}, "
+                              "not a breath checkpoint")
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{option}: {str(path)!r} is not a breath training checkpoint: "
+                              f"missing key {missing[0]!r}")
+    return checkpoint
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_compatible(state_dict: dict[str, torch.Tensor], model: nn.Module, option: str = "--resume") -> None:
+    """Raise a ``CheckpointError`` naming the first parameter that is missing, extra or reshaped."""
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state_dict:
+            raise CheckpointError(f"{option}: the checkpoint has no {key!r} that this model needs "
+                                  "(was it trained with another --arch?)")
+        if tuple(state_dict[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{option}: {key!r} has shape {tuple(state_dict[key].shape)} in the "
+                                  f"checkpoint but {tuple(tensor.shape)} in the model the options "
+                                  "describe; leave the model options out to use the checkpoint's")
+    extra = [key for key in state_dict if key not in expected]
+    if extra:
+        raise CheckpointError(f"{option}: the checkpoint has {extra[0]!r}, which this model does not "
+                              "(was it trained with another --arch?)")
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as, with its weights: ``(model, checkpoint)``."""
+    checkpoint = load_checkpoint(path, map_location, option="checkpoint")
+    model = build_model(ModelConfig.from_dict(checkpoint["config"]["model"]))
+    check_compatible(checkpoint["model_state_dict"], model, option="checkpoint")
+    model.load_state_dict(checkpoint["model_state_dict"])
+    return model.to(map_location), checkpoint
+
+
+def prepare_output_dir(path: str | Path) -> Path:
+    """Create ``--output-dir`` and prove it is writable before any work starts."""
+    directory = Path(path).expanduser()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigError("--output-dir", f"cannot write to {str(path)!r} ({exc.strerror or exc}); "
+                          "allowed: a writable directory") from None
+    return directory
