@@ -1,0 +1,175 @@
+"""Consolidation of a dissipative Hebbian memory at a chunk boundary (DESIGN §5).
+
+Per batch row and head, the fast weight ``S`` (d×d, indexed ``S[key_dim, value_dim]``) is judged and
+cleaned using only itself and two scalars carried since the previous boundary:
+
+1. Lyapunov monitor. ``E = ‖S‖²_F`` is compared with ``energy_start`` (the energy right after the last
+   consolidation) and with ``bound``, the energy that dissipation allows if every write since the
+   boundary was uncorrelated with the memory (see :func:`lyapunov_stable`).
+2. SNR filter. ``snr = σ_max(S) / (2‖S‖_F/√d)``: the top singular value over the Marchenko–Pastur
+   noise edge (see :func:`memory_snr`).
+3. Resonance. Keep the modes of the orthonormal basis Q that carry energy:
+   ``S ← S − Q[(1 − M) ⊙ QᵀS]`` (see :func:`resonance_projection`).
+4. Pending adjustments for the next chunk, set fresh at every boundary (they never compound):
+   ``gamma_mult = gamma_boost if snr < snr_threshold else 1``,
+   ``eta_mult = eta_boost if snr > snr_threshold else 1``,
+   ``gamma_add = lyapunov_gamma_step if not stable else 0``.
+
+Steps 1, 2 and the choice of modes in 3 are discrete decisions, so they are taken on the detached S:
+their derivative is zero almost everywhere and gradients stay exact. The projection itself is a
+linear map of S and is differentiated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+STAT_NAMES = ("snr", "low_snr", "resonant_modes", "resonance_energy", "stable", "energy")
+
+
+@dataclass(frozen=True)
+class ConsolidationConfig:
+    """Hyper-parameters of the consolidation step (defaults from DESIGN §5)."""
+
+    chunk: int = 64  # consolidate after every absolute position p with (p + 1) % chunk == 0
+    snr_threshold: float = 2.0
+    gamma_boost: float = 2.0  # Γ multiplier for the chunk after a low-SNR boundary
+    eta_boost: float = 1.5  # η multiplier for the chunk after a high-SNR boundary
+    resonance_threshold: float = 0.1  # keep modes with e_k > threshold · mean(e)
+    lyapunov_gamma_step: float = 0.01  # Γ added for the chunk after an unstable boundary
+    lyapunov_tolerance: float = 1.5
+    power_iterations: int = 8
+
+
+class Consolidation(NamedTuple):
+    """Result of :func:`consolidate`; every field but ``S`` and ``stats`` is (..., ) like ``S[..., 0, 0]``."""
+
+    S: Tensor  # projected fast weight (differentiable)
+    gamma_mult: Tensor  # pending Γ multiplier for the next chunk
+    gamma_add: Tensor  # pending additive Γ for the next chunk
+    eta_mult: Tensor  # pending η multiplier for the next chunk
+    energy: Tensor  # ‖S‖²_F after the projection (detached): the next energy_start and bound
+    stats: dict[str, Tensor]  # STAT_NAMES; see consolidate()
+
+
+def _start_vector(d: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Fixed start of the power iteration: ``x_j = 1/2 + frac((j + 1)·φ⁻¹)``, φ the golden ratio.
+
+    Power iteration fails only when the start is orthogonal to the top singular vector. This vector
+    is deterministic (same on every device and run), its entries are all positive (so it is never
+    orthogonal to a non-negative direction such as a single non-negative key), and they are
+    pairwise distinct and aperiodic (a Weyl sequence), so unlike the all-ones vector it is not
+    orthogonal to zero-mean, alternating or periodic patterns by construction.
+    """
+    j = torch.arange(1, d + 1, dtype=torch.float64)
+    x = 0.5 + torch.frac(j * (math.sqrt(5.0) - 1.0) / 2.0)
+    return (x / x.norm()).to(dtype=dtype, device=device)
+
+
+def spectral_norm(S: Tensor, iterations: int) -> Tensor:
+    """σ_max(S) of (..., d, d) matrices by ``iterations`` steps of power iteration on SᵀS.
+
+    The iteration runs on S/‖S‖_F (so nothing overflows or underflows) and returns
+    ``‖S x‖`` for the final unit vector x: a lower bound of σ_max that is exact for rank one after
+    one step and converges geometrically in (σ₂/σ₁)² otherwise. S = 0 gives 0.
+    """
+    tiny = torch.finfo(S.dtype).tiny
+    fro = torch.linalg.matrix_norm(S)
+    Sn = S / fro.clamp_min(tiny)[..., None, None]
+    x = _start_vector(S.shape[-1], S.dtype, S.device).expand(S.shape[:-1]).unsqueeze(-1)
+    for _ in range(iterations):
+        x = Sn.mT @ (Sn @ x)
+        x = x / torch.linalg.vector_norm(x, dim=-2, keepdim=True).clamp_min(tiny)
+    return torch.linalg.vector_norm(Sn @ x, dim=(-2, -1)) * fro
+
+
+def memory_snr(S: Tensor, iterations: int) -> Tensor:
+    """Signal-to-noise ratio ``σ_max(S) / (2‖S‖_F/√d)`` of (..., d, d) memories.
+
+    A d×d matrix of i.i.d. entries of variance σ² has ‖S‖_F ≈ dσ and, by Marchenko–Pastur, its
+    largest singular value sits at the noise edge 2σ√d = 2‖S‖_F/√d; a memory of many uncorrelated
+    writes looks like that and scores ≈ 1. A single clean association (rank one) has σ_max = ‖S‖_F
+    and scores the maximum √d/2. S = 0 scores 0.
+    """
+    d = S.shape[-1]
+    fro = torch.linalg.matrix_norm(S)
+    sigma = spectral_norm(S, iterations)
+    return sigma * (math.sqrt(d) / 2.0) / fro.clamp_min(torch.finfo(S.dtype).tiny)
+
+
+def resonance_projection(S: Tensor, basis: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Keep the modes of the orthonormal ``basis`` (columns = modes) that carry energy.
+
+    With ``P = Qᵀ S`` (row k = mode k) and mode energy ``e_k = Σ_j P_kj²``, mode k is kept when
+    ``e_k > threshold · mean_k(e)``; then ``S ← S − Q[(1 − M) ⊙ P] = Q M Qᵀ S``, the orthogonal
+    projection onto the kept modes, so ‖S‖_F never grows. Subtracting the dropped part (rather than
+    rebuilding ``Q M P``) makes threshold 0 — every mode with energy kept — exactly the identity.
+    The mask is chosen on the detached S; gradients flow through the linear map.
+
+    Returns (projected S, keep mask (..., d) bool, mode energies e (..., d), detached).
+    """
+    P = basis.mT @ S
+    with torch.no_grad():
+        energy = P.square().sum(-1)
+        keep = energy > threshold * energy.mean(-1, keepdim=True)
+    return S - basis @ P.masked_fill(keep.unsqueeze(-1), 0.0), keep, energy
+
+
+def lyapunov_stable(energy: Tensor, energy_start: Tensor, bound: Tensor, tolerance: float) -> Tensor:
+    """Whether a memory stayed within what dissipation allows over the chunk just ended.
+
+    ``stable = (E ≤ energy_start) or (E ≤ tolerance · bound)`` with E = ‖S‖²_F now. The bound is
+    accumulated per token from ``bound = energy_start`` at the previous boundary as
+    ``bound_t = λ_t² bound_{t−1} + η_t² ‖k_t‖² ‖v_t‖²``. It is exactly the expected energy when each
+    write is uncorrelated with the memory it lands on:
+
+        E‖λS + η k vᵀ‖²_F = λ²‖S‖²_F + 2λη E⟨S, k vᵀ⟩ + η²‖k vᵀ‖²_F = λ²‖S‖²_F + η²‖k‖²‖v‖²,
+
+    because ⟨S, k vᵀ⟩ = kᵀ S v has zero mean and ‖k vᵀ‖_F = ‖k‖‖v‖. Coherent pumping (the same
+    association written again and again) adds the cross term with a positive sign every time: after
+    n equal writes the energy is n²η²‖k‖²‖v‖² against a bound of nη²‖k‖²‖v‖², so it is flagged.
+    """
+    return (energy <= energy_start) | (energy <= tolerance * bound)
+
+
+def _select(condition: Tensor, if_true: float, if_false: float, like: Tensor) -> Tensor:
+    """``if_true`` where condition else ``if_false``, in like's dtype (python floats kept exact)."""
+    return torch.where(condition, like.new_tensor(if_true), like.new_tensor(if_false))
+
+
+def consolidate(S: Tensor, energy_start: Tensor, bound: Tensor, basis: Tensor,
+                cfg: ConsolidationConfig) -> Consolidation:
+    """Consolidate memories S (..., d, d) at a chunk boundary; see the module docstring.
+
+    ``energy_start`` and ``bound`` are (...,). The stats (each (...,)) are ``snr``; ``low_snr``
+    (snr < threshold, bool); ``resonant_modes`` (number of kept modes, int64); ``resonance_energy``
+    (energy in the kept modes); ``stable`` (bool); ``energy`` (‖S‖²_F before the projection).
+    """
+    with torch.no_grad():
+        Sd = S.detach()
+        energy = Sd.square().sum((-2, -1))
+        stable = lyapunov_stable(energy, energy_start, bound, cfg.lyapunov_tolerance)
+        snr = memory_snr(Sd, cfg.power_iterations)
+    S, keep, mode_energy = resonance_projection(S, basis, cfg.resonance_threshold)
+    low_snr = snr < cfg.snr_threshold
+    stats = {
+        "snr": snr,
+        "low_snr": low_snr,
+        "resonant_modes": keep.sum(-1),
+        "resonance_energy": (mode_energy * keep).sum(-1),
+        "stable": stable,
+        "energy": energy,
+    }
+    return Consolidation(
+        S=S,
+        gamma_mult=_select(low_snr, cfg.gamma_boost, 1.0, energy),
+        gamma_add=_select(stable, 0.0, cfg.lyapunov_gamma_step, energy),
+        eta_mult=_select(snr > cfg.snr_threshold, cfg.eta_boost, 1.0, energy),
+        energy=S.detach().square().sum((-2, -1)),
+        stats=stats,
+    )

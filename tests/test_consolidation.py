@@ -1,0 +1,179 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from breath.ops.consolidation import (
+    ConsolidationConfig,
+    consolidate,
+    lyapunov_stable,
+    memory_snr,
+    resonance_projection,
+    spectral_norm,
+)
+
+
+def orthonormal(d: int, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))[0].to(dtype)
+
+
+def random_writes(n: int, d: int, batch: tuple[int, ...] = (), seed: int = 0) -> torch.Tensor:
+    """Sum of n uncorrelated rank-one writes k vᵀ (unit keys, Gaussian values): (*batch, d, d)."""
+    g = torch.Generator().manual_seed(seed)
+    k = F.normalize(torch.randn(*batch, n, d, generator=g, dtype=torch.float64), dim=-1)
+    v = torch.randn(*batch, n, d, generator=g, dtype=torch.float64)
+    return k.mT @ v
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_resonance_threshold_zero_is_bitwise_identity(dtype):
+    S = torch.randn(3, 2, 16, 16, dtype=dtype)
+    Q = orthonormal(16, dtype)
+    projected, keep, _ = resonance_projection(S, Q, 0.0)
+    assert keep.all()
+    assert torch.equal(projected, S)
+    cfg = ConsolidationConfig(resonance_threshold=0.0)
+    assert torch.equal(consolidate(S, S.new_zeros(3, 2), S.new_zeros(3, 2), Q, cfg).S, S)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.1, 0.5, 1.0, 2.0])
+def test_projection_is_orthogonal_and_never_increases_energy(threshold):
+    S = torch.randn(4, 3, 12, 12, dtype=torch.float64)
+    S[0, 0] = torch.outer(torch.randn(12, dtype=torch.float64), torch.randn(12, dtype=torch.float64))
+    Q = orthonormal(12)
+    projected, keep, energy = resonance_projection(S, Q, threshold)
+    before, after = S.square().sum((-2, -1)), projected.square().sum((-2, -1))
+    assert (after <= before * (1 + 1e-12)).all()
+    expected = Q @ torch.diag_embed(keep.double()) @ Q.T @ S  # Q M Qᵀ S
+    torch.testing.assert_close(projected, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close((energy * keep).sum(-1), after, rtol=1e-12, atol=1e-12 * before.max().item())
+    # An orthogonal projection is idempotent and keeps the modes it kept (where it kept any: an
+    # all-dropped memory is rounding noise, whose modes are arbitrary).
+    again, keep_again, _ = resonance_projection(projected, Q, threshold)
+    some = keep.any(-1)
+    assert torch.equal(keep_again[some], keep[some])
+    torch.testing.assert_close(again, projected, rtol=1e-12, atol=1e-12)
+
+
+def test_kept_modes_and_energy_on_constructed_memory():
+    d, Q = 6, orthonormal(6)
+    mode_energy = torch.tensor([6.0, 3.0, 0.05, 2.0, 0.0, 1.0], dtype=torch.float64)
+    rows = F.normalize(torch.randn(d, d, dtype=torch.float64), dim=-1) * mode_energy.sqrt()[:, None]
+    S = Q @ rows  # so that Qᵀ S = rows: mode k carries mode_energy[k]
+    mean = mode_energy.mean().item()  # 2.00833
+    for threshold, kept in [(0.1, [0, 1, 3, 5]), (0.6, [0, 1, 3]), (1.2, [0, 1]), (2.0, [0])]:
+        assert all(abs(e - threshold * mean) > 0.1 for e in mode_energy.tolist())  # no tie
+        cfg = ConsolidationConfig(resonance_threshold=threshold)
+        c = consolidate(S, torch.tensor(0.0), torch.tensor(0.0), Q, cfg)
+        assert c.stats["resonant_modes"].item() == len(kept)
+        torch.testing.assert_close(c.stats["resonance_energy"], mode_energy[kept].sum(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(c.stats["energy"], mode_energy.sum(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(c.energy, mode_energy[kept].sum(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(c.S, Q[:, kept] @ rows[kept], rtol=1e-12, atol=1e-12)
+
+
+def test_snr_of_random_writes_is_about_one():
+    S = random_writes(2000, 64, batch=(4,))
+    snr = memory_snr(S, iterations=8)
+    assert ((snr > 0.7) & (snr < 1.4)).all(), snr
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_snr_of_single_association_is_half_sqrt_d(dtype):
+    d = 64
+    S = torch.outer(torch.randn(d, dtype=dtype), torch.randn(d, dtype=dtype)) * 1e-3
+    torch.testing.assert_close(memory_snr(S, iterations=8), torch.tensor(math.sqrt(d) / 2, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_snr_of_empty_memory_is_zero(dtype):
+    S = torch.zeros(2, 3, 8, 8, dtype=dtype)
+    snr = memory_snr(S, iterations=8)
+    assert torch.equal(snr, torch.zeros(2, 3, dtype=dtype))
+    c = consolidate(S, S.new_zeros(2, 3), S.new_zeros(2, 3), orthonormal(8, dtype), ConsolidationConfig())
+    for value in [c.S, c.gamma_mult, c.gamma_add, c.eta_mult, c.energy, *c.stats.values()]:
+        assert not value.double().isnan().any()
+    assert torch.equal(c.S, S)
+
+
+def test_power_iteration_matches_spectral_norm_on_low_rank():
+    g = torch.Generator().manual_seed(1)
+    U = torch.linalg.qr(torch.randn(5, 32, 3, generator=g, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(5, 32, 3, generator=g, dtype=torch.float64))[0]
+    sigma = torch.tensor([4.0, 1.5, 0.5], dtype=torch.float64) * torch.rand(5, 1, generator=g, dtype=torch.float64)
+    S = U @ torch.diag_embed(sigma) @ V.mT
+    torch.testing.assert_close(spectral_norm(S, 8), torch.linalg.matrix_norm(S, 2), rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("pattern", ["ones", "alternating", "ramp", "cosine"])
+def test_start_vector_is_not_orthogonal_to_structured_directions(pattern):
+    d = 64
+    j = torch.arange(d, dtype=torch.float64)
+    direction = {
+        "ones": torch.ones(d, dtype=torch.float64),
+        "alternating": (-1.0) ** j,
+        "ramp": j - j.mean(),
+        "cosine": torch.cos(2 * math.pi * 3 * j / d),
+    }[pattern]
+    # Rank one with that right singular vector: a start orthogonal to it would give exactly 0.
+    S = torch.outer(torch.randn(d, dtype=torch.float64), direction)
+    torch.testing.assert_close(spectral_norm(S, 1), torch.linalg.matrix_norm(S, 2), rtol=1e-12, atol=0)
+
+
+def test_lyapunov_rule():
+    energy = torch.tensor([1.0, 2.0, 2.0, 4.0])
+    energy_start = torch.tensor([1.0, 1.0, 3.0, 1.0])
+    bound = torch.tensor([0.1, 1.5, 0.0, 2.0])
+    # non-increasing; within 1.5·bound; non-increasing; neither
+    assert lyapunov_stable(energy, energy_start, bound, 1.5).tolist() == [True, True, True, False]
+
+
+def test_uncorrelated_write_adds_exactly_the_bound_in_expectation():
+    """The derivation behind the bound: E‖λS + η k vᵀ‖² = λ²‖S‖² + η²‖k‖²‖v‖² for random k."""
+    d, n, lam, eta = 16, 20_000, 0.9, 0.5
+    g = torch.Generator().manual_seed(0)
+    S = torch.randn(d, d, generator=g, dtype=torch.float64)
+    v = torch.randn(d, generator=g, dtype=torch.float64)
+    k = F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=-1)
+    energies = (lam * S + eta * k[:, :, None] * v).square().sum((-2, -1))
+    expected = lam**2 * S.square().sum() + eta**2 * v.square().sum()
+    torch.testing.assert_close(energies.mean(), expected, rtol=2e-3, atol=0)
+    # A write aligned with what S already holds (coherent) adds the cross term 2λη kᵀSv > 0.
+    k_aligned = F.normalize(S @ v, dim=0)
+    pumped = (lam * S + eta * torch.outer(k_aligned, v)).square().sum()
+    torch.testing.assert_close(pumped, expected + 2 * lam * eta * (S @ v).norm(), rtol=1e-12, atol=0)
+
+
+def test_pending_adjustments_are_set_fresh():
+    d, Q = 64, orthonormal(64)
+    cfg = ConsolidationConfig()
+    noise = random_writes(500, d)
+    clean = torch.outer(torch.randn(d, dtype=torch.float64), torch.randn(d, dtype=torch.float64))
+    S = torch.stack([noise, clean])
+    energy = S.square().sum((-2, -1))
+    # row 0: energy fell since the boundary (stable); row 1: energy far above the bound (unstable)
+    c = consolidate(S, torch.stack([energy[0] * 2, energy[1] / 10]), energy / 10, Q, cfg)
+    assert c.stats["low_snr"].tolist() == [True, False]
+    assert c.stats["stable"].tolist() == [True, False]
+    assert c.gamma_mult.tolist() == [cfg.gamma_boost, 1.0]
+    assert c.eta_mult.tolist() == [1.0, cfg.eta_boost]
+    assert c.gamma_add.tolist() == [0.0, cfg.lyapunov_gamma_step]
+    assert c.gamma_mult.dtype == c.gamma_add.dtype == c.eta_mult.dtype == torch.float64
+
+
+def test_gradient_flows_through_the_projection_only():
+    d, Q = 5, orthonormal(5)
+    norms = torch.tensor([3.0, 2.0, 0.01, 1.0, 0.02], dtype=torch.float64)
+    rows = F.normalize(torch.randn(d, d, dtype=torch.float64), dim=-1) * norms[:, None]
+    S = (Q @ rows).requires_grad_()
+    cfg = ConsolidationConfig(resonance_threshold=0.1)
+    keep = consolidate(S, torch.tensor(0.0), torch.tensor(0.0), Q, cfg).stats["resonant_modes"]
+    assert keep.item() == 3  # modes 2 and 4 are far below 0.1·mean: finite differences cannot flip them
+    torch.autograd.gradcheck(lambda s: consolidate(s, torch.tensor(0.0), torch.tensor(0.0), Q, cfg).S, (S,))
