@@ -1,0 +1,163 @@
+"""Dissipative Hebbian memory with consolidation (DESIGN §5): the chunked op and its reference.
+
+Per batch row b and head h (head_dim d), token t (Δt = 1), with pending adjustments set at the last
+chunk boundary (see :mod:`breath.ops.consolidation`):
+
+    Γeff_t = Γ_t · gamma_mult + gamma_add        λ_t = exp(−Γeff_t)        η_t = η · eta_mult
+    S_t = λ_t S_{t−1} + η_t k_t v_tᵀ              o_t = S_tᵀ q_t
+    bound_t = λ_t² bound_{t−1} + η_t² ‖k_t‖² ‖v_t‖²
+
+``S`` is indexed S[key_dim, value_dim]; the read happens after the write of token t and before any
+consolidation. After the token at absolute position p with (p + 1) % chunk == 0, S is consolidated
+and the pending adjustments for the next chunk are set. Keys arrive L2-normalised from the layer.
+
+Chunked form. A call is split at the absolute chunk boundaries into segments (the first may be
+partial, the last ragged). Inside a segment the adjustments are constant, so with the inclusive
+cumulative log-decay ``b_t = Σ_{s≤t} log λ_s`` (segment-local) the recurrence unrolls to
+
+    o_t     = e^{b_t} S0ᵀ q_t + Σ_{s≤t} e^{b_t − b_s} η_s (q_t·k_s) v_s
+    S_end   = e^{b_L} S0 + Σ_s e^{b_L − b_s} η_s k_s v_sᵀ
+    bound_end = e^{2b_L} bound0 + Σ_s e^{2(b_L − b_s)} η_s² ‖k_s‖² ‖v_s‖²
+
+Since Γeff ≥ 0, b is non-increasing and only the non-positive differences b_t − b_s (s ≤ t) are
+exponentiated: nothing overflows, however strong the decay. Each segment is a few batched matmuls;
+the Python loop runs over segments only, and autograd gives exact BPTT through S.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from breath.ops.consolidation import STAT_NAMES, ConsolidationConfig, consolidate
+
+
+class MemoryState(NamedTuple):
+    """Memory carried between calls; every field is (B, H) except S (B, H, d, d)."""
+
+    S: Tensor  # fast weights S[key_dim, value_dim]
+    gamma_mult: Tensor  # pending Γ multiplier for the current chunk: 1 or gamma_boost
+    gamma_add: Tensor  # pending additive Γ: 0 or lyapunov_gamma_step
+    eta_mult: Tensor  # pending η multiplier: 1 or eta_boost
+    energy_start: Tensor  # ‖S‖²_F right after the last consolidation
+    bound: Tensor  # Lyapunov noise bound accumulated since the last chunk boundary
+
+    @staticmethod
+    def zeros(B: int, H: int, d: int, dtype: torch.dtype = torch.float32,
+              device: torch.device | str | None = None) -> MemoryState:
+        """The empty memory: S = 0, multipliers 1, additive Γ 0, energy 0, bound 0."""
+        zero = torch.zeros(B, H, dtype=dtype, device=device)
+        return MemoryState(torch.zeros(B, H, d, d, dtype=dtype, device=device),
+                           zero + 1, zero, zero + 1, zero, zero)
+
+
+def _prepare(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
+             state: MemoryState | None) -> tuple[MemoryState, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Check shapes, build the empty state if needed, cast inputs to the state dtype."""
+    B, H, T, d = q.shape
+    if k.shape != q.shape or v.shape != q.shape or gamma.shape != (B, H, T) or basis.shape != (d, d):
+        raise ValueError(f"expected q, k, v (B,H,T,d), gamma (B,H,T), basis (d,d); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}, gamma {tuple(gamma.shape)}, "
+                         f"basis {tuple(basis.shape)}")
+    if state is None:
+        state = MemoryState.zeros(B, H, d, torch.promote_types(q.dtype, torch.float32), q.device)
+    dtype = state.S.dtype
+    return (state, q.to(dtype), k.to(dtype), v.to(dtype), gamma.to(dtype), basis.to(dtype))
+
+
+def _consolidate(state: MemoryState, basis: Tensor, cfg: ConsolidationConfig
+                 ) -> tuple[MemoryState, dict[str, Tensor]]:
+    """Consolidate at a chunk boundary; energy_start and bound restart from the projected energy."""
+    c = consolidate(state.S, state.energy_start, state.bound, basis, cfg)
+    return MemoryState(c.S, c.gamma_mult, c.gamma_add, c.eta_mult, c.energy, c.energy), c.stats
+
+
+def _stack_stats(per_boundary: list[dict[str, Tensor]], state: MemoryState) -> dict[str, Tensor]:
+    """Stack per-boundary stats to (B, H, nb); nb = 0 gives empty tensors of the same dtypes."""
+    if per_boundary:
+        return {name: torch.stack([s[name] for s in per_boundary], -1) for name in STAT_NAMES}
+    empty = state.energy_start.new_empty(state.energy_start.shape + (0,))
+    dtypes = {"low_snr": torch.bool, "stable": torch.bool, "resonant_modes": torch.int64}
+    return {name: empty.to(dtypes.get(name, empty.dtype)) for name in STAT_NAMES}
+
+
+def dissipative_memory_recurrent(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: float, basis: Tensor,
+                                 cfg: ConsolidationConfig, pos: int = 0, state: MemoryState | None = None
+                                 ) -> tuple[Tensor, MemoryState, dict[str, Tensor]]:
+    """Reference: the recurrence token by token (the ground truth for :func:`dissipative_memory`)."""
+    state, q, k, v, gamma, basis = _prepare(q, k, v, gamma, basis, state)
+    outputs, stats = [], []
+    for t in range(q.shape[2]):
+        lam = torch.exp(-(gamma[:, :, t] * state.gamma_mult + state.gamma_add))
+        eta_t = eta * state.eta_mult
+        kt, vt = k[:, :, t], v[:, :, t]
+        S = lam[..., None, None] * state.S + eta_t[..., None, None] * kt[..., :, None] * vt[..., None, :]
+        outputs.append((S.mT @ q[:, :, t, :, None]).squeeze(-1))
+        with torch.no_grad():
+            bound = lam**2 * state.bound + eta_t**2 * kt.square().sum(-1) * vt.square().sum(-1)
+        state = state._replace(S=S, bound=bound)
+        if (pos + t + 1) % cfg.chunk == 0:
+            state, boundary_stats = _consolidate(state, basis, cfg)
+            stats.append(boundary_stats)
+    return torch.stack(outputs, 2), state, _stack_stats(stats, state)
+
+
+def _segment(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: float, state: MemoryState
+             ) -> tuple[Tensor, MemoryState]:
+    """Exact parallel form over one segment (no boundary inside): returns o (B,H,L,d) and the state."""
+    L = q.shape[2]
+    b = (-(gamma * state.gamma_mult[..., None] + state.gamma_add[..., None])).cumsum(-1)  # (B,H,L)
+    eta_seg = (eta * state.eta_mult)[..., None, None]  # η is constant within a segment
+    index = torch.arange(L, device=q.device)
+    future = index[None, :] > index[:, None]  # s > t
+    decay = (b[..., :, None] - b[..., None, :]).masked_fill(future, float("-inf")).exp()  # e^{b_t−b_s}, s≤t
+    o = b.exp()[..., None] * (q @ state.S) + ((q @ k.mT) * decay * eta_seg) @ v
+    b_last = b[..., -1:]
+    weight = (b_last - b).exp()[..., None] * eta_seg  # e^{b_L − b_s} η_s, (B,H,L,1)
+    S = b_last.exp()[..., None] * state.S + (k * weight).mT @ v
+    with torch.no_grad():
+        writes = (weight.squeeze(-1).square() * k.square().sum(-1) * v.square().sum(-1)).sum(-1)
+        bound = (2 * b_last.squeeze(-1)).exp() * state.bound + writes
+    return o, state._replace(S=S, bound=bound)
+
+
+def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: float, basis: Tensor,
+                       cfg: ConsolidationConfig, pos: int = 0, state: MemoryState | None = None,
+                       use_triton: bool | None = None) -> tuple[Tensor, MemoryState, dict[str, Tensor]]:
+    """Dissipative Hebbian memory with consolidation, chunked (see the module docstring).
+
+    Args:
+        q, k, v: (B, H, T, d), keys L2-normalised; any float dtype (computed in the state dtype).
+        gamma: (B, H, T) forgetting rates Γ ≥ 0.
+        eta: Hebbian rate η.
+        basis: (d, d) real orthonormal resonance basis (columns = modes).
+        cfg: consolidation hyper-parameters (chunk size included).
+        pos: absolute position of token 0 of this call (decides where the boundaries fall).
+        state: memory from the previous call; None is the empty memory. The state dtype (float32,
+            or float64 for float64 inputs when state is None) is the compute dtype.
+        use_triton: True asks for the Triton kernel (not written yet); None (auto) and False run
+            this PyTorch path.
+
+    Returns:
+        o (B, H, T, d) in the state dtype, the new state, and per-boundary stats
+        (``snr, low_snr, resonant_modes, resonance_energy, stable, energy``), each (B, H, nb) for the
+        nb chunk boundaries crossed by this call.
+    """
+    if use_triton:
+        raise NotImplementedError("dissipative_memory has no Triton kernel yet; use use_triton=None or False")
+    state, q, k, v, gamma, basis = _prepare(q, k, v, gamma, basis, state)
+    T = q.shape[2]
+    outputs, stats = [], []
+    start = 0
+    while start < T:
+        end = min(T, start + cfg.chunk - (pos + start) % cfg.chunk)
+        seg = slice(start, end)
+        o, state = _segment(q[:, :, seg], k[:, :, seg], v[:, :, seg], gamma[:, :, seg], eta, state)
+        outputs.append(o)
+        if (pos + end) % cfg.chunk == 0:
+            state, boundary_stats = _consolidate(state, basis, cfg)
+            stats.append(boundary_stats)
+        start = end
+    return torch.cat(outputs, 2), state, _stack_stats(stats, state)

@@ -1,0 +1,288 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from breath.ops.consolidation import ConsolidationConfig
+from breath.ops.dissipative_memory import MemoryState, dissipative_memory, dissipative_memory_recurrent
+
+ETA = 0.5
+# Small chunks and thresholds that split random 8-dim memories both ways, so that every branch of
+# the consolidation is taken in the equivalence tests (checked by mixed()).
+CFG = ConsolidationConfig(chunk=8, snr_threshold=1.1, resonance_threshold=0.5, lyapunov_tolerance=1.0)
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+def inputs(B=2, H=3, T=29, d=8, dtype=torch.float64, gamma_scale=0.2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, T, d, generator=g, dtype=torch.float64)
+    k = F.normalize(torch.randn(B, H, T, d, generator=g, dtype=torch.float64), dim=-1)
+    v = torch.randn(B, H, T, d, generator=g, dtype=torch.float64)
+    gamma = torch.rand(B, H, T, generator=g, dtype=torch.float64) * gamma_scale
+    basis = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))[0]
+    return [x.to(dtype) for x in (q, k, v, gamma)], basis.to(dtype)
+
+
+def mixed(flag: torch.Tensor) -> bool:
+    return bool(flag.any()) and not bool(flag.all())
+
+
+def assert_same(a, b, rtol=1e-10):
+    """Outputs, states and stats agree: floats to rtol (relative to the largest entry), flags exactly."""
+    (o_a, state_a, stats_a), (o_b, state_b, stats_b) = a, b
+    for x, y in [(o_a, o_b), *zip(state_a, state_b)]:
+        torch.testing.assert_close(x, y, rtol=0, atol=rtol * y.abs().max().item())
+    assert stats_a.keys() == stats_b.keys()
+    for name in stats_a:
+        if stats_a[name].is_floating_point():
+            torch.testing.assert_close(stats_a[name], stats_b[name], rtol=rtol, atol=0)
+        else:
+            assert torch.equal(stats_a[name], stats_b[name]), name
+
+
+def prefix_state(T=13):
+    """A realistic mid-chunk state: the memory after T tokens of another sequence (T % chunk ≠ 0)."""
+    (q, k, v, gamma), basis = inputs(T=T, seed=1)
+    return dissipative_memory_recurrent(q, k, v, gamma, ETA, basis, CFG)[1]
+
+
+@pytest.mark.parametrize("pos, with_state", [(0, False), (5, False), (13, True)])
+def test_chunked_matches_recurrent(pos, with_state):
+    (q, k, v, gamma), basis = inputs(T=29)
+    state = prefix_state(pos) if with_state else None
+    chunked = dissipative_memory(q, k, v, gamma, ETA, basis, CFG, pos=pos, state=state)
+    reference = dissipative_memory_recurrent(q, k, v, gamma, ETA, basis, CFG, pos=pos, state=state)
+    assert_same(chunked, reference)
+    stats = reference[2]
+    assert stats["snr"].shape == (2, 3, (pos + 29) // 8 - pos // 8)
+    assert mixed(stats["low_snr"]) and mixed(stats["stable"]) and (stats["resonant_modes"] < 8).any()
+
+
+def test_ragged_pieces_equal_one_call():
+    (q, k, v, gamma), basis = inputs(T=37)
+    pos0 = 3
+    whole = dissipative_memory(q, k, v, gamma, ETA, basis, CFG, pos=pos0)
+    for op in (dissipative_memory, dissipative_memory_recurrent):
+        outputs, stats, state, start = [], [], None, 0
+        for length in [5, 1, 13, 8, 10]:
+            piece = slice(start, start + length)
+            o, state, s = op(q[:, :, piece], k[:, :, piece], v[:, :, piece], gamma[:, :, piece], ETA, basis, CFG,
+                             pos=pos0 + start, state=state)
+            outputs.append(o)
+            stats.append(s)
+            start += length
+        pieces = (torch.cat(outputs, 2), state, {n: torch.cat([s[n] for s in stats], -1) for n in whole[2]})
+        assert_same(pieces, whole)
+
+
+def test_one_token_at_a_time_equals_one_call():
+    (q, k, v, gamma), basis = inputs(T=20)
+    whole = dissipative_memory(q, k, v, gamma, ETA, basis, CFG, pos=6)
+    state, outputs = None, []
+    for t in range(20):
+        o, state, _ = dissipative_memory(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1],
+                                         gamma[:, :, t:t + 1], ETA, basis, CFG, pos=6 + t, state=state)
+        outputs.append(o)
+    torch.testing.assert_close(torch.cat(outputs, 2), whole[0], rtol=1e-10, atol=1e-12)
+    for x, y in zip(state, whole[1]):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+def loss_and_grads(op, q, k, v, gamma, basis, state, weights):
+    leaves = [x.clone().requires_grad_() for x in (q, k, v, gamma, state.S)]
+    o, new_state, _ = op(*leaves[:4], ETA, basis, CFG, pos=13, state=state._replace(S=leaves[4]))
+    loss = (o * weights[0]).sum() + (new_state.S * weights[1]).sum()
+    return torch.autograd.grad(loss, leaves)
+
+
+def test_gradients_match_recurrent():
+    (q, k, v, gamma), basis = inputs(T=29)
+    state = prefix_state(13)
+    weights = (torch.randn_like(q), torch.randn_like(state.S))
+    chunked = loss_and_grads(dissipative_memory, q, k, v, gamma, basis, state, weights)
+    reference = loss_and_grads(dissipative_memory_recurrent, q, k, v, gamma, basis, state, weights)
+    for name, a, b in zip(["q", "k", "v", "gamma", "S0"], chunked, reference):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10 * b.abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize("snr_threshold", [0.25, 10.0])
+def test_gradcheck(snr_threshold):
+    # snr ∈ [1/2, √d/2] = [1/2, 1] for any nonzero 4×4 memory (σ_max ≥ ‖S‖_F/√d), so these thresholds
+    # make the SNR decision constant (always boost η / always boost Γ); a huge tolerance keeps every
+    # head stable. The seed is one whose resonance masks are unchanged by ±25% of their threshold
+    # (asserted below), so finite differences cannot flip a mode.
+    cfg = ConsolidationConfig(chunk=4, snr_threshold=snr_threshold, resonance_threshold=0.5,
+                              lyapunov_tolerance=1e9)
+    (q, k, v, gamma), basis = inputs(B=1, H=2, T=10, d=4, gamma_scale=0.5, seed=18)
+    S0 = torch.randn(1, 2, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(18))
+
+    def op(q, k, v, gamma, S0, cfg=cfg):
+        state = MemoryState.zeros(1, 2, 4, torch.float64)._replace(S=S0)
+        o, state, stats = dissipative_memory(q, k, v, gamma, ETA, basis, cfg, pos=1, state=state)
+        return o, state.S, stats
+
+    modes = op(q, k, v, gamma, S0)[2]["resonant_modes"]
+    assert (modes < 4).any()  # the projection is active
+    for scale in (0.8, 1.25):
+        shifted = ConsolidationConfig(chunk=4, snr_threshold=snr_threshold, resonance_threshold=0.5 * scale,
+                                      lyapunov_tolerance=1e9)
+        assert torch.equal(op(q, k, v, gamma, S0, shifted)[2]["resonant_modes"], modes)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v, gamma, S0)]
+    assert torch.autograd.gradcheck(lambda *x: op(*x)[:2], leaves)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("j", [1, 4, 5, 12, 20])
+def test_causality(dtype, j):
+    (q, k, v, gamma), basis = inputs(T=24, dtype=dtype)
+    o = dissipative_memory(q, k, v, gamma, ETA, basis, CFG, pos=3)[0]
+    perturbed = [x.clone() for x in (q, k, v, gamma)]
+    for x in perturbed:
+        x[:, :, j] += 1.0
+    o2 = dissipative_memory(*perturbed, ETA, basis, CFG, pos=3)[0]
+    assert torch.equal(o[:, :, :j], o2[:, :, :j])
+    assert not torch.equal(o[:, :, j], o2[:, :, j])
+
+
+def test_sequences_are_independent():
+    (q, k, v, gamma), basis = inputs(B=3, T=29)
+    batch = dissipative_memory(q, k, v, gamma, ETA, basis, CFG, pos=2)
+    row = dissipative_memory(q[1:2], k[1:2], v[1:2], gamma[1:2], ETA, basis, CFG, pos=2)
+    batch_row = (batch[0][1:2], MemoryState(*(x[1:2] for x in batch[1])), {n: s[1:2] for n, s in batch[2].items()})
+    assert_same(row, batch_row, rtol=1e-13)
+
+
+def test_no_hidden_state():
+    (q, k, v, gamma), basis = inputs(T=29)
+    first = dissipative_memory(q, k, v, gamma, ETA, basis, CFG, pos=4)
+    second = dissipative_memory(q, k, v, gamma, ETA, basis, CFG, pos=4)
+    assert torch.equal(first[0], second[0])
+    assert all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
+    assert all(torch.equal(first[2][n], second[2][n]) for n in first[2])
+
+
+def test_none_state_is_the_empty_memory():
+    (q, k, v, gamma), basis = inputs(T=29)
+    empty = MemoryState.zeros(2, 3, 8, torch.float64)
+    assert_same(dissipative_memory(q, k, v, gamma, ETA, basis, CFG, pos=4),
+                dissipative_memory(q, k, v, gamma, ETA, basis, CFG, pos=4, state=empty), rtol=0)
+
+
+def test_no_boundary_gives_empty_stats():
+    (q, k, v, gamma), basis = inputs(T=5)
+    _, state, stats = dissipative_memory(q, k, v, gamma, ETA, basis, CFG, pos=1)
+    assert set(stats) == {"snr", "low_snr", "resonant_modes", "resonance_energy", "stable", "energy"}
+    assert all(s.shape == (2, 3, 0) for s in stats.values())
+    assert stats["stable"].dtype == stats["low_snr"].dtype == torch.bool
+    assert torch.equal(state.gamma_mult, torch.ones(2, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype, expected", [(torch.bfloat16, torch.float32), (torch.float32, torch.float32),
+                                             (torch.float64, torch.float64)])
+def test_computes_in_the_state_dtype(dtype, expected):
+    (q, k, v, gamma), basis = inputs(T=10, dtype=dtype)
+    o, state, stats = dissipative_memory(q, k, v, gamma, ETA, basis, CFG)
+    assert o.dtype == state.S.dtype == state.bound.dtype == stats["snr"].dtype == expected
+    given = MemoryState.zeros(2, 3, 8, torch.float64)
+    assert dissipative_memory(q, k, v, gamma, ETA, basis, CFG, state=given)[0].dtype == torch.float64
+
+
+def test_triton_path_not_available_yet():
+    (q, k, v, gamma), basis = inputs(T=4)
+    with pytest.raises(NotImplementedError, match="Triton"):
+        dissipative_memory(q, k, v, gamma, ETA, basis, CFG, use_triton=True)
+
+
+# ---- behaviour of the consolidation inside the op (d = 64, chunk = 64, default thresholds) ----
+
+D, CHUNK = 64, 64
+DEFAULT = ConsolidationConfig(chunk=CHUNK)
+
+
+def repeated_writes(B, H, T, seed=0):
+    """The same unit key and value at every token of each head (coherent pumping); q = k."""
+    g = torch.Generator().manual_seed(seed)
+    k = F.normalize(torch.randn(B, H, 1, D, generator=g, dtype=torch.float64), dim=-1).expand(B, H, T, D)
+    v = torch.randn(B, H, 1, D, generator=g, dtype=torch.float64).expand(B, H, T, D)
+    return k, k, v
+
+
+def random_writes(B, H, T, seed=0):
+    (q, k, v, _), _ = inputs(B, H, T, D, seed=seed)
+    return q, k, v
+
+
+def run(qkv, base_gamma, cfg=DEFAULT):
+    q, k, v = qkv
+    B, H, T, _ = q.shape
+    basis = torch.linalg.qr(torch.randn(D, D, generator=torch.Generator().manual_seed(9), dtype=torch.float64))[0]
+    return dissipative_memory(q, k, v, torch.full((B, H, T), base_gamma, dtype=torch.float64), 1.0, basis, cfg)
+
+
+def test_repeated_writes_are_flagged_and_random_writes_are_stable():
+    stats = run(repeated_writes(2, 4, 4 * CHUNK), 0.01)[2]
+    assert not stats["stable"][..., :2].any()  # pumping from an empty memory: E ≈ L·bound at boundary 1
+    random_stats = run(random_writes(2, 4, 4 * CHUNK), 0.01)[2]
+    assert random_stats["stable"].double().mean() >= 0.9
+
+
+@pytest.mark.parametrize("base_gamma", [0.0, 0.01, 0.1, 0.5, 1.0, 1.5, 1.7, 2.0, 3.0])
+def test_first_boundary_follows_the_analytic_energy_ratio(base_gamma):
+    # From an empty memory, L equal writes give E = (Σ_j λ^j)² η²‖k‖²‖v‖² against
+    # bound = (Σ_j λ^{2j}) η²‖k‖²‖v‖²: stable iff their ratio ≤ tolerance (ratio → (1+λ)/(1−λ)).
+    lam = math.exp(-base_gamma)
+    ratio = sum(lam**j for j in range(CHUNK)) ** 2 / sum(lam ** (2 * j) for j in range(CHUNK))
+    assert abs(ratio - DEFAULT.lyapunov_tolerance) > 0.05  # no case sits on the threshold
+    stats = run(repeated_writes(1, 4, CHUNK), base_gamma)[2]
+    assert stats["stable"].all() if ratio <= DEFAULT.lyapunov_tolerance else not stats["stable"].any()
+
+
+def test_stable_ratio_on_repeated_writes_rises_with_decay():
+    # Below Γ ≈ ln 5 the (1+λ)/(1−λ) ratio exceeds the tolerance and the pumped head alternates
+    # between flagged and damped chunks; above it dissipation alone keeps every chunk within bound.
+    ratios = [run(repeated_writes(2, 4, 6 * CHUNK), g)[2]["stable"].double().mean().item() for g in (0.01, 2.0)]
+    assert ratios[0] < 0.75 and ratios[1] == 1.0
+
+
+def test_gamma_boost_does_not_compound():
+    # One chunk of random writes (low SNR: the next chunk's Γ is boosted), then chunks without writes:
+    # the memory only decays, so o_{t+1} = λ o_t with q fixed and the decay rate is observable.
+    # It must be Γ·gamma_boost in every quiet chunk, not Γ·gamma_boost^n.
+    n, G = 5, 0.05
+    q, k, v = random_writes(1, 2, n * CHUNK)
+    k = k.clone()
+    k[:, :, CHUNK:] = 0
+    q = q[:, :, :1].expand_as(q)
+    o, _, stats = run((q, k, v), G)
+    assert stats["low_snr"].all() and stats["stable"][..., 1:].all()
+    quiet = o[:, :, CHUNK:].unflatten(2, (n - 1, CHUNK)).norm(dim=-1)  # (B, H, chunk index, t)
+    rate = -(quiet[..., 1:] / quiet[..., :-1]).log()
+    torch.testing.assert_close(rate, torch.full_like(rate, G * DEFAULT.gamma_boost), rtol=1e-9, atol=0)
+
+
+def test_eta_boost_and_lyapunov_step_do_not_compound():
+    # Three chunks of repeated clean writes (pumping: unstable), then three quiet chunks (k = 0: the
+    # energy decays, stable). With q = k_clean, o_t = c_t v and c_t = λ c_{t−1} + η_eff inside a chunk,
+    # so three consecutive c's give λ = (c_{t+1} − c_t)/(c_t − c_{t−1}) and η_eff = c_t − λ c_{t−1}.
+    # The memory stays clean (snr = √d/2 = 4 > 2): η·eta_boost while writing after the first chunk,
+    # never eta_boost^n; and Γ + step exactly in the chunks after unstable boundaries, never n·step.
+    n, G = 6, 0.01
+    q, k, v = repeated_writes(1, 2, n * CHUNK)
+    k = k.clone()
+    k[:, :, 3 * CHUNK:] = 0
+    o, _, stats = run((q, k, v), G)
+    c = ((o * v).sum(-1) / v.square().sum(-1)).unflatten(2, (n, CHUNK))  # (B, H, chunk index, t)
+    lam = (c[..., 2:] - c[..., 1:-1]) / (c[..., 1:-1] - c[..., :-2])
+    eta = c[..., 2:] - lam * c[..., 1:-1]
+    assert not stats["low_snr"].any()
+    expected_eta = torch.tensor([1.0, DEFAULT.eta_boost, DEFAULT.eta_boost, 0.0, 0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(eta, expected_eta[:, None].expand_as(eta), rtol=1e-8, atol=1e-8)
+    unstable = ~stats["stable"][..., : n - 1]
+    assert unstable[..., :3].all() and not unstable[..., 4:].any()
+    expected_rate = G + DEFAULT.lyapunov_gamma_step * torch.cat([torch.zeros_like(unstable[..., :1]), unstable], -1)
+    torch.testing.assert_close(-lam.log(), expected_rate.double()[..., None].expand_as(lam), rtol=1e-7, atol=0)
