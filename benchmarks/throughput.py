@@ -1,0 +1,234 @@
+"""Side-by-side speed of phase2, phase1 and transformer on one GPU, in one process.
+
+Three measurements, each printed as a table and written to JSON:
+
+1. Training: tokens/s of a full step (forward + backward + AdamW, bf16 autocast), peak VRAM and
+   model-FLOPs utilisation, for every (preset, batch, length) setting, eager and compiled.
+2. Op level: forward and forward+backward time of the dissipative-memory op (Triton vs the PyTorch
+   chunked reference), and flash-linear-attention's ``chunk_simple_gla`` forward when importable.
+3. Decoding: tokens/s and peak memory of one-token steps after a 1K/8K/32K-token context, phase2
+   (recurrent state) vs transformer (KV cache), batch 1 and 16.
+
+    python benchmarks/throughput.py                      # everything (about 8 minutes on an H100)
+    python benchmarks/throughput.py --only train --settings base:32:1024 --modes eager
+
+Model FLOPs per token (forward + backward = 3× forward): ``6·N`` for the weights (N without the
+embedding, which is a lookup; the tied LM head counted once) plus the token mixing — attention
+``6·L·H·d_h·T`` (causal: half of ``12·L·H·d_h·T``), memory ``6·L·H·(d_h·C + 2·d_h²)`` for chunk C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from breath import ModelConfig, build_model
+
+ARCHS = ("phase2", "phase1", "transformer")
+DEFAULT_SETTINGS = ("base:4:1024", "base:32:1024", "base:4:8192", "large:8:2048")
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
+
+
+def peak_flops() -> float:
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), float("nan"))
+
+
+def flops_per_token(cfg: ModelConfig, n_params: int, length: int) -> float:
+    weights = 6 * (n_params - cfg.vocab_size * cfg.d_model) + 6 * cfg.vocab_size * cfg.d_model
+    mixing = {
+        "transformer": 6 * cfg.n_layers * cfg.num_heads * cfg.head_dim * length,
+        "phase2": 6 * cfg.n_layers * cfg.num_heads * (cfg.head_dim * cfg.memory_chunk + 2 * cfg.head_dim**2),
+        "phase1": 0,
+    }[cfg.arch]
+    return weights + mixing
+
+
+def timed(fn, warmup: int, repeat: int) -> float:
+    """Median seconds of ``fn()`` with CUDA events, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def train_step_benchmark(arch: str, preset: str, batch: int, length: int, mode: str, vocab: int) -> dict:
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset(preset, arch=arch, vocab_size=vocab, n_seq=length, dropout=0.0)
+    model = build_model(cfg).cuda()
+    n_params = model.num_parameters()
+    step_model = torch.compile(model) if mode == "compiled" else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    ids = torch.randint(0, vocab, (batch, length + 1), device="cuda")
+
+    def step():
+        with torch.autocast("cuda", torch.bfloat16):
+            logits = step_model(ids[:, :-1]).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    torch.cuda.reset_peak_memory_stats()
+    seconds = timed(step, warmup=3, repeat=10)
+    tokens_per_s = batch * length / seconds
+    result = {
+        "arch": arch, "preset": preset, "batch": batch, "length": length, "mode": mode,
+        "params_M": round(n_params / 1e6, 1), "step_ms": round(seconds * 1e3, 2),
+        "tokens_per_s": round(tokens_per_s), "peak_vram_GB": round(torch.cuda.max_memory_allocated() / 1e9, 2),
+        "mfu": round(tokens_per_s * flops_per_token(cfg, n_params, length) / peak_flops(), 4),
+    }
+    del model, step_model, optimizer
+    torch.cuda.empty_cache()
+    return result
+
+
+def op_benchmark(batch: int, heads: int, length: int, dim: int, chunk: int) -> list[dict]:
+    from breath.layers.zeta import zeta_basis
+    from breath.ops.consolidation import ConsolidationConfig
+    from breath.ops.dissipative_memory import dissipative_memory
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(batch, heads, length, dim, device="cuda", generator=gen, dtype=torch.bfloat16)
+               for _ in range(3))
+    k = F.normalize(k.float(), dim=-1).to(torch.bfloat16)
+    gamma = 0.01 + 0.02 * torch.rand(batch, heads, length, device="cuda", generator=gen)
+    basis, cfg = zeta_basis(dim).cuda(), ConsolidationConfig(chunk=chunk)
+    rows = []
+    for name, use_triton in (("memory (triton)", True), ("memory (pytorch)", False)):
+        inputs = [t.detach().requires_grad_() for t in (q, k, v, gamma)]
+        try:
+            forward = lambda: dissipative_memory(*inputs, 0.1, basis, cfg, use_triton=use_triton)[0]  # noqa: E731
+            fwd = timed(forward, 3, 20)
+            fwd_bwd = timed(lambda: forward().float().sum().backward(), 3, 10)
+        except NotImplementedError as error:
+            rows.append({"op": name, "error": str(error)})
+            continue
+        rows.append({"op": name, "forward_ms": round(fwd * 1e3, 3), "fwd_bwd_ms": round(fwd_bwd * 1e3, 3)})
+    try:
+        from fla.ops.simple_gla import chunk_simple_gla
+    except ImportError:
+        rows.append({"op": "fla chunk_simple_gla", "error": "flash-linear-attention not importable"})
+    else:
+        qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # fla layout (B, T, H, D)
+        g = (-gamma).transpose(1, 2).contiguous()
+        fwd = timed(lambda: chunk_simple_gla(qt, kt, vt, g=g, scale=1.0), 3, 20)
+        rows.append({"op": "fla chunk_simple_gla", "forward_ms": round(fwd * 1e3, 3)})
+    for row in rows:
+        row.update(batch=batch, heads=heads, length=length, dim=dim)
+    return rows
+
+
+@torch.no_grad()
+def decode_benchmark(arch: str, preset: str, batch: int, context: int, new_tokens: int, vocab: int) -> dict:
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset(preset, arch=arch, vocab_size=vocab, dropout=0.0)
+    model = build_model(cfg).cuda().eval()
+    ids = torch.randint(0, vocab, (batch, context), device="cuda")
+    torch.cuda.reset_peak_memory_stats()
+    with torch.autocast("cuda", torch.bfloat16):
+        state = None
+        for start in range(0, context, 4096):  # chunked prefill
+            state = model(ids[:, start : start + 4096], state=state).state
+        prefill_peak = torch.cuda.max_memory_allocated()
+        token = ids[:, -1:]
+        torch.cuda.synchronize()
+        begin = time.perf_counter()
+        for _ in range(new_tokens):
+            out = model(token, state=state)
+            state, token = out.state, out.logits[:, -1:].argmax(-1)
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - begin
+    result = {"arch": arch, "preset": preset, "batch": batch, "context": context,
+              "decode_tokens_per_s": round(batch * new_tokens / seconds, 1),
+              "ms_per_step": round(seconds / new_tokens * 1e3, 2),
+              "prefill_peak_GB": round(prefill_peak / 1e9, 2),
+              "decode_peak_GB": round(torch.cuda.max_memory_allocated() / 1e9, 2)}
+    del model, state
+    torch.cuda.empty_cache()
+    return result
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    widths = {k: max(len(k), *(len(str(row.get(k, ""))) for row in rows)) for k in keys}
+    print(f"\n## {title}")
+    print("  ".join(k.ljust(widths[k]) for k in keys))
+    for row in rows:
+        print("  ".join(str(row.get(k, "")).ljust(widths[k]) for k in keys))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("train", "op", "decode"), action="append",
+                        help="run only these parts (repeatable; default: all)")
+    parser.add_argument("--archs", default=",".join(ARCHS))
+    parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS),
+                        help="training settings preset:batch:length")
+    parser.add_argument("--modes", default="eager,compiled")
+    parser.add_argument("--vocab-size", type=int, default=10000)
+    parser.add_argument("--contexts", default="1024,8192,32768")
+    parser.add_argument("--decode-batches", default="1,16")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/throughput.json"))
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("throughput.py measures GPU speed: no CUDA device found")
+    parts = set(args.only or ("train", "op", "decode"))
+    archs = args.archs.split(",")
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "date": time.strftime("%Y-%m-%d"), "train": [], "op": [], "decode": []}
+
+    def save():
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2))
+
+    if "train" in parts:
+        for setting in args.settings:
+            preset, batch, length = setting.split(":")
+            for mode in args.modes.split(","):
+                for arch in archs:
+                    try:
+                        row = train_step_benchmark(arch, preset, int(batch), int(length), mode, args.vocab_size)
+                    except torch.cuda.OutOfMemoryError:
+                        torch.cuda.empty_cache()
+                        row = {"arch": arch, "preset": preset, "batch": int(batch), "length": int(length),
+                               "mode": mode, "error": "out of memory"}
+                    report["train"].append(row)
+                    print(row, flush=True)
+                    save()
+    if "op" in parts:
+        for batch, length in ((32, 1024), (4, 8192)):
+            report["op"] += op_benchmark(batch, 8, length, 64, 64)
+            save()
+    if "decode" in parts:
+        for batch in map(int, args.decode_batches.split(",")):
+            for context in map(int, args.contexts.split(",")):
+                for arch in ("phase2", "transformer"):
+                    row = decode_benchmark(arch, "base", batch, context, args.new_tokens, args.vocab_size)
+                    report["decode"].append(row)
+                    print(row, flush=True)
+                    save()
+    print(f"\n# {report['device']}, torch {report['torch']}, {report['date']}")
+    print_table("training step (bf16 autocast, AdamW)", report["train"])
+    print_table("memory op, B H T D as given", report["op"])
+    print_table("decoding (base preset)", report["decode"])
+
+
+if __name__ == "__main__":
+    main()
