@@ -176,10 +176,12 @@ def test_use_triton_default_on_cpu_is_pytorch():
     _assert_close(bk_resolvent(a, b, c, z, use_triton=None), bk_resolvent(a, b, c, z, use_triton=False))
 
 
-def test_use_triton_true_without_kernel_raises():
+def test_use_triton_true_rejects_what_the_kernel_cannot_do():
     a, b, c, z = _chain((2,), 5)
-    with pytest.raises(NotImplementedError):
-        bk_resolvent(a, b, c, z, use_triton=True)
+    with pytest.raises(NotImplementedError, match="causal only"):
+        bk_resolvent(a.to(torch.complex64), b, c, z, causal=False, use_triton=True)
+    with pytest.raises(TypeError, match="float32"):
+        bk_resolvent(a, b, c, z, use_triton=True)  # complex128
 
 
 # ----------------------------------------------------------------------------------------------

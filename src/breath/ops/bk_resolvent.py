@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import torch
 from torch import Tensor
@@ -283,6 +284,20 @@ def triton_available() -> bool:
     return _TRITON_OK
 
 
+def _check_triton_ok(e: Tensor, causal: bool) -> None:
+    if not causal:
+        raise NotImplementedError("bk_resolvent: the Triton kernel is causal only; use use_triton=False "
+                                  "(or None) with causal=False")
+    if e.dtype != torch.complex64:
+        raise TypeError("bk_resolvent: the Triton kernel computes in float32; give complex64/float32 inputs "
+                        f"(the compute dtype here is {e.dtype}) or use use_triton=False")
+    if not triton_available():
+        raise RuntimeError("bk_resolvent: use_triton=True but `import triton` fails")
+    if not e.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError("bk_resolvent: use_triton=True needs CUDA tensors, or TRITON_INTERPRET=1 (set before "
+                           "triton is imported) to run the kernel in Triton's CPU interpreter")
+
+
 def bk_resolvent(
     a: Tensor,
     b,
@@ -307,7 +322,9 @@ def bk_resolvent(
             ``causal=False`` (it enters the left continued fraction).
         use_triton: None: the Triton kernel when the tensors are on CUDA, ``triton`` imports, the
             resolvent is causal and the compute dtype is complex64; else the PyTorch Function.
-            True forces Triton, False forces PyTorch.
+            True forces Triton (causal, complex64 only; on CPU tensors only under
+            ``TRITON_INTERPRET=1``), False forces PyTorch. The Triton kernels live in
+            :mod:`breath.ops.bk_resolvent_triton`.
 
     All leading dimensions of a, b, c, z and left broadcast together. Inputs in double precision
     compute in complex128, everything else (half, bfloat16, float32, complex32, complex64) in
@@ -324,12 +341,16 @@ def bk_resolvent(
     if use_triton is None:
         use_triton = causal and e.is_cuda and e.dtype == torch.complex64 and triton_available()
     if use_triton:
-        raise NotImplementedError("bk_resolvent: the Triton kernel is not written yet; use use_triton=False")
+        _check_triton_ok(e, causal)
 
     # time-major (T, N) contiguous layout for the sequential loops
     e_tn = e.movedim(-1, 0).reshape(T, N).contiguous()
     beta_tn = beta.movedim(-1, 0).reshape(T - 1, N).contiguous()
     sigma_n = None if sigma is None else sigma.reshape(N).contiguous()
-    fn = _BKCausal if causal else _BKFull
-    out = fn.apply(e_tn, beta_tn, sigma_n)
+    if use_triton:
+        from breath.ops.bk_resolvent_triton import bk_causal_triton
+
+        out = bk_causal_triton(e_tn, beta_tn, sigma_n)
+    else:
+        out = (_BKCausal if causal else _BKFull).apply(e_tn, beta_tn, sigma_n)
     return out.reshape(T, *batch).movedim(0, -1)

@@ -1,0 +1,161 @@
+"""GPU check of the causal BK resolvent's Triton kernels: accuracy at full shapes, a sweep of launch
+configurations, and the time of Triton vs the PyTorch custom Function.
+
+    python benchmarks/gpu_check_bk.py              # needs a CUDA GPU and triton
+    python benchmarks/gpu_check_bk.py --no-sweep   # skip the launch-configuration sweep
+
+1. Accuracy. Model-like inputs (a = V - iΓ with Γ in [0.01, 0.05], b = c = h = 1, Im z in {1, 0.1}),
+   laid out as the model passes them ((B, C, T) view of a (B, T, C) tensor). The Triton path
+   (complex64) is compared, forward and gradients of a, h, z and left, with autograd of
+   bk_resolvent_reference in complex128: max |error| / max |reference| per tensor, must be < 1e-4.
+2. Sweep (optional): forward and forward+backward time of each (CHUNK, BLOCK_N, num_warps); the
+   module defaults in breath/ops/bk_resolvent_triton.py should be the fastest row.
+3. Timing: bk_resolvent(..., use_triton=True) vs use_triton=False (the PyTorch custom Function,
+   complex64), forward and forward+backward, triton.testing.do_bench medians, and peak memory.
+The table printed last is the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+SHAPES = [(32, 8, 1024), (4, 8, 8192)]
+TOL = 1e-4
+
+
+def make_inputs(B, C, T, imz, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rdt = torch.float64
+    V = torch.randn(B, T, C, generator=g, dtype=rdt)
+    Gam = 0.01 + 0.04 * torch.rand(B, T, C, generator=g, dtype=rdt)
+    a = torch.complex(V, -Gam).transpose(1, 2)  # (B, C, T) view, as the model passes it
+    h = torch.ones(C, 1, dtype=rdt)
+    z = torch.complex(0.3 * torch.randn(C, generator=g, dtype=rdt), torch.full((C,), imz, dtype=rdt))
+    left = torch.complex(0.2 * torch.randn(B, C, generator=g, dtype=rdt), 0.1 * torch.rand(B, C, generator=g, dtype=rdt))
+    w = torch.randn(B, C, T, generator=g, dtype=torch.complex128)
+    rdt_out = torch.float32 if dtype == torch.complex64 else torch.float64
+    out = [a.to(dtype), h.to(rdt_out), z.to(dtype), left.to(dtype), w.to(dtype)]
+    return [x.to(device) for x in out]
+
+
+def run(fn, a, h, z, left, w, **kw):
+    xs = [x.detach().clone().requires_grad_() for x in (a, h, z, left)]
+    out = fn(xs[0], xs[1], xs[1], xs[2], left=xs[3], **kw)
+    out.backward(w)
+    return [out.detach()] + [x.grad for x in xs]
+
+
+def rel_err(x, ref):
+    return ((x.to(ref.dtype) - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+
+
+def accuracy(dev):
+    from breath.ops.bk_resolvent import bk_resolvent, bk_resolvent_reference
+
+    rows, ok = [], True
+    for B, C, T in SHAPES:
+        for imz in (1.0, 0.1):
+            ref = run(bk_resolvent_reference, *make_inputs(B, C, T, imz, torch.complex128, dev))
+            tri = run(bk_resolvent, *make_inputs(B, C, T, imz, torch.complex64, dev), use_triton=True)
+            pyt = run(bk_resolvent, *make_inputs(B, C, T, imz, torch.complex64, dev), use_triton=False)
+            e_t = [rel_err(x, r) for x, r in zip(tri, ref)]
+            e_p = [rel_err(x, r) for x, r in zip(pyt, ref)]
+            ok &= max(e_t) < TOL
+            rows.append((B, C, T, imz, e_t, e_p))
+            print(f"accuracy B={B} C={C} T={T} Im z={imz}: rel err [g, da, dh, dz, dleft] "
+                  f"triton {['%.1e' % e for e in e_t]}  pytorch-c64 {['%.1e' % e for e in e_p]}", flush=True)
+    return rows, ok
+
+
+def bench(f, grad_to_none=None):
+    from triton.testing import do_bench
+
+    return do_bench(f, warmup=25, rep=200, grad_to_none=grad_to_none, return_mode="median")
+
+
+def fwd_and_fwdbwd(dev, B, C, T, **kw):
+    from breath.ops.bk_resolvent import bk_resolvent
+
+    a, h, z, left, w = make_inputs(B, C, T, 1.0, torch.complex64, dev)
+    xs = [x.detach().clone().requires_grad_() for x in (a, h, z, left)]
+
+    def fwd():
+        with torch.no_grad():
+            bk_resolvent(xs[0], xs[1], xs[1], xs[2], left=xs[3], **kw)
+
+    def fwd_bwd():
+        bk_resolvent(xs[0], xs[1], xs[1], xs[2], left=xs[3], **kw).backward(w)
+
+    t_f = bench(fwd)
+    t_fb = bench(fwd_bwd, grad_to_none=xs)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fwd_bwd()
+    torch.cuda.synchronize()
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    return t_f, t_fb, peak
+
+
+def sweep(dev):
+    import breath.ops.bk_resolvent_triton as K
+
+    default = (K.CHUNK, K.BLOCK_N, K.NUM_WARPS)
+    results = {}
+    for B, C, T in SHAPES:
+        for chunk in (1, 4, 8, 16, 32):
+            for block_n, nw in ((32, 1), (64, 2), (128, 4)):
+                K.CHUNK, K.BLOCK_N, K.NUM_WARPS = chunk, block_n, nw
+                t_f, t_fb, _ = fwd_and_fwdbwd(dev, B, C, T, use_triton=True)
+                results[(B, C, T, chunk, block_n, nw)] = (t_f, t_fb)
+                print(f"sweep B={B} C={C} T={T} CHUNK={chunk:2d} BLOCK_N={block_n:3d} warps={nw}: "
+                      f"fwd {t_f:8.3f} ms  fwd+bwd {t_fb:8.3f} ms", flush=True)
+    K.CHUNK, K.BLOCK_N, K.NUM_WARPS = default
+    return results
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--no-sweep", action="store_true")
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("gpu_check_bk: needs a CUDA GPU")
+    import triton
+
+    dev = "cuda"
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}", flush=True)
+    acc_rows, ok = accuracy(dev)
+    sweep_res = None if args.no_sweep else sweep(dev)
+
+    timing = []
+    for B, C, T in SHAPES:
+        tri = fwd_and_fwdbwd(dev, B, C, T, use_triton=True)
+        pyt = fwd_and_fwdbwd(dev, B, C, T, use_triton=False)
+        timing.append(((B, C, T), tri, pyt))
+
+    print()
+    if sweep_res:
+        print("fastest launch configuration per shape (CHUNK, BLOCK_N, warps):")
+        for B, C, T in SHAPES:
+            rows = {k[3:]: v for k, v in sweep_res.items() if k[:3] == (B, C, T)}
+            best_f = min(rows, key=lambda k: rows[k][0])
+            best_fb = min(rows, key=lambda k: rows[k][1])
+            print(f"  B={B} C={C} T={T}: fwd {best_f} {rows[best_f][0]:.3f} ms, "
+                  f"fwd+bwd {best_fb} {rows[best_fb][1]:.3f} ms")
+    print(f"accuracy vs complex128 reference (max rel err over g and all grads): "
+          f"{max(max(r[4]) for r in acc_rows):.1e} -> {'PASS' if ok else 'FAIL'} (tol {TOL:g})")
+    print()
+    print(f"{'B':>3s} {'C':>2s} {'T':>5s} | {'triton fwd':>10s} {'fwd+bwd':>9s} {'peak MiB':>8s} | "
+          f"{'pytorch fwd':>11s} {'fwd+bwd':>9s} {'peak MiB':>8s} | {'speed-up f/fb':>13s}")
+    for (B, C, T), tri, pyt in timing:
+        print(f"{B:3d} {C:2d} {T:5d} | {tri[0]:8.3f}ms {tri[1]:7.3f}ms {tri[2]:8.1f} | "
+              f"{pyt[0]:9.3f}ms {pyt[1]:7.3f}ms {pyt[2]:8.1f} | {pyt[0] / tri[0]:5.1f}x {pyt[1] / tri[1]:5.1f}x")
+    if not ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
