@@ -1,0 +1,577 @@
+"""Triton forward and backward of the dissipative Hebbian memory with consolidation (DESIGN §5).
+
+Computes exactly what :func:`breath.ops.dissipative_memory.dissipative_memory` computes (same
+``MemoryState``, same per-boundary stats) with fp32 accumulation and an fp32 state; q, k, v may be
+bf16, fp16 or fp32. Per batch row and head, with the adjustments (gm, ga, em) pending since the last
+boundary and η_t = η·em:
+
+    ℓ_t = −(Γ_t·gm + ga)          b_t = Σ_{s≤t} ℓ_s (inclusive, local to the chunk)
+    o_t = e^{b_t} S0ᵀ q_t + Σ_{s≤t} e^{b_t−b_s} η_t (q_t·k_s) v_s
+    S_L = e^{b_L} S0 + Σ_s w_s k_s v_sᵀ,      w_s = η_t e^{b_L−b_s}
+    bound_L = e^{2b_L} bound0 + Σ_s w_s² ‖k_s‖² ‖v_s‖²
+
+and at an absolute boundary the consolidation of :mod:`breath.ops.consolidation` (Lyapunov rule,
+SNR by power iteration on SᵀS from the fixed start vector, resonance projection
+S ← S − Q[(1−M) ⊙ QᵀS], fresh pending adjustments).
+
+Chunks are laid on the absolute grid: chunk i of a call holds the tokens t = i·C − off + j
+(j < C, off = pos mod C) that lie in [0, T). Absent tokens load as q = k = v = 0 and ℓ = 0, so
+they write nothing and leave b unchanged: the partial first segment and the ragged tail need no
+special case, and a boundary follows chunk i exactly when (i+1)·C ≤ off + T.
+
+Kernels (one program per (batch, head) for the sequential ones):
+
+* ``_fwd_state_kernel`` walks the chunks in order with S (d×d, fp32) on chip, saves S at every chunk
+  start, the pending adjustments of every chunk and the keep mask of every boundary (O(T/C·d²) per
+  head, what the backward needs), writes the stats and the new state; with ``FUSE_OUT`` it also
+  writes o, otherwise ``_fwd_out_kernel`` computes o for all (chunk, head) pairs in parallel.
+* ``_bwd_state_kernel`` walks the chunks in reverse with dS on chip. With the decisions held fixed
+  (their derivative is zero almost everywhere), the projection is the linear map
+  Π = I − Q(1−M)Qᵀ, symmetric, so dS_L = Π dS'; then dS0 = e^{b_L} dS_L + Σ_t e^{b_t} q_t do_tᵀ.
+  With ``FUSE_GRAD`` it computes the token gradients on the way, otherwise it saves dS_L per chunk
+  and ``_bwd_grad_kernel`` computes them for all (chunk, head) pairs in parallel.
+
+Token gradients of one chunk (D_ts = e^{b_t−b_s} for s ≤ t, 0 otherwise; A = (QKᵀ)⊙D·η,
+B = (dO Vᵀ)⊙D·η, G = A ⊙ (dO Vᵀ), h_s = w_s k_sᵀ dS_L v_s):
+
+    dq = e^{b} ⊙ (dO S0ᵀ) + B K
+    dk = Bᵀ Q + w ⊙ (V dS_Lᵀ)
+    dv = Aᵀ dO + w ⊙ (K dS_L)
+    ∂b_t = e^{b_t} q_t·(S0 do_t) + Σ_s G_ts − Σ_s G_st − h_t + [t = L]·(e^{b_L}⟨dS_L, S0⟩ + Σ_s h_s)
+    dΓ_t = −gm · Σ_{u≥t} ∂b_u
+
+The ops are registered with ``torch.library.custom_op`` (``breath::memory_fwd``, ``breath::memory_bwd``)
+with fake implementations and ``register_autograd``, so ``torch.compile`` traces through them.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from breath.ops.consolidation import ConsolidationConfig
+from breath.ops.dissipative_memory import MemoryState
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+SUPPORTED_CHUNKS = (16, 32, 64)
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# tl.dot precision for fp32 operands: "tf32x3" (three tf32 products) keeps fp32-level agreement
+# with the reference, which matters because consolidation takes discrete decisions on S.
+DOT_PRECISION = "tf32x3"
+
+# Packed per-head scalars of the state (in and out): gamma_mult, gamma_add, eta_mult, energy_start, bound.
+_NSCAL = 5
+# Packed per-boundary stats: floats (snr, resonance_energy, energy), int32 (low_snr, resonant_modes, stable).
+_NSTAT = 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Device helpers
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_rows(base, t, stride_t, valid, cols):
+    """Rows t of a (T, D) slab as fp32; absent rows are 0."""
+    ptrs = base + t[:, None] * stride_t + cols[None, :]
+    return tl.load(ptrs, mask=valid[:, None], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _log_decay(g_base, t, stride_t, valid, gm, ga, C: tl.constexpr):
+    """Inclusive cumulative log-decay b (C,) of a chunk and its last value b_L (ℓ = 0 on absent tokens)."""
+    g = tl.load(g_base + t * stride_t, mask=valid, other=0.0).to(tl.float32)
+    b = tl.cumsum(tl.where(valid, -(g * gm + ga), 0.0), 0)
+    b_last = tl.sum(tl.where(tl.arange(0, C) == C - 1, b, 0.0), 0)
+    return b, b_last
+
+
+@triton.jit
+def _decay_mask(b, C: tl.constexpr):
+    """D_ts = e^{b_t − b_s} for s ≤ t, else 0; only non-positive exponents are evaluated."""
+    rows = tl.arange(0, C)
+    causal = rows[:, None] >= rows[None, :]
+    return tl.exp(tl.where(causal, b[:, None] - b[None, :], float("-inf")))
+
+
+@triton.jit
+def _chunk_out(q, k, v, S0, b, eta_t, C: tl.constexpr, PREC: tl.constexpr):
+    """o = e^{b} ⊙ (Q S0) + ((Q Kᵀ) ⊙ D · η) V for one chunk."""
+    A = tl.dot(q, tl.trans(k), input_precision=PREC) * _decay_mask(b, C) * eta_t
+    return tl.exp(b)[:, None] * tl.dot(q, S0, input_precision=PREC) + tl.dot(A, v, input_precision=PREC)
+
+
+@triton.jit
+def _chunk_grads(q, k, v, do, S0, dS, b, b_last, eta_t, gm, C: tl.constexpr, PREC: tl.constexpr):
+    """dq, dk, dv, dΓ of one chunk given S0 (its start state) and dS = ∂loss/∂S_L (module docstring)."""
+    Dm = _decay_mask(b, C)
+    dov = tl.dot(do, tl.trans(v), input_precision=PREC)
+    A = tl.dot(q, tl.trans(k), input_precision=PREC) * Dm * eta_t
+    Bm = dov * Dm * eta_t
+    G = A * dov
+    eb = tl.exp(b)
+    w = tl.exp(b_last - b) * eta_t
+    do_s0t = tl.dot(do, tl.trans(S0), input_precision=PREC)  # row t: S0 do_t
+    v_dst = tl.dot(v, tl.trans(dS), input_precision=PREC)  # row s: dS v_s
+    k_ds = tl.dot(k, dS, input_precision=PREC)  # row s: dSᵀ k_s
+    dq = eb[:, None] * do_s0t + tl.dot(Bm, k, input_precision=PREC)
+    dk = tl.dot(tl.trans(Bm), q, input_precision=PREC) + w[:, None] * v_dst
+    dv = tl.dot(tl.trans(A), do, input_precision=PREC) + w[:, None] * k_ds
+    h = w * tl.sum(k_ds * v, 1)
+    db = eb * tl.sum(q * do_s0t, 1) + tl.sum(G, 1) - tl.sum(G, 0) - h
+    through_end = tl.exp(b_last) * tl.sum(tl.sum(dS * S0, 1), 0) + tl.sum(h, 0)
+    db += tl.where(tl.arange(0, C) == C - 1, through_end, 0.0)
+    dgamma = -gm * tl.cumsum(db, 0, reverse=True)
+    return dq, dk, dv, dgamma
+
+
+@triton.jit
+def _project_out(X, basis_ptr, keep, cols, D: tl.constexpr, PREC: tl.constexpr):
+    """X − Q[(1 − M) ⊙ QᵀX]: the resonance projection (symmetric, so also its own adjoint)."""
+    Qb = tl.load(basis_ptr + cols[:, None] * D + cols[None, :])
+    P = tl.dot(tl.trans(Qb), X, input_precision=PREC)
+    return X - tl.dot(Qb, tl.where(keep[:, None], 0.0, P), input_precision=PREC)
+
+
+@triton.jit
+def _start_vector(D: tl.constexpr):
+    """consolidation._start_vector in-kernel: x_j = 1/2 + frac(j·φ⁻¹), j = 1..D, normalised in fp64."""
+    inv_phi = (tl.sqrt(tl.full((), 5.0, tl.float64)) - 1.0) / 2.0
+    j = (tl.arange(0, D) + 1).to(tl.float64) * inv_phi
+    x = 0.5 + (j - tl.floor(j))
+    return (x / tl.sqrt(tl.sum(x * x, 0))).to(tl.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_state_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, basis_ptr, s_in_ptr, scal_in_ptr,
+    o_ptr, s_out_ptr, scal_out_ptr, s_start_ptr, mult_ptr, keep_ptr, stat_f_ptr, stat_i_ptr,
+    sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
+    H, T, NT, NB, off, eta, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
+    lyapunov_step, lyapunov_tolerance,
+    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, FUSE_OUT: tl.constexpr, PREC: tl.constexpr,
+):
+    bh = tl.program_id(0).to(tl.int64)
+    bi = bh // H
+    hi = bh % H
+    rows = tl.arange(0, C)
+    cols = tl.arange(0, D)
+    mat = cols[:, None] * D + cols[None, :]
+    q_base = q_ptr + bi * sq_b + hi * sq_h
+    k_base = k_ptr + bi * sk_b + hi * sk_h
+    v_base = v_ptr + bi * sv_b + hi * sv_h
+    g_base = g_ptr + bi * sg_b + hi * sg_h
+    tiny = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny, as in the reference's clamps
+
+    S = tl.load(s_in_ptr + bh * D * D + mat)
+    gm = tl.load(scal_in_ptr + bh * 5 + 0)
+    ga = tl.load(scal_in_ptr + bh * 5 + 1)
+    em = tl.load(scal_in_ptr + bh * 5 + 2)
+    energy_start = tl.load(scal_in_ptr + bh * 5 + 3)
+    bound = tl.load(scal_in_ptr + bh * 5 + 4)
+    x_start = _start_vector(D)
+
+    for i in range(NT):
+        t = i * C - off + rows
+        valid = (t >= 0) & (t < T)
+        k = _load_rows(k_base, t, sk_t, valid, cols)
+        v = _load_rows(v_base, t, sv_t, valid, cols)
+        b, b_last = _log_decay(g_base, t, sg_t, valid, gm, ga, C)
+        eta_t = eta * em
+        tl.store(s_start_ptr + (bh * NT + i) * D * D + mat, S)
+        tl.store(mult_ptr + (bh * NT + i) * 3 + 0, gm)
+        tl.store(mult_ptr + (bh * NT + i) * 3 + 1, ga)
+        tl.store(mult_ptr + (bh * NT + i) * 3 + 2, em)
+        if FUSE_OUT:
+            q = _load_rows(q_base, t, sq_t, valid, cols)
+            o = _chunk_out(q, k, v, S, b, eta_t, C, PREC)
+            tl.store(o_ptr + (bh * T + t[:, None]) * D + cols[None, :], o, mask=valid[:, None])
+
+        w = tl.exp(b_last - b) * eta_t
+        S = tl.exp(b_last) * S + tl.dot(tl.trans(k * w[:, None]), v, input_precision=PREC)
+        writes = w * w * tl.sum(k * k, 1) * tl.sum(v * v, 1)
+        bound = tl.exp(2.0 * b_last) * bound + tl.sum(writes, 0)
+
+        if (i + 1) * C <= off + T:  # absolute boundary after this chunk: consolidate
+            energy = tl.sum(tl.sum(S * S, 1), 0)
+            stable = (energy <= energy_start) | (energy <= lyapunov_tolerance * bound)
+            fro = tl.sqrt(energy)
+            Sn = S / tl.maximum(fro, tiny)
+            x = x_start
+            for _ in tl.static_range(ITERS):  # x ← SnᵀSn x / ‖·‖
+                y = tl.sum(Sn * x[None, :], 1)
+                x = tl.sum(Sn * y[:, None], 0)
+                x = x / tl.maximum(tl.sqrt(tl.sum(x * x, 0)), tiny)
+            sx = tl.sum(Sn * x[None, :], 1)
+            sigma = tl.sqrt(tl.sum(sx * sx, 0)) * fro
+            snr = sigma * (D**0.5 / 2.0) / tl.maximum(fro, tiny)
+
+            Qb = tl.load(basis_ptr + mat)
+            P = tl.dot(tl.trans(Qb), S, input_precision=PREC)
+            mode_energy = tl.sum(P * P, 1)
+            keep = mode_energy > resonance_threshold * (tl.sum(mode_energy, 0) / D)
+            S = S - tl.dot(Qb, tl.where(keep[:, None], 0.0, P), input_precision=PREC)
+
+            low_snr = snr < snr_threshold
+            stat = (bh * NB + i) * 3
+            tl.store(stat_f_ptr + stat + 0, snr)
+            tl.store(stat_f_ptr + stat + 1, tl.sum(tl.where(keep, mode_energy, 0.0), 0))
+            tl.store(stat_f_ptr + stat + 2, energy)
+            tl.store(stat_i_ptr + stat + 0, low_snr.to(tl.int32))
+            tl.store(stat_i_ptr + stat + 1, tl.sum(keep.to(tl.int32), 0))
+            tl.store(stat_i_ptr + stat + 2, stable.to(tl.int32))
+            tl.store(keep_ptr + (bh * NB + i) * D + cols, keep.to(tl.int8))
+            gm = tl.where(low_snr, gamma_boost, 1.0)
+            ga = tl.where(stable, 0.0, lyapunov_step)
+            em = tl.where(snr > snr_threshold, eta_boost, 1.0)
+            energy_start = tl.sum(tl.sum(S * S, 1), 0)
+            bound = energy_start
+
+    tl.store(s_out_ptr + bh * D * D + mat, S)
+    tl.store(scal_out_ptr + bh * 5 + 0, gm)
+    tl.store(scal_out_ptr + bh * 5 + 1, ga)
+    tl.store(scal_out_ptr + bh * 5 + 2, em)
+    tl.store(scal_out_ptr + bh * 5 + 3, energy_start)
+    tl.store(scal_out_ptr + bh * 5 + 4, bound)
+
+
+@triton.jit
+def _fwd_out_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, s_start_ptr, mult_ptr, o_ptr,
+    sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
+    H, T, NT, off, eta,
+    D: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
+):
+    i = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    bi = bh // H
+    hi = bh % H
+    rows = tl.arange(0, C)
+    cols = tl.arange(0, D)
+    t = i * C - off + rows
+    valid = (t >= 0) & (t < T)
+    q = _load_rows(q_ptr + bi * sq_b + hi * sq_h, t, sq_t, valid, cols)
+    k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
+    v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
+    gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
+    ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
+    em = tl.load(mult_ptr + (bh * NT + i) * 3 + 2)
+    b, _ = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
+    S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + cols[:, None] * D + cols[None, :])
+    o = _chunk_out(q, k, v, S0, b, eta * em, C, PREC)
+    tl.store(o_ptr + (bh * T + t[:, None]) * D + cols[None, :], o, mask=valid[:, None])
+
+
+@triton.jit
+def _bwd_state_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, basis_ptr, s_start_ptr, mult_ptr, keep_ptr, ds_out_ptr,
+    ds_end_ptr, ds_in_ptr, dq_ptr, dk_ptr, dv_ptr, dg_ptr,
+    sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
+    H, T, NT, NB, off, eta,
+    D: tl.constexpr, C: tl.constexpr, FUSE_GRAD: tl.constexpr, PREC: tl.constexpr,
+):
+    bh = tl.program_id(0).to(tl.int64)
+    bi = bh // H
+    hi = bh % H
+    rows = tl.arange(0, C)
+    cols = tl.arange(0, D)
+    mat = cols[:, None] * D + cols[None, :]
+    q_base = q_ptr + bi * sq_b + hi * sq_h
+    g_base = g_ptr + bi * sg_b + hi * sg_h
+
+    dS = tl.load(ds_out_ptr + bh * D * D + mat)
+    for r in range(NT):
+        i = NT - 1 - r
+        if (i + 1) * C <= off + T:  # back through the projection S' = Π S_L: dS_L = Π dS'
+            keep = tl.load(keep_ptr + (bh * NB + i) * D + cols) != 0
+            dS = _project_out(dS, basis_ptr, keep, cols, D, PREC)
+        t = i * C - off + rows
+        valid = (t >= 0) & (t < T)
+        gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
+        ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
+        em = tl.load(mult_ptr + (bh * NT + i) * 3 + 2)
+        b, b_last = _log_decay(g_base, t, sg_t, valid, gm, ga, C)
+        q = _load_rows(q_base, t, sq_t, valid, cols)
+        do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
+        tok = (bh * T + t[:, None]) * D + cols[None, :]
+        if FUSE_GRAD:
+            k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
+            v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
+            S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + mat)
+            dq, dk, dv, dg = _chunk_grads(q, k, v, do, S0, dS, b, b_last, eta * em, gm, C, PREC)
+            tl.store(dq_ptr + tok, dq.to(dq_ptr.dtype.element_ty), mask=valid[:, None])
+            tl.store(dk_ptr + tok, dk.to(dk_ptr.dtype.element_ty), mask=valid[:, None])
+            tl.store(dv_ptr + tok, dv.to(dv_ptr.dtype.element_ty), mask=valid[:, None])
+            tl.store(dg_ptr + bh * T + t, dg.to(dg_ptr.dtype.element_ty), mask=valid)
+        else:
+            tl.store(ds_end_ptr + (bh * NT + i) * D * D + mat, dS)
+        qe = q * tl.exp(b)[:, None]
+        dS = tl.exp(b_last) * dS + tl.dot(tl.trans(qe), do, input_precision=PREC)
+    tl.store(ds_in_ptr + bh * D * D + mat, dS)
+
+
+@triton.jit
+def _bwd_grad_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, s_start_ptr, mult_ptr, ds_end_ptr,
+    dq_ptr, dk_ptr, dv_ptr, dg_ptr,
+    sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
+    H, T, NT, off, eta,
+    D: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
+):
+    i = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    bi = bh // H
+    hi = bh % H
+    rows = tl.arange(0, C)
+    cols = tl.arange(0, D)
+    mat = cols[:, None] * D + cols[None, :]
+    t = i * C - off + rows
+    valid = (t >= 0) & (t < T)
+    q = _load_rows(q_ptr + bi * sq_b + hi * sq_h, t, sq_t, valid, cols)
+    k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
+    v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
+    do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
+    gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
+    ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
+    em = tl.load(mult_ptr + (bh * NT + i) * 3 + 2)
+    b, b_last = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
+    S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + mat)
+    dS = tl.load(ds_end_ptr + (bh * NT + i) * D * D + mat)
+    dq, dk, dv, dg = _chunk_grads(q, k, v, do, S0, dS, b, b_last, eta * em, gm, C, PREC)
+    tok = (bh * T + t[:, None]) * D + cols[None, :]
+    tl.store(dq_ptr + tok, dq.to(dq_ptr.dtype.element_ty), mask=valid[:, None])
+    tl.store(dk_ptr + tok, dk.to(dk_ptr.dtype.element_ty), mask=valid[:, None])
+    tl.store(dv_ptr + tok, dv.to(dv_ptr.dtype.element_ty), mask=valid[:, None])
+    tl.store(dg_ptr + bh * T + t, dg.to(dg_ptr.dtype.element_ty), mask=valid)
+
+
+# ----------------------------------------------------------------------------------------------
+# Launchers (plain tensors in and out; the benchmark calls these to compare variants)
+# ----------------------------------------------------------------------------------------------
+
+
+def _grid_sizes(T: int, chunk: int, off: int) -> tuple[int, int]:
+    """(chunks touched, boundaries crossed) by T tokens starting at offset off inside a chunk."""
+    return (off + T + chunk - 1) // chunk, (off + T) // chunk
+
+
+def _strides(x: Tensor) -> tuple[int, int, int]:
+    return x.stride(0), x.stride(1), x.stride(2)
+
+
+def _rows_contiguous(x: Tensor) -> Tensor:
+    """The kernels take any (b, h, t) strides but need unit stride along the head dim."""
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _num_warps(d: int) -> int:
+    return 4 if d <= 32 else 8
+
+
+def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
+                   eta: float, off: int, cfg: ConsolidationConfig, fused: bool, num_warps: int | None = None
+                   ) -> tuple[Tensor, ...]:
+    """Run the forward kernels. Returns (o, S, scal, stat_f, stat_i, s_start, mult, keep):
+    o (B,H,T,d) fp32; S (B,H,d,d); scal (B,H,5) = gamma_mult, gamma_add, eta_mult, energy_start,
+    bound; stat_f (B,H,nb,3) = snr, resonance_energy, energy; stat_i (B,H,nb,3) int32 = low_snr,
+    resonant_modes, stable; s_start (B,H,nt,d,d) S at every chunk start; mult (B,H,nt,3) the
+    adjustments in force in every chunk; keep (B,H,nb,d) int8 mode masks."""
+    q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
+    B, H, T, d = q.shape
+    C = cfg.chunk
+    NT, NB = _grid_sizes(T, C, off)
+    f32 = dict(dtype=torch.float32, device=q.device)
+    o = torch.empty(B, H, T, d, **f32)
+    S = torch.empty(B, H, d, d, **f32)
+    scal = torch.empty(B, H, _NSCAL, **f32)
+    stat_f = torch.empty(B, H, NB, _NSTAT, **f32)
+    stat_i = torch.empty(B, H, NB, _NSTAT, dtype=torch.int32, device=q.device)
+    s_start = torch.empty(B, H, NT, d, d, **f32)
+    mult = torch.empty(B, H, NT, 3, **f32)
+    keep = torch.empty(B, H, NB, d, dtype=torch.int8, device=q.device)
+    warps = num_warps or _num_warps(d)
+    strides = (*_strides(q), *_strides(k), *_strides(v), gamma.stride(0), gamma.stride(1), gamma.stride(2))
+    _fwd_state_kernel[(B * H,)](
+        q, k, v, gamma, basis.contiguous().float(), S0.contiguous(), scal0.contiguous(),
+        o, S, scal, s_start, mult, keep, stat_f, stat_i, *strides,
+        H, T, NT, NB, off, eta, cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold,
+        cfg.lyapunov_gamma_step, cfg.lyapunov_tolerance,
+        D=d, C=C, ITERS=cfg.power_iterations, FUSE_OUT=fused, PREC=DOT_PRECISION, num_warps=warps,
+    )
+    if not fused:
+        _fwd_out_kernel[(NT, B * H)](
+            q, k, v, gamma, s_start, mult, o, *strides, H, T, NT, off, eta,
+            D=d, C=C, PREC=DOT_PRECISION, num_warps=warps,
+        )
+    return o, S, scal, stat_f, stat_i, s_start, mult, keep
+
+
+def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
+                    s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int, fused: bool,
+                    num_warps: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Run the backward kernels: (dq, dk, dv, dgamma) in the inputs' dtypes and dS0 (fp32)."""
+    q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
+    B, H, T, d = q.shape
+    NT, NB = _grid_sizes(T, chunk, off)
+    do = do.float().contiguous()
+    dS = dS.float().contiguous()
+    dq, dk, dv = (torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in (q, k, v))
+    dg = torch.empty(B, H, T, dtype=gamma.dtype, device=gamma.device)
+    dS0 = torch.empty(B, H, d, d, dtype=torch.float32, device=q.device)
+    # dS at every chunk end, for the parallel gradient kernel only.
+    ds_end = dS0.new_empty((B, H, NT, d, d) if not fused else (1,))
+    warps = num_warps or _num_warps(d)
+    strides = (*_strides(q), *_strides(k), *_strides(v), gamma.stride(0), gamma.stride(1), gamma.stride(2))
+    _bwd_state_kernel[(B * H,)](
+        q, k, v, gamma, do, basis.contiguous().float(), s_start, mult, keep, dS,
+        ds_end, dS0, dq, dk, dv, dg, *strides, H, T, NT, NB, off, eta,
+        D=d, C=chunk, FUSE_GRAD=fused, PREC=DOT_PRECISION, num_warps=warps,
+    )
+    if not fused:
+        _bwd_grad_kernel[(NT, B * H)](
+            q, k, v, gamma, do, s_start, mult, ds_end, dq, dk, dv, dg, *strides, H, T, NT, off, eta,
+            D=d, C=chunk, PREC=DOT_PRECISION, num_warps=warps,
+        )
+    return dq, dk, dv, dg, dS0
+
+
+# ----------------------------------------------------------------------------------------------
+# Custom ops (tensor-only signatures, so torch.compile sees one opaque node per call) and autograd
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("breath::memory_fwd", mutates_args=())
+def _memory_fwd(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
+                eta: float, off: int, chunk: int, snr_threshold: float, gamma_boost: float, eta_boost: float,
+                resonance_threshold: float, lyapunov_gamma_step: float, lyapunov_tolerance: float,
+                power_iterations: int, fused: bool
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    cfg = ConsolidationConfig(chunk, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
+                              lyapunov_gamma_step, lyapunov_tolerance, power_iterations)
+    return forward_launch(q, k, v, gamma, basis, S0, scal0, eta, off, cfg, fused)
+
+
+@_memory_fwd.register_fake
+def _(q, k, v, gamma, basis, S0, scal0, eta, off, chunk, snr_threshold, gamma_boost, eta_boost,
+      resonance_threshold, lyapunov_gamma_step, lyapunov_tolerance, power_iterations, fused):
+    B, H, T, d = q.shape
+    NT, NB = _grid_sizes(T, chunk, off)
+    f32 = dict(dtype=torch.float32)
+    return (q.new_empty(B, H, T, d, **f32), q.new_empty(B, H, d, d, **f32), q.new_empty(B, H, _NSCAL, **f32),
+            q.new_empty(B, H, NB, _NSTAT, **f32), q.new_empty(B, H, NB, _NSTAT, dtype=torch.int32),
+            q.new_empty(B, H, NT, d, d, **f32), q.new_empty(B, H, NT, 3, **f32),
+            q.new_empty(B, H, NB, d, dtype=torch.int8))
+
+
+@torch.library.custom_op("breath::memory_bwd", mutates_args=())
+def _memory_bwd(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
+                s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int, fused: bool
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return backward_launch(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk, fused)
+
+
+@_memory_bwd.register_fake
+def _(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk, fused):
+    B, H, T, d = q.shape
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), gamma.new_empty(B, H, T),
+            q.new_empty(B, H, d, d, dtype=torch.float32))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, gamma, basis, _S0, _scal0, eta, off, chunk, *_cfg, fused = inputs
+    _o, _S, scal, stat_f, stat_i, s_start, mult, keep = output
+    ctx.save_for_backward(q, k, v, gamma, basis, s_start, mult, keep)
+    ctx.eta, ctx.off, ctx.chunk, ctx.fused = eta, off, chunk, fused
+    ctx.mark_non_differentiable(scal, stat_f, stat_i, s_start, mult, keep)
+
+
+def _backward(ctx, do, dS, *_nondifferentiable):
+    q, k, v, gamma, basis, s_start, mult, keep = ctx.saved_tensors
+    B, H, T, d = q.shape
+    do = q.new_zeros(B, H, T, d, dtype=torch.float32) if do is None else do
+    dS = q.new_zeros(B, H, d, d, dtype=torch.float32) if dS is None else dS
+    dq, dk, dv, dg, dS0 = _memory_bwd(do, dS, q, k, v, gamma, basis, s_start, mult, keep,
+                                      ctx.eta, ctx.off, ctx.chunk, ctx.fused)
+    return (dq, dk, dv, dg, None, dS0, None) + (None,) * 11
+
+
+_memory_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def _check(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, cfg: ConsolidationConfig,
+           state: MemoryState | None) -> None:
+    B, H, T, d = q.shape
+    if k.shape != q.shape or v.shape != q.shape or gamma.shape != (B, H, T) or basis.shape != (d, d):
+        raise ValueError(f"expected q, k, v (B,H,T,d), gamma (B,H,T), basis (d,d); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}, gamma {tuple(gamma.shape)}, "
+                         f"basis {tuple(basis.shape)}")
+    if d not in SUPPORTED_HEAD_DIMS or cfg.chunk not in SUPPORTED_CHUNKS:
+        raise ValueError(f"the Triton memory kernel supports head_dim in {SUPPORTED_HEAD_DIMS} and chunk in "
+                         f"{SUPPORTED_CHUNKS} (tl.dot needs dims ≥ 16, powers of two); got head_dim {d}, "
+                         f"chunk {cfg.chunk}: use the PyTorch path")
+    if T == 0:
+        raise ValueError("the Triton memory kernel needs at least one token")
+    for name, x in (("q", q), ("k", k), ("v", v), ("gamma", gamma)):
+        if x.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"the Triton memory kernel takes bf16, fp16 or fp32 inputs; {name} is {x.dtype}")
+    if state is not None and state.S.dtype != torch.float32:
+        raise ValueError(f"the Triton memory kernel keeps an fp32 state; got {state.S.dtype}")
+
+
+def dissipative_memory_triton(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: float, basis: Tensor,
+                              cfg: ConsolidationConfig, pos: int = 0, state: MemoryState | None = None,
+                              fused: bool | None = None) -> tuple[Tensor, MemoryState, dict[str, Tensor]]:
+    """The Triton path of :func:`breath.ops.dissipative_memory.dissipative_memory` (same contract).
+
+    Args:
+        q, k, v: (B, H, T, d), bf16, fp16 or fp32 (accumulated in fp32); d in {16, 32, 64, 128}.
+        gamma: (B, H, T) forgetting rates Γ ≥ 0.
+        eta, basis, cfg, pos, state: as in the reference; cfg.chunk in {16, 32, 64}; the state is fp32.
+        fused: compute o (and in the backward the token gradients) inside the sequential per-head
+            kernel (True) or in separate kernels parallel over chunks (False); None picks by size.
+
+    Returns:
+        o (B, H, T, d) fp32, the new MemoryState, and the per-boundary stats, each (B, H, nb).
+    """
+    _check(q, k, v, gamma, basis, cfg, state)
+    B, H, T, d = q.shape
+    if state is None:
+        state = MemoryState.zeros(B, H, d, torch.float32, q.device)
+    if fused is None:
+        fused = _prefer_fused(B * H, q.device)
+    scal0 = torch.stack([state.gamma_mult, state.gamma_add, state.eta_mult, state.energy_start, state.bound],
+                        -1).float()
+    o, S, scal, stat_f, stat_i, _s_start, _mult, _keep = _memory_fwd(
+        q, k, v, gamma, basis, state.S, scal0, float(eta), pos % cfg.chunk, cfg.chunk, cfg.snr_threshold,
+        cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold, cfg.lyapunov_gamma_step,
+        cfg.lyapunov_tolerance, cfg.power_iterations, fused)
+    new_state = MemoryState(S, *scal.unbind(-1))
+    floats, ints = stat_f.unbind(-1), stat_i.unbind(-1)
+    stats = {
+        "snr": floats[0],
+        "low_snr": ints[0].bool(),
+        "resonant_modes": ints[1].long(),
+        "resonance_energy": floats[1],
+        "stable": ints[2].bool(),
+        "energy": floats[2],
+    }
+    return o, new_state, stats
+
+
+def _prefer_fused(heads: int, device: torch.device) -> bool:
+    """Fused when the (batch, head) programs alone fill the GPU (placeholder until measured)."""
+    if device.type != "cuda":
+        return True
+    return heads >= 2 * torch.cuda.get_device_properties(device).multi_processor_count

@@ -1,0 +1,158 @@
+"""The Triton memory kernels against the PyTorch reference, on CPU under the Triton interpreter.
+
+Tiny shapes (the interpreter runs every program in numpy). Thresholds are set so that random 16-dim
+memories split both ways at every decision (checked with mixed()), and the fixed seeds keep every
+decision far enough from its threshold that fp32 rounding cannot flip it.
+"""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+pytest.importorskip("triton", reason="triton is not installed: the Triton kernels cannot be tested")
+
+from breath.ops.consolidation import ConsolidationConfig  # noqa: E402
+from breath.ops.dissipative_memory import MemoryState, dissipative_memory  # noqa: E402
+from breath.ops.dissipative_memory_triton import _memory_fwd, dissipative_memory_triton  # noqa: E402
+
+ETA = 0.5
+D = 16
+CFG = ConsolidationConfig(chunk=16, snr_threshold=1.1, resonance_threshold=0.5, lyapunov_tolerance=1.0)
+RTOL = 1e-5
+
+
+def inputs(B=2, H=2, T=37, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, T, D, generator=g)
+    k = F.normalize(torch.randn(B, H, T, D, generator=g), dim=-1)
+    v = torch.randn(B, H, T, D, generator=g)
+    gamma = torch.rand(B, H, T, generator=g) * 0.2
+    return [x.to(dtype) for x in (q, k, v)] + [gamma]
+
+
+def basis():
+    g = torch.Generator().manual_seed(123)
+    return torch.linalg.qr(torch.randn(D, D, generator=g, dtype=torch.float64))[0].float()
+
+
+def prior_state(T=13):
+    """A mid-chunk state: the memory after T tokens of another sequence, with pending adjustments."""
+    q, k, v, gamma = inputs(T=T, seed=7)
+    return dissipative_memory(q, k, v, gamma, ETA, basis(), CFG)[1]
+
+
+def mixed(flag):
+    return bool(flag.any()) and not bool(flag.all())
+
+
+def close(a, b, rtol=RTOL):
+    """Agreement relative to the largest entry of the reference."""
+    scale = b.abs().max().item() if b.numel() else 0.0
+    torch.testing.assert_close(a, b, rtol=0, atol=rtol * scale + 1e-30)
+
+
+def assert_same(got, ref):
+    (o_a, state_a, stats_a), (o_b, state_b, stats_b) = got, ref
+    assert o_a.dtype == o_b.dtype and o_a.shape == o_b.shape
+    close(o_a, o_b)
+    for name, a, b in zip(MemoryState._fields, state_a, state_b):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        close(a, b)
+    assert stats_a.keys() == stats_b.keys()
+    for name in stats_a:
+        a, b = stats_a[name], stats_b[name]
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        if a.is_floating_point():
+            close(a, b)
+        else:
+            assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("T, pos, with_state", [(37, 0, False), (50, 13, True)])
+def test_forward_matches_reference(T, pos, with_state, fused):
+    """o, new state and stats; pos 13 starts mid-chunk (partial first segment); both end ragged."""
+    q, k, v, gamma = inputs(T=T)
+    state = prior_state(pos) if with_state else None
+    ref = dissipative_memory(q, k, v, gamma, ETA, basis(), CFG, pos=pos, state=state)
+    got = dissipative_memory_triton(q, k, v, gamma, ETA, basis(), CFG, pos=pos, state=state, fused=fused)
+    assert_same(got, ref)
+    stats = ref[2]
+    assert mixed(stats["low_snr"]) and mixed(stats["stable"]) and (stats["resonant_modes"] < D).any()
+
+
+def test_call_without_boundary_and_bf16_inputs():
+    """T = 2 from pos 13 crosses no boundary (empty stats, bound carried on); bf16 q, k, v are read
+    as the reference reads them (upcast to fp32)."""
+    q, k, v, gamma = inputs(T=2, dtype=torch.bfloat16)
+    state = prior_state(13)
+    ref = dissipative_memory(q, k, v, gamma, ETA, basis(), CFG, pos=13, state=state)
+    got = dissipative_memory_triton(q, k, v, gamma, ETA, basis(), CFG, pos=13, state=state)
+    assert got[2]["snr"].shape == (2, 2, 0)
+    assert_same(got, ref)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_gradients_match_reference_autograd(fused):
+    """Gradients of q, k, v, Γ and the incoming S for a loss on o and on the final S."""
+    q, k, v, gamma = inputs(T=50, seed=3)
+    state = prior_state(13)
+    g = torch.Generator().manual_seed(4)
+    w_o, w_S = torch.randn(2, 2, 50, D, generator=g), torch.randn(2, 2, D, D, generator=g)
+
+    def grads(fn, **kw):
+        xs = [x.clone().requires_grad_() for x in (q, k, v, gamma, state.S)]
+        o, new, stats = fn(*xs[:4], ETA, basis(), CFG, pos=13, state=state._replace(S=xs[4]), **kw)
+        ((o * w_o).sum() + (new.S * w_S).sum()).backward()
+        return [x.grad for x in xs], stats
+
+    ref, stats = grads(dissipative_memory)
+    got, _ = grads(dissipative_memory_triton, fused=fused)
+    assert mixed(stats["low_snr"]) and mixed(stats["stable"]) and (stats["resonant_modes"] < D).any()
+    for name, a, b in zip(("q", "k", "v", "gamma", "S"), got, ref):
+        assert a.dtype == b.dtype, name
+        close(a, b)
+
+
+def test_unsupported_shapes_raise():
+    q, k, v, gamma = inputs(T=8)
+    with pytest.raises(ValueError, match="chunk"):
+        dissipative_memory_triton(q, k, v, gamma, ETA, basis(), ConsolidationConfig(chunk=8))
+    q8, k8, v8 = (x[..., :8].contiguous() for x in (q, k, v))
+    with pytest.raises(ValueError, match="head_dim"):
+        dissipative_memory_triton(q8, k8, v8, gamma, ETA, basis()[:8, :8], CFG)
+    with pytest.raises(ValueError, match="float64"):
+        dissipative_memory_triton(q.double(), k, v, gamma, ETA, basis(), CFG)
+
+
+def test_custom_op_registration():
+    """Schema, fake (meta) implementation and autograd registration of the forward op."""
+    q, k, v, gamma = (x.requires_grad_() for x in inputs(B=1, T=20))
+    S0 = torch.randn(1, 2, D, D, requires_grad=True)
+    scal0 = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0]).expand(1, 2, 5).contiguous()
+    args = (q, k, v, gamma, basis(), S0, scal0, ETA, 3, CFG.chunk, CFG.snr_threshold, CFG.gamma_boost,
+            CFG.eta_boost, CFG.resonance_threshold, CFG.lyapunov_gamma_step, CFG.lyapunov_tolerance,
+            CFG.power_iterations, True)
+    torch.library.opcheck(_memory_fwd, args)
+
+
+def test_torch_compile_full_graph():
+    """A function calling the op compiles without graph breaks and gives the eager values and grads."""
+    q, k, v, gamma = inputs(B=1, T=20)
+    Q = basis()
+
+    def f(q):
+        o, state, stats = dissipative_memory_triton(2 * q, k, v, gamma, ETA, Q, CFG, pos=3)
+        return o.square().sum() + state.S.sum() + stats["snr"].sum()
+
+    q_eager, q_comp = q.clone().requires_grad_(), q.clone().requires_grad_()
+    eager = f(q_eager)
+    eager.backward()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")(q_comp)
+    compiled.backward()
+    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(q_comp.grad, q_eager.grad)
