@@ -112,14 +112,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         what = "is a directory" if path.is_dir() else "does not exist"
         raise CheckpointError(f"{option}: {str(path)!r} {what}; allowed: a checkpoint file (.pt) "
                               "written by breath train")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its directory is at the end
+        raise CheckpointError(f"{option}: {str(path)!r} is truncated or corrupt: not a complete "
+                              "PyTorch checkpoint archive")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
+    except Exception as exc:  # a damaged file can make the unpickler raise almost anything
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
             raise CheckpointError(f"{option}: {str(path)!r} holds objects other than tensors and plain "
                                   "containers; refusing to load it (it could run code)") from None
-        raise CheckpointError(f"{option}: {str(path)!r} is corrupt ({_first_line(exc)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(f"{option}: {str(path)!r} is truncated or corrupt and cannot be read "
                               f"({_first_line(exc)})") from None
     if not isinstance(checkpoint, dict):

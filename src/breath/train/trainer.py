@@ -223,7 +223,7 @@ class Trainer:
         self.history = {key: list(checkpoint.get(key, [])) for key in self.history}
         state = checkpoint.get("trainer_state", {})
         self.batch_in_epoch = state.get("batch_in_epoch", 0)
-        if self.batch_in_epoch >= self.steps_per_epoch:
+        if self.batch_in_epoch > self.steps_per_epoch:
             raise ConfigError("--resume", f"the checkpoint stopped after batch {self.batch_in_epoch} of "
                               f"its epoch, but an epoch now has {self.steps_per_epoch} batches; "
                               "keep --batch-size, --n-seq and --num-train-batches as they were")
@@ -247,6 +247,7 @@ class Trainer:
         """Train until ``num_epochs`` are done, a stop signal, or too many non-finite steps;
         every record also goes to ``wandb`` when given."""
         self.wandb = wandb
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         self.logger = MetricsLogger(JsonlLog(self.output_dir / "metrics.jsonl", self.global_step), self.wandb)
         try:
             with self._stop:
