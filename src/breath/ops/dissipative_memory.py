@@ -64,7 +64,7 @@ def _prepare(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
     if state is None:
         state = MemoryState.zeros(B, H, d, torch.promote_types(q.dtype, torch.float32), q.device)
     dtype = state.S.dtype
-    return (state, q.to(dtype), k.to(dtype), v.to(dtype), gamma.to(dtype), basis.to(dtype))
+    return state, q.to(dtype), k.to(dtype), v.to(dtype), gamma.to(dtype), basis.to(dtype)
 
 
 def _consolidate(state: MemoryState, basis: Tensor, cfg: ConsolidationConfig
@@ -102,6 +102,15 @@ def dissipative_memory_recurrent(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor,
             state, boundary_stats = _consolidate(state, basis, cfg)
             stats.append(boundary_stats)
     return torch.stack(outputs, 2), state, _stack_stats(stats, state)
+
+
+def _segment_lengths(pos: int, T: int, chunk: int) -> list[int]:
+    """Lengths of the segments of positions pos .. pos+T−1, cut after every absolute chunk boundary."""
+    lengths, start = [], pos
+    while start < pos + T:
+        lengths.append(min(pos + T, start + chunk - start % chunk) - start)
+        start += lengths[-1]
+    return lengths
 
 
 def _segment(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: float, state: MemoryState
@@ -148,16 +157,14 @@ def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: floa
     if use_triton:
         raise NotImplementedError("dissipative_memory has no Triton kernel yet; use use_triton=None or False")
     state, q, k, v, gamma, basis = _prepare(q, k, v, gamma, basis, state)
-    T = q.shape[2]
-    outputs, stats = [], []
-    start = 0
-    while start < T:
-        end = min(T, start + cfg.chunk - (pos + start) % cfg.chunk)
-        seg = slice(start, end)
-        o, state = _segment(q[:, :, seg], k[:, :, seg], v[:, :, seg], gamma[:, :, seg], eta, state)
+    lengths = _segment_lengths(pos, q.shape[2], cfg.chunk)
+    outputs, stats, end = [], [], pos
+    # split (not slicing in a loop): its backward is one concatenation, not a zero fill per segment
+    for segment in zip(*(x.split(lengths, dim=2) for x in (q, k, v, gamma))):
+        o, state = _segment(*segment, eta, state)
         outputs.append(o)
-        if (pos + end) % cfg.chunk == 0:
+        end += o.shape[2]
+        if end % cfg.chunk == 0:
             state, boundary_stats = _consolidate(state, basis, cfg)
             stats.append(boundary_stats)
-        start = end
     return torch.cat(outputs, 2), state, _stack_stats(stats, state)
