@@ -226,6 +226,17 @@ def test_computes_in_the_state_dtype(dtype, expected):
     assert dissipative_memory(q, k, v, gamma, ETA, basis, CFG, state=given)[0].dtype == torch.float64
 
 
+def test_no_host_reads_of_tensor_values():
+    # Meta tensors have shapes but no values: any .item(), bool(tensor) or Python branch on a value
+    # raises, so the op (forward and backward) running here cannot synchronise on one.
+    q = torch.empty(2, 3, 20, 8, device="meta", requires_grad=True)
+    gamma = torch.empty(2, 3, 20, device="meta", requires_grad=True)
+    basis = torch.empty(8, 8, device="meta")
+    o, state, stats = dissipative_memory(q, q, q, gamma, ETA, basis, CFG, pos=3)
+    (o.sum() + state.S.sum()).backward()
+    assert o.shape == q.shape and stats["snr"].shape == (2, 3, 2) and q.grad.shape == q.shape
+
+
 def test_triton_path_not_available_yet():
     (q, k, v, gamma), basis = inputs(T=4)
     with pytest.raises(NotImplementedError, match="Triton"):

@@ -66,9 +66,9 @@ def _start_vector(d: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     pairwise distinct and aperiodic (a Weyl sequence), so unlike the all-ones vector it is not
     orthogonal to zero-mean, alternating or periodic patterns by construction.
     """
-    j = torch.arange(1, d + 1, dtype=torch.float64)
+    j = torch.arange(1, d + 1, dtype=torch.float64, device=device)  # built in place: no host copy
     x = 0.5 + torch.frac(j * (math.sqrt(5.0) - 1.0) / 2.0)
-    return (x / x.norm()).to(dtype=dtype, device=device)
+    return (x / x.norm()).to(dtype)
 
 
 def spectral_norm(S: Tensor, iterations: int) -> Tensor:
@@ -138,8 +138,11 @@ def lyapunov_stable(energy: Tensor, energy_start: Tensor, bound: Tensor, toleran
 
 
 def _select(condition: Tensor, if_true: float, if_false: float, like: Tensor) -> Tensor:
-    """``if_true`` where condition else ``if_false``, in like's dtype (python floats kept exact)."""
-    return torch.where(condition, like.new_tensor(if_true), like.new_tensor(if_false))
+    """``if_true`` where condition else ``if_false``, in like's dtype and device.
+
+    Python floats enter as fill values: exact in float64, and no host-to-device copy (a sync).
+    """
+    return torch.full_like(like, if_false).masked_fill(condition, if_true)
 
 
 def consolidate(S: Tensor, energy_start: Tensor, bound: Tensor, basis: Tensor,
