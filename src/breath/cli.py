@@ -239,8 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = vars(parser.parse_args(argv))
-    except KeyboardInterrupt:
-        return 130
+    except SystemExit as exc:  # argparse: --help, or a usage error already printed
+        return int(exc.code or 0)
     command = args.pop("command", None)
     if command is None:
         parser.print_help(sys.stderr)
@@ -253,4 +253,8 @@ def train_main(argv: Sequence[str] | None = None, prog: str | None = None) -> in
     prog = prog or Path(sys.argv[0]).name
     parser = ArgumentParser(prog=prog, description=COMMANDS["train"][0], allow_abbrev=False)
     add_train_arguments(parser)
-    return run_train(vars(parser.parse_args(argv)), prog)
+    try:
+        args = vars(parser.parse_args(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return run_train(args, prog)

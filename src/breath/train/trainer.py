@@ -331,15 +331,15 @@ class Trainer:
         finite = bool(torch.isfinite(loss.detach() + grad_norm))  # the one host read per step
         if finite:
             self.optimizer.step()
+            self.scheduler.step()
             self.consecutive_bad_steps = 0
             stats = {"loss": loss.detach(), **diagnostics_by_name(out.diagnostics)}
             self.window.add({k: v for k, v in stats.items() if not k.startswith("per_layer/")})
             self.epoch_metrics.add(stats)
-        else:  # skip the update; the model stays at its last good state
+        else:  # skip the update and the schedule: the model stays at its last good state
             self.bad_steps += 1
             self.consecutive_bad_steps += 1
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
 
     def _log_window(self, epoch_number: int, tokens_per_sec: float, bar: ProgressBar) -> None:
         record = {"step": self.global_step, "epoch": epoch_number,
