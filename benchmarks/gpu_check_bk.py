@@ -8,8 +8,9 @@ configurations, and the time of Triton vs the PyTorch custom Function.
    laid out as the model passes them ((B, C, T) view of a (B, T, C) tensor). The Triton path
    (complex64) is compared, forward and gradients of a, h, z and left, with autograd of
    bk_resolvent_reference in complex128: max |error| / max |reference| per tensor, must be < 1e-4.
-2. Sweep (optional): forward and forward+backward time of each (CHUNK, BLOCK_N, num_warps); the
-   module defaults in breath/ops/bk_resolvent_triton.py should be the fastest row.
+2. Sweep (optional): forward and forward+backward time of each (UNROLL, STAGES, BLOCK_N, num_warps),
+   at the op level and for the bare kernels, with each configuration's error against complex128;
+   the module defaults in breath/ops/bk_resolvent_triton.py should be the fastest row.
 3. Timing: bk_resolvent(..., use_triton=True) vs use_triton=False (the PyTorch custom Function,
    complex64), forward and forward+backward, triton.testing.do_bench medians, and peak memory.
 The table printed last is the summary.
@@ -101,19 +102,36 @@ def fwd_and_fwdbwd(dev, B, C, T, **kw):
 
 
 def sweep(dev):
+    """Time (and check) each launch configuration, at the op level and for the bare kernels."""
     import breath.ops.bk_resolvent_triton as K
+    from breath.ops.bk_resolvent import bk_resolvent
 
-    default = (K.CHUNK, K.BLOCK_N, K.NUM_WARPS)
+    default = (K.UNROLL, K.STAGES, K.BLOCK_N, K.NUM_WARPS)
     results = {}
     for B, C, T in SHAPES:
-        for chunk in (1, 4, 8, 16, 32):
-            for block_n, nw in ((32, 1), (64, 2), (128, 4)):
-                K.CHUNK, K.BLOCK_N, K.NUM_WARPS = chunk, block_n, nw
-                t_f, t_fb, _ = fwd_and_fwdbwd(dev, B, C, T, use_triton=True)
-                results[(B, C, T, chunk, block_n, nw)] = (t_f, t_fb)
-                print(f"sweep B={B} C={C} T={T} CHUNK={chunk:2d} BLOCK_N={block_n:3d} warps={nw}: "
-                      f"fwd {t_f:8.3f} ms  fwd+bwd {t_fb:8.3f} ms", flush=True)
-    K.CHUNK, K.BLOCK_N, K.NUM_WARPS = default
+        ref = run(bk_resolvent, *make_inputs(B, C, T, 0.1, torch.complex128, dev), use_triton=False)
+        N = B * C
+        g = torch.Generator(device=dev).manual_seed(0)
+        e = torch.complex(torch.randn(T, N, device=dev, generator=g), -0.05 - torch.rand(T, N, device=dev, generator=g))
+        beta = torch.ones(T - 1, N, dtype=torch.complex64, device=dev)
+        gout = torch.randn(T, N, dtype=torch.complex64, device=dev, generator=g)
+        for unroll in (1, 2, 4, 8):
+            for stages in (1, 3):
+                for block_n, nw in ((32, 1), (64, 2)):
+                    K.UNROLL, K.STAGES, K.BLOCK_N, K.NUM_WARPS = unroll, stages, block_n, nw
+                    tri = run(bk_resolvent, *make_inputs(B, C, T, 0.1, torch.complex64, dev), use_triton=True)
+                    err = max(rel_err(x, r) for x, r in zip(tri, ref))
+                    t_f, t_fb, _ = fwd_and_fwdbwd(dev, B, C, T, use_triton=True)
+                    # bare kernels on time-major (T, N) tensors: no layout copies, no autograd wrapper ops
+                    ee = e.clone().requires_grad_()
+                    k_f = bench(lambda: K.bk_causal_triton(ee.detach(), beta))
+                    k_fb = bench(lambda: K.bk_causal_triton(ee, beta).backward(gout), grad_to_none=[ee])
+                    cfg = (unroll, stages, block_n, nw)
+                    results[(B, C, T) + cfg] = (t_f, t_fb, k_f, k_fb, err)
+                    print(f"sweep B={B} C={C} T={T} UNROLL={unroll} STAGES={stages} BLOCK_N={block_n:3d} warps={nw}: "
+                          f"op fwd {t_f:7.3f} ms fwd+bwd {t_fb:7.3f} ms | kernels fwd {k_f:7.3f} ms fwd+bwd "
+                          f"{k_fb:7.3f} ms | rel err {err:.1e}", flush=True)
+    K.UNROLL, K.STAGES, K.BLOCK_N, K.NUM_WARPS = default
     return results
 
 
@@ -138,7 +156,7 @@ def main():
 
     print()
     if sweep_res:
-        print("fastest launch configuration per shape (CHUNK, BLOCK_N, warps):")
+        print("fastest launch configuration per shape (UNROLL, STAGES, BLOCK_N, warps), op level:")
         for B, C, T in SHAPES:
             rows = {k[3:]: v for k, v in sweep_res.items() if k[:3] == (B, C, T)}
             best_f = min(rows, key=lambda k: rows[k][0])

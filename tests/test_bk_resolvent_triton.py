@@ -87,10 +87,12 @@ def test_gradients_match_reference(T, left, model_like):
         _close(xt.grad, ref, rtol=2e-5)
 
 
-@pytest.mark.parametrize("chunk,block_n,num_warps", [(1, 32, 1), (4, 32, 1), (16, 64, 2), (32, 32, 1)])
-def test_launch_configurations(chunk, block_n, num_warps):
+@pytest.mark.parametrize("unroll,stages,block_n,num_warps",
+                         [(1, 1, 32, 1), (2, 1, 32, 1), (4, 1, 32, 1), (4, 3, 64, 2), (8, 1, 32, 1), (8, 2, 64, 2)])
+def test_launch_configurations(unroll, stages, block_n, num_warps):
     """Every configuration the GPU benchmark may pick gives the same forward and gradients;
-    N = 70 chains spans several programs with a partial last block, T = 37 a partial last chunk."""
+    N = 70 chains spans several programs with a partial last block, T = 37 a partial last block
+    of time steps."""
     g = torch.Generator().manual_seed(3)
     T, N = 37, 70
     e = (torch.randn(T, N, generator=g, dtype=C128) - 1.0j).to(DEV)
@@ -99,7 +101,7 @@ def test_launch_configurations(chunk, block_n, num_warps):
     w = torch.randn(T, N, generator=g, dtype=C128).to(DEV)
 
     xs_t = [x.to(C64).requires_grad_() for x in (e, beta, sigma)]
-    out = bk_causal_triton(*xs_t, chunk=chunk, block_n=block_n, num_warps=num_warps)
+    out = bk_causal_triton(*xs_t, unroll=unroll, stages=stages, block_n=block_n, num_warps=num_warps)
     (out * w.to(C64)).real.sum().backward()
 
     # reference: the same recursion, chains along the last dim

@@ -11,12 +11,14 @@ Layout: time-major ``(T, N)`` complex64 tensors (N = number of chains), read thr
 re at ``base + 2k``, im at ``base + 2k + 1``. No copies are made to split or join the parts.
 
 Parallelisation: one program owns ``BLOCK_N`` chains (one chain per thread) and walks the whole
-sequence; the recursion is sequential in t. To keep global-memory latency off the sequential
-critical path, a program loads ``CHUNK`` time steps of every input as one ``(CHUNK, BLOCK_N)`` tile
-(all loads in flight at once), runs the ``CHUNK`` recursion steps on registers (a row is picked out
-of the tile by a compile-time mask, an in-thread select since each thread holds its chain's whole
-column), and stores the outputs of the chunk as one tile. ``CHUNK = 1`` is the plain
-one-load-per-step loop. The defaults were picked on an H100 with ``benchmarks/gpu_check_bk.py``.
+sequence; the recursion is sequential in t, so a step costs at least one global-load latency unless
+loads are issued ahead. Each loop iteration therefore first issues the loads of ``UNROLL``
+consecutive time steps (they do not depend on the recursion, so they are all in flight together),
+then runs the ``UNROLL`` steps on registers, storing each output as it is made. ``STAGES`` is the
+time loop's ``num_stages`` (Triton's software pipeliner). The defaults were picked on an H100 with
+``benchmarks/gpu_check_bk.py`` (its sweep prints every configuration). A first design that loaded
+``(CHUNK, BLOCK_N)`` tiles and picked rows out of them with masked reductions was 2-30x slower than
+the one-step loop for CHUNK = 4-32 on the H100: the row selection is not folded away.
 
 Under ``TRITON_INTERPRET=1`` (set before ``triton`` is imported) the kernels also run on CPU
 tensors, which is how the tests exercise them on machines without a GPU.
@@ -29,19 +31,51 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["bk_causal_triton", "BLOCK_N", "CHUNK", "NUM_WARPS"]
+__all__ = ["bk_causal_triton", "BLOCK_N", "NUM_WARPS", "UNROLL", "STAGES"]
 
 # Launch defaults (see the module docstring); BLOCK_N = 32 * NUM_WARPS gives one chain per thread.
 BLOCK_N = 32
 NUM_WARPS = 1
-CHUNK = 16
+UNROLL = 4  # time steps per loop iteration whose loads are issued together: 1, 2, 4 or 8
+STAGES = 1  # num_stages of the time loop (Triton's software pipeliner)
+
+
+@triton.jit
+def _fwd_load(e_re, e_im, b_re, b_im, t, T, col, nmask, stride_t):
+    # as an int64 vector: the interpreter's loop index is a Python int, and its `vector & scalar`
+    # makes an int32 mask that tl.load rejects
+    t = tl.cast(t, tl.int64) + tl.zeros_like(col)
+    off = t * stride_t + col
+    m = nmask & (t < T)
+    mb = nmask & (t < T - 1)
+    er = tl.load(e_re + off, mask=m, other=1.0)
+    ei = tl.load(e_im + off, mask=m, other=0.0)
+    br = tl.load(b_re + off, mask=mb, other=0.0)
+    bi = tl.load(b_im + off, mask=mb, other=0.0)
+    return er, ei, br, bi
+
+
+@triton.jit
+def _fwd_step(er, ei, br, bi, sr, si, g_re, g_im, t, T, col, nmask, stride_t):
+    """g_t = 1/(e_t - s_t), stored; returns s_{t+1} = β_t g_t."""
+    dr = er - sr
+    di = ei - si
+    inv = 1.0 / (dr * dr + di * di)
+    gr = dr * inv
+    gi = -di * inv
+    t = tl.cast(t, tl.int64) + tl.zeros_like(col)
+    off = t * stride_t + col
+    m = nmask & (t < T)
+    tl.store(g_re + off, gr, mask=m)
+    tl.store(g_im + off, gi, mask=m)
+    return br * gr - bi * gi, br * gi + bi * gr
 
 
 @triton.jit
 def _bk_causal_fwd_kernel(
     e_re, e_im, b_re, b_im, s_re, s_im, g_re, g_im,
     T, N, stride_t, stride_n,
-    HAS_SIGMA: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_SIGMA: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid = tl.program_id(0)
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -53,35 +87,71 @@ def _bk_causal_fwd_kernel(
     else:
         sr = tl.zeros([BLOCK_N], dtype=tl.float32)
         si = tl.zeros([BLOCK_N], dtype=tl.float32)
-    rows = tl.arange(0, CHUNK)
-    for t0 in range(0, T, CHUNK):
-        t = t0 + rows
-        off = t.to(tl.int64)[:, None] * stride_t + col[None, :]
-        m = (t < T)[:, None] & nmask[None, :]
-        mb = (t < T - 1)[:, None] & nmask[None, :]
-        er_tile = tl.load(e_re + off, mask=m, other=1.0)
-        ei_tile = tl.load(e_im + off, mask=m, other=0.0)
-        br_tile = tl.load(b_re + off, mask=mb, other=0.0)
-        bi_tile = tl.load(b_im + off, mask=mb, other=0.0)
-        gr_tile = tl.zeros([CHUNK, BLOCK_N], dtype=tl.float32)
-        gi_tile = tl.zeros([CHUNK, BLOCK_N], dtype=tl.float32)
-        for i in tl.static_range(CHUNK):
-            sel = rows[:, None] == i
-            er = tl.sum(tl.where(sel, er_tile, 0.0), axis=0)
-            ei = tl.sum(tl.where(sel, ei_tile, 0.0), axis=0)
-            br = tl.sum(tl.where(sel, br_tile, 0.0), axis=0)
-            bi = tl.sum(tl.where(sel, bi_tile, 0.0), axis=0)
-            dr = er - sr
-            di = ei - si
-            inv = 1.0 / (dr * dr + di * di)
-            gr = dr * inv
-            gi = -di * inv
-            gr_tile = tl.where(sel, gr[None, :], gr_tile)
-            gi_tile = tl.where(sel, gi[None, :], gi_tile)
-            sr = br * gr - bi * gi
-            si = br * gi + bi * gr
-        tl.store(g_re + off, gr_tile, mask=m)
-        tl.store(g_im + off, gi_tile, mask=m)
+    for t0 in tl.range(0, T, UNROLL, num_stages=STAGES):
+        # issue every load of the block first (independent of the recursion), then the steps
+        er0, ei0, br0, bi0 = _fwd_load(e_re, e_im, b_re, b_im, t0, T, col, nmask, stride_t)
+        if UNROLL > 1:
+            er1, ei1, br1, bi1 = _fwd_load(e_re, e_im, b_re, b_im, t0 + 1, T, col, nmask, stride_t)
+        if UNROLL > 2:
+            er2, ei2, br2, bi2 = _fwd_load(e_re, e_im, b_re, b_im, t0 + 2, T, col, nmask, stride_t)
+            er3, ei3, br3, bi3 = _fwd_load(e_re, e_im, b_re, b_im, t0 + 3, T, col, nmask, stride_t)
+        if UNROLL > 4:
+            er4, ei4, br4, bi4 = _fwd_load(e_re, e_im, b_re, b_im, t0 + 4, T, col, nmask, stride_t)
+            er5, ei5, br5, bi5 = _fwd_load(e_re, e_im, b_re, b_im, t0 + 5, T, col, nmask, stride_t)
+            er6, ei6, br6, bi6 = _fwd_load(e_re, e_im, b_re, b_im, t0 + 6, T, col, nmask, stride_t)
+            er7, ei7, br7, bi7 = _fwd_load(e_re, e_im, b_re, b_im, t0 + 7, T, col, nmask, stride_t)
+        sr, si = _fwd_step(er0, ei0, br0, bi0, sr, si, g_re, g_im, t0, T, col, nmask, stride_t)
+        if UNROLL > 1:
+            sr, si = _fwd_step(er1, ei1, br1, bi1, sr, si, g_re, g_im, t0 + 1, T, col, nmask, stride_t)
+        if UNROLL > 2:
+            sr, si = _fwd_step(er2, ei2, br2, bi2, sr, si, g_re, g_im, t0 + 2, T, col, nmask, stride_t)
+            sr, si = _fwd_step(er3, ei3, br3, bi3, sr, si, g_re, g_im, t0 + 3, T, col, nmask, stride_t)
+        if UNROLL > 4:
+            sr, si = _fwd_step(er4, ei4, br4, bi4, sr, si, g_re, g_im, t0 + 4, T, col, nmask, stride_t)
+            sr, si = _fwd_step(er5, ei5, br5, bi5, sr, si, g_re, g_im, t0 + 5, T, col, nmask, stride_t)
+            sr, si = _fwd_step(er6, ei6, br6, bi6, sr, si, g_re, g_im, t0 + 6, T, col, nmask, stride_t)
+            sr, si = _fwd_step(er7, ei7, br7, bi7, sr, si, g_re, g_im, t0 + 7, T, col, nmask, stride_t)
+
+
+@triton.jit
+def _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t, T, col, nmask, stride_t):
+    # as an int64 vector: the interpreter's loop index is a Python int, and its `vector & scalar`
+    # makes an int32 mask that tl.load rejects
+    t = tl.cast(t, tl.int64) + tl.zeros_like(col)
+    off = t * stride_t + col
+    m = nmask & (t < T)
+    mb = nmask & (t < T - 1)
+    # rows past the end (t >= T) load g = 0, so they keep u = 0 on the way down
+    gr = tl.load(g_re + off, mask=m, other=0.0)
+    gi = tl.load(g_im + off, mask=m, other=0.0)
+    Gr = tl.load(go_re + off, mask=m, other=0.0)
+    Gi = tl.load(go_im + off, mask=m, other=0.0)
+    br = tl.load(b_re + off, mask=mb, other=0.0)
+    bi = tl.load(b_im + off, mask=mb, other=0.0)
+    return gr, gi, Gr, Gi, br, bi
+
+
+@triton.jit
+def _bwd_step(gr, gi, Gr, Gi, br, bi, ur, ui, ge_re, ge_im, gb_re, gb_im, t, T, col, nmask, stride_t):
+    """From u_{t+1}: store β̄_t = conj(g_t) u_{t+1} and ē_t = -u_t; return
+    u_t = conj(g_t)² (Ḡ_t + conj(β_t) u_{t+1})."""
+    # as an int64 vector: the interpreter's loop index is a Python int, and its `vector & scalar`
+    # makes an int32 mask that tl.load rejects
+    t = tl.cast(t, tl.int64) + tl.zeros_like(col)
+    off = t * stride_t + col
+    m = nmask & (t < T)
+    mb = nmask & (t < T - 1)
+    tl.store(gb_re + off, gr * ur + gi * ui, mask=mb)
+    tl.store(gb_im + off, gr * ui - gi * ur, mask=mb)
+    vr = Gr + br * ur + bi * ui
+    vi = Gi + br * ui - bi * ur
+    cr = gr * gr - gi * gi
+    ci = -2.0 * gr * gi
+    nr = cr * vr - ci * vi
+    ni = cr * vi + ci * vr
+    tl.store(ge_re + off, -nr, mask=m)
+    tl.store(ge_im + off, -ni, mask=m)
+    return nr, ni
 
 
 @triton.jit
@@ -89,7 +159,7 @@ def _bk_causal_bwd_kernel(
     g_re, g_im, go_re, go_im, b_re, b_im,
     ge_re, ge_im, gb_re, gb_im, gs_re, gs_im,
     T, N, stride_t, stride_n,
-    HAS_SIGMA: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_SIGMA: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid = tl.program_id(0)
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -97,50 +167,33 @@ def _bk_causal_bwd_kernel(
     col = n.to(tl.int64) * stride_n
     ur = tl.zeros([BLOCK_N], dtype=tl.float32)  # u_{t+1}
     ui = tl.zeros([BLOCK_N], dtype=tl.float32)
-    rows = tl.arange(0, CHUNK)
-    n_chunks = tl.cdiv(T, CHUNK)
-    for k in range(0, n_chunks):
-        t = (n_chunks - 1 - k) * CHUNK + rows
-        off = t.to(tl.int64)[:, None] * stride_t + col[None, :]
-        m = (t < T)[:, None] & nmask[None, :]
-        mb = (t < T - 1)[:, None] & nmask[None, :]
-        # padding rows (t >= T) load g = 0, so they keep u = 0 on the way down
-        gr_tile = tl.load(g_re + off, mask=m, other=0.0)
-        gi_tile = tl.load(g_im + off, mask=m, other=0.0)
-        Gr_tile = tl.load(go_re + off, mask=m, other=0.0)
-        Gi_tile = tl.load(go_im + off, mask=m, other=0.0)
-        br_tile = tl.load(b_re + off, mask=mb, other=0.0)
-        bi_tile = tl.load(b_im + off, mask=mb, other=0.0)
-        er_tile = tl.zeros([CHUNK, BLOCK_N], dtype=tl.float32)
-        ei_tile = tl.zeros([CHUNK, BLOCK_N], dtype=tl.float32)
-        qr_tile = tl.zeros([CHUNK, BLOCK_N], dtype=tl.float32)
-        qi_tile = tl.zeros([CHUNK, BLOCK_N], dtype=tl.float32)
-        for j in tl.static_range(CHUNK):
-            sel = rows[:, None] == (CHUNK - 1 - j)
-            gr = tl.sum(tl.where(sel, gr_tile, 0.0), axis=0)
-            gi = tl.sum(tl.where(sel, gi_tile, 0.0), axis=0)
-            Gr = tl.sum(tl.where(sel, Gr_tile, 0.0), axis=0)
-            Gi = tl.sum(tl.where(sel, Gi_tile, 0.0), axis=0)
-            br = tl.sum(tl.where(sel, br_tile, 0.0), axis=0)
-            bi = tl.sum(tl.where(sel, bi_tile, 0.0), axis=0)
-            # β̄_t = conj(g_t) u_{t+1}
-            qr_tile = tl.where(sel, (gr * ur + gi * ui)[None, :], qr_tile)
-            qi_tile = tl.where(sel, (gr * ui - gi * ur)[None, :], qi_tile)
-            # v = Ḡ_t + conj(β_t) u_{t+1};  u_t = conj(g_t)² v
-            vr = Gr + br * ur + bi * ui
-            vi = Gi + br * ui - bi * ur
-            cr = gr * gr - gi * gi
-            ci = -2.0 * gr * gi
-            ur = cr * vr - ci * vi
-            ui = cr * vi + ci * vr
-            er_tile = tl.where(sel, -ur[None, :], er_tile)
-            ei_tile = tl.where(sel, -ui[None, :], ei_tile)
-        tl.store(ge_re + off, er_tile, mask=m)
-        tl.store(ge_im + off, ei_tile, mask=m)
-        tl.store(gb_re + off, qr_tile, mask=mb)
-        tl.store(gb_im + off, qi_tile, mask=mb)
+    n_blocks = tl.cdiv(T, UNROLL)
+    for k in tl.range(0, n_blocks, num_stages=STAGES):
+        t0 = (n_blocks - 1 - k) * UNROLL  # blocks from the end; rows inside from the top down
+        if UNROLL > 4:
+            gr7, gi7, Gr7, Gi7, br7, bi7 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 7, T, col, nmask, stride_t)
+            gr6, gi6, Gr6, Gi6, br6, bi6 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 6, T, col, nmask, stride_t)
+            gr5, gi5, Gr5, Gi5, br5, bi5 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 5, T, col, nmask, stride_t)
+            gr4, gi4, Gr4, Gi4, br4, bi4 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 4, T, col, nmask, stride_t)
+        if UNROLL > 2:
+            gr3, gi3, Gr3, Gi3, br3, bi3 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 3, T, col, nmask, stride_t)
+            gr2, gi2, Gr2, Gi2, br2, bi2 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 2, T, col, nmask, stride_t)
+        if UNROLL > 1:
+            gr1, gi1, Gr1, Gi1, br1, bi1 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 1, T, col, nmask, stride_t)
+        gr0, gi0, Gr0, Gi0, br0, bi0 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0, T, col, nmask, stride_t)
+        if UNROLL > 4:
+            ur, ui = _bwd_step(gr7, gi7, Gr7, Gi7, br7, bi7, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 7, T, col, nmask, stride_t)
+            ur, ui = _bwd_step(gr6, gi6, Gr6, Gi6, br6, bi6, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 6, T, col, nmask, stride_t)
+            ur, ui = _bwd_step(gr5, gi5, Gr5, Gi5, br5, bi5, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 5, T, col, nmask, stride_t)
+            ur, ui = _bwd_step(gr4, gi4, Gr4, Gi4, br4, bi4, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 4, T, col, nmask, stride_t)
+        if UNROLL > 2:
+            ur, ui = _bwd_step(gr3, gi3, Gr3, Gi3, br3, bi3, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 3, T, col, nmask, stride_t)
+            ur, ui = _bwd_step(gr2, gi2, Gr2, Gi2, br2, bi2, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 2, T, col, nmask, stride_t)
+        if UNROLL > 1:
+            ur, ui = _bwd_step(gr1, gi1, Gr1, Gi1, br1, bi1, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 1, T, col, nmask, stride_t)
+        ur, ui = _bwd_step(gr0, gi0, Gr0, Gi0, br0, bi0, ur, ui, ge_re, ge_im, gb_re, gb_im, t0, T, col, nmask, stride_t)
     if HAS_SIGMA:
-        tl.store(gs_re + col, ur, mask=nmask)
+        tl.store(gs_re + col, ur, mask=nmask)  # σ̄ = u_0
         tl.store(gs_im + col, ui, mask=nmask)
 
 
@@ -159,7 +212,7 @@ class BKCausalTriton(torch.autograd.Function):
     """Causal BK resolvent on time-major (T, N) complex64 inputs, Triton forward and backward."""
 
     @staticmethod
-    def forward(ctx, e: Tensor, beta: Tensor, sigma: Tensor | None, chunk: int, block_n: int,
+    def forward(ctx, e: Tensor, beta: Tensor, sigma: Tensor | None, unroll: int, stages: int, block_n: int,
                 num_warps: int) -> Tensor:
         _check(e)
         T, N = e.shape
@@ -171,18 +224,18 @@ class BKCausalTriton(torch.autograd.Function):
         _bk_causal_fwd_kernel[grid](
             *_parts(e), *_parts(beta), *_parts(s), *_parts(g),
             T, N, 2 * N, 2,
-            HAS_SIGMA=sigma is not None, CHUNK=chunk, BLOCK_N=block_n, num_warps=num_warps,
+            HAS_SIGMA=sigma is not None, UNROLL=unroll, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
         )
         ctx.save_for_backward(g, beta)
         ctx.has_sigma = sigma is not None
-        ctx.cfg = (chunk, block_n, num_warps)
+        ctx.cfg = (unroll, stages, block_n, num_warps)
         return g
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_g: Tensor):
         g, beta = ctx.saved_tensors
-        chunk, block_n, num_warps = ctx.cfg
+        unroll, stages, block_n, num_warps = ctx.cfg
         T, N = g.shape
         grad_g = grad_g.to(torch.complex64).contiguous()
         grad_e = torch.empty_like(g)
@@ -195,15 +248,18 @@ class BKCausalTriton(torch.autograd.Function):
             *_parts(g), *_parts(grad_g), *_parts(beta),
             *_parts(grad_e), *_parts(gb), *_parts(gs),
             T, N, 2 * N, 2,
-            HAS_SIGMA=ctx.has_sigma, CHUNK=chunk, BLOCK_N=block_n, num_warps=num_warps,
+            HAS_SIGMA=ctx.has_sigma, UNROLL=unroll, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
         )
-        return grad_e, grad_beta, grad_sigma, None, None, None
+        return grad_e, grad_beta, grad_sigma, None, None, None, None
 
 
-def bk_causal_triton(e: Tensor, beta: Tensor, sigma: Tensor | None = None, chunk: int | None = None,
-                     block_n: int | None = None, num_warps: int | None = None) -> Tensor:
+def bk_causal_triton(e: Tensor, beta: Tensor, sigma: Tensor | None = None, unroll: int | None = None,
+                     stages: int | None = None, block_n: int | None = None, num_warps: int | None = None) -> Tensor:
     """Causal g for time-major e (T, N), beta (T-1, N), sigma (N,) or None, all complex64.
-    Launch parameters left as None take the module's CHUNK, BLOCK_N and NUM_WARPS."""
-    return BKCausalTriton.apply(e, beta, sigma, CHUNK if chunk is None else chunk,
+    Launch parameters left as None take the module's UNROLL, STAGES, BLOCK_N and NUM_WARPS."""
+    unroll = UNROLL if unroll is None else unroll
+    if unroll not in (1, 2, 4, 8):
+        raise ValueError(f"bk_causal_triton: unroll must be 1, 2, 4 or 8, got {unroll}")
+    return BKCausalTriton.apply(e, beta, sigma, unroll, STAGES if stages is None else stages,
                                 BLOCK_N if block_n is None else block_n,
                                 NUM_WARPS if num_warps is None else num_warps)
