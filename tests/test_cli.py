@@ -295,6 +295,14 @@ def test_signal_saves_checkpoint_interrupted(cache, tmp_path, signum, code):
     hint = f"resume with: breath train --resume {tmp_path / 'checkpoint_interrupted.pt'}"
     assert signal.Signals(signum).name in stderr and hint in stderr and "Traceback" not in stderr
 
+    # The hint works; the resumed run writes next to its checkpoint (here: one more batch, then the epoch ends).
+    step = checkpoint["global_step"]
+    code, stdout, stderr = train("--resume", str(tmp_path / "checkpoint_interrupted.pt"),
+                                 "--num-train-batches", str(step + 1))
+    assert code == 0, stderr
+    assert f"epoch 1, step {step}" in stdout
+    assert torch.load(tmp_path / "checkpoint_epoch1.pt", weights_only=True)["global_step"] == step + 1
+
 
 def test_non_finite_run_stops_with_checkpoint_and_remedy(cache, tmp_path, monkeypatch):
     monkeypatch.setattr("breath.train.trainer.F.cross_entropy", lambda logits, *a, **k: logits.sum() * math.nan)

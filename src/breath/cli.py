@@ -151,7 +151,9 @@ def _train(options: dict[str, Any], prog: str) -> int:
     file_options = load_config_file(config_file) if config_file else {}
     resume = options.get("resume", file_options.get("resume"))
     checkpoint = load_checkpoint(resume) if resume else None
-    resumed = checkpoint_options(checkpoint["config"]) if checkpoint else None
+    resumed = None
+    if checkpoint is not None:  # a resumed run writes next to its checkpoint unless told otherwise
+        resumed = {**checkpoint_options(checkpoint["config"]), "output_dir": str(Path(resume).parent)}
     train_cfg, model_cfg = resolve_config(options, file_options, resumed)
     device = select_device(train_cfg.device)
     autocast = select_precision(train_cfg.precision, device)
