@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from breath.data.windows import WindowDataset
-from breath.models import ModelConfig, build_model
+from breath.models import build_model
 from breath.models.config import PRESETS
 from breath.train import checkpoint as ckpt
 from breath.train.checkpoint import (CHECKPOINT_KEYS, CheckpointError, SaveError, atomic_write,

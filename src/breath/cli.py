@@ -27,9 +27,9 @@ from breath.models.config import ARCHS, PRESETS
 from breath.train.checkpoint import (CheckpointError, SaveError, atomic_copy, atomic_write_json,
                                      load_checkpoint, prepare_output_dir)
 from breath.train.config import (PRECISIONS, ConfigError, TrainConfig, checkpoint_options, load_config_file,
-                                 resolve_config, select_device, select_precision)
+                                 resolve_config, run_config, select_device, select_precision)
 from breath.train.metrics import WandbLog, say
-from breath.train.trainer import SIGNAL_EXIT_CODES, Trainer
+from breath.train.trainer import SIGNAL_EXIT_CODES, Trainer, TrainResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -146,15 +146,7 @@ def run_train(options: dict[str, Any], prog: str) -> int:
 
 
 def _train(options: dict[str, Any], prog: str) -> int:
-    options = dict(options)
-    config_file = options.pop("config", None)
-    file_options = load_config_file(config_file) if config_file else {}
-    resume = options.get("resume", file_options.get("resume"))
-    checkpoint = load_checkpoint(resume) if resume else None
-    resumed = None
-    if checkpoint is not None:  # a resumed run writes next to its checkpoint unless told otherwise
-        resumed = {**checkpoint_options(checkpoint["config"]), "output_dir": str(Path(resume).parent)}
-    train_cfg, model_cfg = resolve_config(options, file_options, resumed)
+    train_cfg, model_cfg, checkpoint = _configure(options)
     device = select_device(train_cfg.device)
     autocast = select_precision(train_cfg.precision, device)
     output_dir = prepare_output_dir(train_cfg.output_dir)
@@ -168,7 +160,7 @@ def _train(options: dict[str, Any], prog: str) -> int:
     trainer = Trainer(model, model_cfg, train_cfg, train_set, val_set, device)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
-    atomic_write_json(output_dir / "config.json", {"model": model_cfg.to_dict(), "train": train_cfg.to_dict()})
+    atomic_write_json(output_dir / "config.json", run_config(train_cfg, model_cfg))
     atomic_copy(bundle.tokenizer_path, output_dir / "tokenizer.json")
 
     params = sum(p.numel() for p in model.parameters())
@@ -178,30 +170,49 @@ def _train(options: dict[str, Any], prog: str) -> int:
     say(f"data: {bundle.corpus_name}, vocab {bundle.vocab_size}, {len(train_set):,} train / "
         f"{len(val_set):,} val windows; {trainer.steps_per_epoch} batches of {train_cfg.batch_size} per "
         f"epoch, {train_cfg.num_epochs} epochs, {trainer.warmup_steps} warmup steps; output {output_dir}")
+    wandb_run_id = None
     if checkpoint is not None:
-        say(f"resuming {resume} at epoch {trainer.epoch + 1}, step {trainer.global_step}")
-
+        say(f"resuming {train_cfg.resume} at epoch {trainer.epoch + 1}, step {trainer.global_step}")
+        wandb_run_id = checkpoint.get("trainer_state", {}).get("wandb_run_id")
     wandb = None
     if train_cfg.use_wandb:
-        run_id = checkpoint.get("trainer_state", {}).get("wandb_run_id") if checkpoint else None
         wandb = WandbLog.start(train_cfg.wandb_project, train_cfg.wandb_name,
-                               {"model": model_cfg.to_dict(), "train": train_cfg.to_dict()}, output_dir, run_id)
+                               run_config(train_cfg, model_cfg), output_dir, wandb_run_id)
     result = trainer.fit(wandb)
+    return _report(result, prog, train_cfg, model_cfg)
 
-    resume_hint = f"{prog} --resume {result.checkpoint}"
+
+def _configure(options: dict[str, Any]) -> tuple[TrainConfig, ModelConfig, dict | None]:
+    """Merge the layers of options; the checkpoint of ``--resume`` is loaded (and checked) here."""
+    options = dict(options)
+    config_file = options.pop("config", None)
+    file_options = load_config_file(config_file) if config_file else {}
+    resume = options.get("resume", file_options.get("resume"))
+    checkpoint = load_checkpoint(resume) if resume else None
+    resumed = None
+    if checkpoint is not None:  # a resumed run writes next to its checkpoint unless told otherwise
+        resumed = {**checkpoint_options(checkpoint["config"]), "output_dir": str(Path(resume).parent)}
+    train_cfg, model_cfg = resolve_config(options, file_options, resumed)
+    return train_cfg, model_cfg, checkpoint
+
+
+def _report(result: TrainResult, prog: str, train_cfg: TrainConfig, model_cfg: ModelConfig) -> int:
+    """Say how the run ended; return the exit code."""
+    resume = f"{prog} --resume {result.checkpoint}"
     if result.status == "interrupted":
-        print(f"{prog}: stopped by {signal.Signals(result.signal).name} after step {result.global_step}; saved {result.checkpoint}\n"
-              f"resume with: {resume_hint}", file=sys.stderr)
+        print(f"{prog}: stopped by {signal.Signals(result.signal).name} after step {result.global_step}; "
+              f"saved {result.checkpoint}\nresume with: {resume}", file=sys.stderr)
         return SIGNAL_EXIT_CODES[result.signal]
     if result.status == "diverged":
+        lr = train_cfg.learning_rate
         print(f"{prog}: error: {train_cfg.max_bad_steps} consecutive steps had a non-finite loss or "
               f"gradient (at step {result.global_step}); the last good state is saved in "
-              f"{result.checkpoint}. Try a lower --learning-rate (now {train_cfg.learning_rate:g}) or a "
-              f"higher --base-decay (now {model_cfg.base_decay:g}), e.g.: {resume_hint} "
-              f"--learning-rate {train_cfg.learning_rate / 10:g}", file=sys.stderr)
+              f"{result.checkpoint}. Try a lower --learning-rate (now {lr:g}) or a higher --base-decay "
+              f"(now {model_cfg.base_decay:g}), e.g.: {resume} --learning-rate {lr / 10:g}", file=sys.stderr)
         return EXIT_FAILED
-    say(f"done: {result.epoch} epochs, {result.global_step} steps, best val loss {result.best_val_loss:.4f}"
-        f"{f', {result.bad_steps} non-finite steps skipped' if result.bad_steps else ''}; outputs in {output_dir}")
+    skipped = f", {result.bad_steps} non-finite steps skipped" if result.bad_steps else ""
+    say(f"done: {result.epoch} epochs, {result.global_step} steps, best val loss "
+        f"{result.best_val_loss:.4f}{skipped}; outputs in {train_cfg.output_dir}")
     return EXIT_OK
 
 

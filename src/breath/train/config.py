@@ -234,6 +234,11 @@ def resolve_config(flags: Mapping[str, Any], file_options: Mapping[str, Any] | N
     return train_cfg, model_cfg
 
 
+def run_config(train_cfg: TrainConfig, model_cfg: ModelConfig) -> dict[str, dict[str, Any]]:
+    """A run's whole configuration as saved in checkpoints, ``config.json`` and W&B."""
+    return {"model": model_cfg.to_dict(), "train": train_cfg.to_dict()}
+
+
 def validate_model_config(cfg: ModelConfig) -> None:
     """``cfg.validate()`` with its ``"<field>: ..."`` message turned into a ``ConfigError``."""
     try:

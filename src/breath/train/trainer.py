@@ -40,7 +40,7 @@ from breath.data.windows import make_loader
 from breath.models import ModelConfig
 from breath.train import plots
 from breath.train.checkpoint import atomic_write_json, check_compatible, save_checkpoint
-from breath.train.config import ConfigError, TrainConfig, select_precision
+from breath.train.config import ConfigError, TrainConfig, run_config, select_precision
 from breath.train.metrics import (JsonlLog, MetricAccumulator, MetricsLogger, ProgressBar, WandbLog,
                                   diagnostics_by_name, format_epoch_summary, perplexity, prefixed,
                                   read_jsonl, say)
@@ -185,7 +185,7 @@ class Trainer:
             "model_state_dict": self.model.state_dict(),
             "optimizer_state_dict": self.optimizer.state_dict(),
             "scheduler_state_dict": self.scheduler.state_dict(),
-            "config": {"model": self.model_cfg.to_dict(), "train": self.cfg.to_dict()},
+            "config": run_config(self.cfg, self.model_cfg),
             **self.history,
             "trainer_state": {
                 "batch_in_epoch": self.batch_in_epoch,
