@@ -57,9 +57,13 @@ from breath.ops.dissipative_memory import MemoryState
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_CHUNKS = (16, 32, 64)
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# tl.dot precision for fp32 operands: "tf32x3" (three tf32 products) keeps fp32-level agreement
-# with the reference, which matters because consolidation takes discrete decisions on S.
-DOT_PRECISION = "tf32x3"
+# tl.dot precision for fp32 operands. The state path (S update, resonance projection, the power
+# iteration's SᵀS, the backward's dS recurrence) uses "tf32x3" (three tf32 products, fp32-level
+# accuracy): consolidation takes discrete decisions on S, and tf32 errors there would flip some.
+# What leaves the kernel without feeding back (o, the token gradients) uses one tf32 product, the
+# matrix units' float32 mode (~3e-4 relative). Under the interpreter both are plain fp32.
+STATE_PRECISION = "tf32x3"
+OUTPUT_PRECISION = "tf32"
 
 # Packed per-head scalars of the state (in and out): gamma_mult, gamma_add, eta_mult, energy_start, bound.
 _NSCAL = 5
@@ -98,33 +102,44 @@ def _decay_mask(b, C: tl.constexpr):
 
 @triton.jit
 def _chunk_out(q, k, v, S0, b, eta_t, C: tl.constexpr, PREC: tl.constexpr):
-    """o = e^{b} ⊙ (Q S0) + ((Q Kᵀ) ⊙ D · η) V for one chunk."""
-    A = tl.dot(q, tl.trans(k), input_precision=PREC) * _decay_mask(b, C) * eta_t
-    return tl.exp(b)[:, None] * tl.dot(q, S0, input_precision=PREC) + tl.dot(A, v, input_precision=PREC)
+    """o = ((Q Kᵀ) ⊙ D · η) V + e^{b} ⊙ (Q S0) for one chunk."""
+    A = tl.dot(q, tl.trans(k), input_precision=PREC) * (_decay_mask(b, C) * eta_t)
+    o = tl.dot(A, v, input_precision=PREC)
+    return o + tl.exp(b)[:, None] * tl.dot(q, S0, input_precision=PREC)
 
 
 @triton.jit
-def _chunk_grads(q, k, v, do, S0, dS, b, b_last, eta_t, gm, C: tl.constexpr, PREC: tl.constexpr):
-    """dq, dk, dv, dΓ of one chunk given S0 (its start state) and dS = ∂loss/∂S_L (module docstring)."""
-    Dm = _decay_mask(b, C)
+def _grads_intra(q, k, v, do, b, eta_t, C: tl.constexpr, PREC: tl.constexpr):
+    """Intra-chunk parts of the token gradients: dq = B K, dk = Bᵀ Q, dv = Aᵀ dO, ∂b = ΣG rows − ΣG cols.
+
+    Written so that the C×C tiles die early (D, then dO Vᵀ, then A and B)."""
+    Dm = _decay_mask(b, C) * eta_t
+    A = tl.dot(q, tl.trans(k), input_precision=PREC) * Dm
     dov = tl.dot(do, tl.trans(v), input_precision=PREC)
-    A = tl.dot(q, tl.trans(k), input_precision=PREC) * Dm * eta_t
-    Bm = dov * Dm * eta_t
     G = A * dov
+    db = tl.sum(G, 1) - tl.sum(G, 0)
+    Bm = dov * Dm
+    dq = tl.dot(Bm, k, input_precision=PREC)
+    dk = tl.dot(tl.trans(Bm), q, input_precision=PREC)
+    dv = tl.dot(tl.trans(A), do, input_precision=PREC)
+    return dq, dk, dv, db
+
+
+@triton.jit
+def _grads_state(q, k, v, do, S0, dS, b, b_last, eta_t, dq, dk, dv, db, C: tl.constexpr, PREC: tl.constexpr):
+    """Add the parts through S0 (the chunk's start state) and dS = ∂loss/∂S_L (module docstring)."""
     eb = tl.exp(b)
     w = tl.exp(b_last - b) * eta_t
     do_s0t = tl.dot(do, tl.trans(S0), input_precision=PREC)  # row t: S0 do_t
-    v_dst = tl.dot(v, tl.trans(dS), input_precision=PREC)  # row s: dS v_s
+    dq += eb[:, None] * do_s0t
+    db += eb * tl.sum(q * do_s0t, 1)
+    dk += w[:, None] * tl.dot(v, tl.trans(dS), input_precision=PREC)  # row s: dS v_s
     k_ds = tl.dot(k, dS, input_precision=PREC)  # row s: dSᵀ k_s
-    dq = eb[:, None] * do_s0t + tl.dot(Bm, k, input_precision=PREC)
-    dk = tl.dot(tl.trans(Bm), q, input_precision=PREC) + w[:, None] * v_dst
-    dv = tl.dot(tl.trans(A), do, input_precision=PREC) + w[:, None] * k_ds
+    dv += w[:, None] * k_ds
     h = w * tl.sum(k_ds * v, 1)
-    db = eb * tl.sum(q * do_s0t, 1) + tl.sum(G, 1) - tl.sum(G, 0) - h
     through_end = tl.exp(b_last) * tl.sum(tl.sum(dS * S0, 1), 0) + tl.sum(h, 0)
-    db += tl.where(tl.arange(0, C) == C - 1, through_end, 0.0)
-    dgamma = -gm * tl.cumsum(db, 0, reverse=True)
-    return dq, dk, dv, dgamma
+    db += tl.where(tl.arange(0, C) == C - 1, through_end, 0.0) - h
+    return dq, dk, dv, db
 
 
 @triton.jit
@@ -144,6 +159,25 @@ def _start_vector(D: tl.constexpr):
     return (x / tl.sqrt(tl.sum(x * x, 0))).to(tl.float32)
 
 
+@triton.jit
+def _top_singular_value(S, fro, x, ITERS: tl.constexpr, PREC: tl.constexpr):
+    """consolidation.spectral_norm: ITERS steps of x ← SnᵀSn x / ‖·‖ (Sn = S/‖S‖_F), then ‖S x‖.
+
+    M = SnᵀSn is formed once on the matrix units, so a step is one mat-vec (two in the reference);
+    M is symmetric, so the steps alternate the reduced axis and x never changes register layout."""
+    tiny = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny, as in the reference's clamps
+    Sn = S / tl.maximum(fro, tiny)
+    M = tl.dot(tl.trans(Sn), Sn, input_precision=PREC)
+    for it in tl.static_range(ITERS):
+        if it % 2 == 0:
+            y = tl.sum(M * x[None, :], 1)
+        else:
+            y = tl.sum(M * x[:, None], 0)
+        x = y / tl.maximum(tl.sqrt(tl.sum(y * y, 0)), tiny)
+    sx = tl.sum(S * x[None, :], 1)
+    return tl.sqrt(tl.sum(sx * sx, 0))
+
+
 # ----------------------------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------------------------
@@ -156,7 +190,8 @@ def _fwd_state_kernel(
     sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
     H, T, NT, NB, off, eta, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
     lyapunov_step, lyapunov_tolerance,
-    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, FUSE_OUT: tl.constexpr, PREC: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, FUSE_OUT: tl.constexpr,
+    PREC_S: tl.constexpr, PREC_O: tl.constexpr,
 ):
     bh = tl.program_id(0).to(tl.int64)
     bi = bh // H
@@ -168,7 +203,6 @@ def _fwd_state_kernel(
     k_base = k_ptr + bi * sk_b + hi * sk_h
     v_base = v_ptr + bi * sv_b + hi * sv_h
     g_base = g_ptr + bi * sg_b + hi * sg_h
-    tiny = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny, as in the reference's clamps
 
     S = tl.load(s_in_ptr + bh * D * D + mat)
     gm = tl.load(scal_in_ptr + bh * 5 + 0)
@@ -191,11 +225,11 @@ def _fwd_state_kernel(
         tl.store(mult_ptr + (bh * NT + i) * 3 + 2, em)
         if FUSE_OUT:
             q = _load_rows(q_base, t, sq_t, valid, cols)
-            o = _chunk_out(q, k, v, S, b, eta_t, C, PREC)
+            o = _chunk_out(q, k, v, S, b, eta_t, C, PREC_O)
             tl.store(o_ptr + (bh * T + t[:, None]) * D + cols[None, :], o, mask=valid[:, None])
 
         w = tl.exp(b_last - b) * eta_t
-        S = tl.exp(b_last) * S + tl.dot(tl.trans(k * w[:, None]), v, input_precision=PREC)
+        S = tl.exp(b_last) * S + tl.dot(tl.trans(k * w[:, None]), v, input_precision=PREC_S)
         writes = w * w * tl.sum(k * k, 1) * tl.sum(v * v, 1)
         bound = tl.exp(2.0 * b_last) * bound + tl.sum(writes, 0)
 
@@ -203,21 +237,14 @@ def _fwd_state_kernel(
             energy = tl.sum(tl.sum(S * S, 1), 0)
             stable = (energy <= energy_start) | (energy <= lyapunov_tolerance * bound)
             fro = tl.sqrt(energy)
-            Sn = S / tl.maximum(fro, tiny)
-            x = x_start
-            for _ in tl.static_range(ITERS):  # x ← SnᵀSn x / ‖·‖
-                y = tl.sum(Sn * x[None, :], 1)
-                x = tl.sum(Sn * y[:, None], 0)
-                x = x / tl.maximum(tl.sqrt(tl.sum(x * x, 0)), tiny)
-            sx = tl.sum(Sn * x[None, :], 1)
-            sigma = tl.sqrt(tl.sum(sx * sx, 0)) * fro
-            snr = sigma * (D**0.5 / 2.0) / tl.maximum(fro, tiny)
+            sigma = _top_singular_value(S, fro, x_start, ITERS, PREC_S)
+            snr = sigma * (D**0.5 / 2.0) / tl.maximum(fro, 1.1754943508222875e-38)
 
             Qb = tl.load(basis_ptr + mat)
-            P = tl.dot(tl.trans(Qb), S, input_precision=PREC)
+            P = tl.dot(tl.trans(Qb), S, input_precision=PREC_S)
             mode_energy = tl.sum(P * P, 1)
             keep = mode_energy > resonance_threshold * (tl.sum(mode_energy, 0) / D)
-            S = S - tl.dot(Qb, tl.where(keep[:, None], 0.0, P), input_precision=PREC)
+            S = S - tl.dot(Qb, tl.where(keep[:, None], 0.0, P), input_precision=PREC_S)
 
             low_snr = snr < snr_threshold
             stat = (bh * NB + i) * 3
@@ -247,7 +274,7 @@ def _fwd_out_kernel(
     q_ptr, k_ptr, v_ptr, g_ptr, s_start_ptr, mult_ptr, o_ptr,
     sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
     H, T, NT, off, eta,
-    D: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr, PREC_O: tl.constexpr,
 ):
     i = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -265,7 +292,7 @@ def _fwd_out_kernel(
     em = tl.load(mult_ptr + (bh * NT + i) * 3 + 2)
     b, _ = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
     S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + cols[:, None] * D + cols[None, :])
-    o = _chunk_out(q, k, v, S0, b, eta * em, C, PREC)
+    o = _chunk_out(q, k, v, S0, b, eta * em, C, PREC_O)
     tl.store(o_ptr + (bh * T + t[:, None]) * D + cols[None, :], o, mask=valid[:, None])
 
 
@@ -275,7 +302,7 @@ def _bwd_state_kernel(
     ds_end_ptr, ds_in_ptr, dq_ptr, dk_ptr, dv_ptr, dg_ptr,
     sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
     H, T, NT, NB, off, eta,
-    D: tl.constexpr, C: tl.constexpr, FUSE_GRAD: tl.constexpr, PREC: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr, FUSE_GRAD: tl.constexpr, PREC_S: tl.constexpr, PREC_O: tl.constexpr,
 ):
     bh = tl.program_id(0).to(tl.int64)
     bi = bh // H
@@ -291,7 +318,7 @@ def _bwd_state_kernel(
         i = NT - 1 - r
         if (i + 1) * C <= off + T:  # back through the projection S' = Π S_L: dS_L = Π dS'
             keep = tl.load(keep_ptr + (bh * NB + i) * D + cols) != 0
-            dS = _project_out(dS, basis_ptr, keep, cols, D, PREC)
+            dS = _project_out(dS, basis_ptr, keep, cols, D, PREC_S)
         t = i * C - off + rows
         valid = (t >= 0) & (t < T)
         gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
@@ -300,20 +327,22 @@ def _bwd_state_kernel(
         b, b_last = _log_decay(g_base, t, sg_t, valid, gm, ga, C)
         q = _load_rows(q_base, t, sq_t, valid, cols)
         do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
-        tok = (bh * T + t[:, None]) * D + cols[None, :]
         if FUSE_GRAD:
             k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
             v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
+            dq, dk, dv, db = _grads_intra(q, k, v, do, b, eta * em, C, PREC_O)
             S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + mat)
-            dq, dk, dv, dg = _chunk_grads(q, k, v, do, S0, dS, b, b_last, eta * em, gm, C, PREC)
+            dq, dk, dv, db = _grads_state(q, k, v, do, S0, dS, b, b_last, eta * em, dq, dk, dv, db, C, PREC_O)
+            tok = (bh * T + t[:, None]) * D + cols[None, :]
             tl.store(dq_ptr + tok, dq.to(dq_ptr.dtype.element_ty), mask=valid[:, None])
             tl.store(dk_ptr + tok, dk.to(dk_ptr.dtype.element_ty), mask=valid[:, None])
             tl.store(dv_ptr + tok, dv.to(dv_ptr.dtype.element_ty), mask=valid[:, None])
+            dg = -gm * tl.cumsum(db, 0, reverse=True)
             tl.store(dg_ptr + bh * T + t, dg.to(dg_ptr.dtype.element_ty), mask=valid)
         else:
             tl.store(ds_end_ptr + (bh * NT + i) * D * D + mat, dS)
         qe = q * tl.exp(b)[:, None]
-        dS = tl.exp(b_last) * dS + tl.dot(tl.trans(qe), do, input_precision=PREC)
+        dS = tl.exp(b_last) * dS + tl.dot(tl.trans(qe), do, input_precision=PREC_S)
     tl.store(ds_in_ptr + bh * D * D + mat, dS)
 
 
@@ -323,7 +352,7 @@ def _bwd_grad_kernel(
     dq_ptr, dk_ptr, dv_ptr, dg_ptr,
     sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
     H, T, NT, off, eta,
-    D: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr, PREC_O: tl.constexpr,
 ):
     i = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -342,13 +371,15 @@ def _bwd_grad_kernel(
     ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
     em = tl.load(mult_ptr + (bh * NT + i) * 3 + 2)
     b, b_last = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
+    dq, dk, dv, db = _grads_intra(q, k, v, do, b, eta * em, C, PREC_O)
     S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + mat)
     dS = tl.load(ds_end_ptr + (bh * NT + i) * D * D + mat)
-    dq, dk, dv, dg = _chunk_grads(q, k, v, do, S0, dS, b, b_last, eta * em, gm, C, PREC)
+    dq, dk, dv, db = _grads_state(q, k, v, do, S0, dS, b, b_last, eta * em, dq, dk, dv, db, C, PREC_O)
     tok = (bh * T + t[:, None]) * D + cols[None, :]
     tl.store(dq_ptr + tok, dq.to(dq_ptr.dtype.element_ty), mask=valid[:, None])
     tl.store(dk_ptr + tok, dk.to(dk_ptr.dtype.element_ty), mask=valid[:, None])
     tl.store(dv_ptr + tok, dv.to(dv_ptr.dtype.element_ty), mask=valid[:, None])
+    dg = -gm * tl.cumsum(db, 0, reverse=True)
     tl.store(dg_ptr + bh * T + t, dg.to(dg_ptr.dtype.element_ty), mask=valid)
 
 
@@ -362,8 +393,8 @@ def _grid_sizes(T: int, chunk: int, off: int) -> tuple[int, int]:
     return (off + T + chunk - 1) // chunk, (off + T) // chunk
 
 
-def _strides(x: Tensor) -> tuple[int, int, int]:
-    return x.stride(0), x.stride(1), x.stride(2)
+def _strides(*xs: Tensor) -> tuple[int, ...]:
+    return tuple(s for x in xs for s in x.stride()[:3])
 
 
 def _rows_contiguous(x: Tensor) -> Tensor:
@@ -371,12 +402,16 @@ def _rows_contiguous(x: Tensor) -> Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _num_warps(d: int) -> int:
-    return 4 if d <= 32 else 8
+def _warps(d: int, warps: tuple[int, int] | None) -> tuple[int, int]:
+    """(warps of the sequential per-head kernels, warps of the kernels parallel over chunks)."""
+    if warps is not None:
+        return warps
+    return (4, 4) if d <= 64 else (8, 8)
 
 
 def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
-                   eta: float, off: int, cfg: ConsolidationConfig, fused: bool, num_warps: int | None = None
+                   eta: float, off: int, cfg: ConsolidationConfig, fused: bool,
+                   warps: tuple[int, int] | None = None, out_precision: str = OUTPUT_PRECISION
                    ) -> tuple[Tensor, ...]:
     """Run the forward kernels. Returns (o, S, scal, stat_f, stat_i, s_start, mult, keep):
     o (B,H,T,d) fp32; S (B,H,d,d); scal (B,H,5) = gamma_mult, gamma_add, eta_mult, energy_start,
@@ -396,26 +431,28 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
     s_start = torch.empty(B, H, NT, d, d, **f32)
     mult = torch.empty(B, H, NT, 3, **f32)
     keep = torch.empty(B, H, NB, d, dtype=torch.int8, device=q.device)
-    warps = num_warps or _num_warps(d)
-    strides = (*_strides(q), *_strides(k), *_strides(v), gamma.stride(0), gamma.stride(1), gamma.stride(2))
+    w_state, w_par = _warps(d, warps)
+    strides = _strides(q, k, v, gamma)
     _fwd_state_kernel[(B * H,)](
         q, k, v, gamma, basis.contiguous().float(), S0.contiguous(), scal0.contiguous(),
         o, S, scal, s_start, mult, keep, stat_f, stat_i, *strides,
         H, T, NT, NB, off, eta, cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold,
         cfg.lyapunov_gamma_step, cfg.lyapunov_tolerance,
-        D=d, C=C, ITERS=cfg.power_iterations, FUSE_OUT=fused, PREC=DOT_PRECISION, num_warps=warps,
+        D=d, C=C, ITERS=cfg.power_iterations, FUSE_OUT=fused, PREC_S=STATE_PRECISION, PREC_O=out_precision,
+        num_warps=w_state,
     )
     if not fused:
         _fwd_out_kernel[(NT, B * H)](
             q, k, v, gamma, s_start, mult, o, *strides, H, T, NT, off, eta,
-            D=d, C=C, PREC=DOT_PRECISION, num_warps=warps,
+            D=d, C=C, PREC_O=out_precision, num_warps=w_par,
         )
     return o, S, scal, stat_f, stat_i, s_start, mult, keep
 
 
 def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
                     s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int, fused: bool,
-                    num_warps: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                    warps: tuple[int, int] | None = None, out_precision: str = OUTPUT_PRECISION
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run the backward kernels: (dq, dk, dv, dgamma) in the inputs' dtypes and dS0 (fp32)."""
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
     B, H, T, d = q.shape
@@ -427,17 +464,17 @@ def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gam
     dS0 = torch.empty(B, H, d, d, dtype=torch.float32, device=q.device)
     # dS at every chunk end, for the parallel gradient kernel only.
     ds_end = dS0.new_empty((B, H, NT, d, d) if not fused else (1,))
-    warps = num_warps or _num_warps(d)
-    strides = (*_strides(q), *_strides(k), *_strides(v), gamma.stride(0), gamma.stride(1), gamma.stride(2))
+    w_state, w_par = _warps(d, warps)
+    strides = _strides(q, k, v, gamma)
     _bwd_state_kernel[(B * H,)](
         q, k, v, gamma, do, basis.contiguous().float(), s_start, mult, keep, dS,
         ds_end, dS0, dq, dk, dv, dg, *strides, H, T, NT, NB, off, eta,
-        D=d, C=chunk, FUSE_GRAD=fused, PREC=DOT_PRECISION, num_warps=warps,
+        D=d, C=chunk, FUSE_GRAD=fused, PREC_S=STATE_PRECISION, PREC_O=out_precision, num_warps=w_state,
     )
     if not fused:
         _bwd_grad_kernel[(NT, B * H)](
             q, k, v, gamma, do, s_start, mult, ds_end, dq, dk, dv, dg, *strides, H, T, NT, off, eta,
-            D=d, C=chunk, PREC=DOT_PRECISION, num_warps=warps,
+            D=d, C=chunk, PREC_O=out_precision, num_warps=w_par,
         )
     return dq, dk, dv, dg, dS0
 

@@ -1,0 +1,375 @@
+"""GPU check of the dissipative-memory Triton kernels: ceilings, accuracy at full shapes, timings.
+
+    PYTHONPATH=src python benchmarks/gpu_check_memory.py [--quick] [--json OUT.json]
+
+1. Ceilings (METHOD.md): device-to-device copy bandwidth (bytes read + written) and the bf16 and
+   tf32 rates of an 8192³ matrix product, measured here; the floors of every timed shape use them.
+2. Accuracy. Fresh model-like inputs (q, k, v as strided views of one qkv projection, keys
+   L2-normalised, Γ in [0.01, 0.1], η = 0.1, default consolidation, chunk 64, d 64), forward and the
+   gradients of q, k, v, Γ and the incoming S for a loss on o and on the new S, against autograd of the
+   PyTorch reference in float64 (ground truth) and in float32 (what PyTorch gets in the same
+   precision). Decisions taken at a threshold can differ by rounding; heads whose decisions differ
+   anywhere are counted and left out of the numeric comparison. Outputs are poisoned (NaN left in
+   the allocator's memory) before the kernels run; every element must come back finite. Two runs on
+   the same inputs must agree bit for bit (no race).
+3. Timings (triton.testing.do_bench, median): each kernel variant (fused / split, num_warps) of the
+   forward and of the backward, the public op (forward, forward+backward) in bf16 and fp32, the
+   PyTorch reference, and flash-linear-attention's chunk_simple_gla forward if `fla` imports.
+The table printed last is the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+D, CHUNK, ETA = 64, 64, 0.1
+SHAPES = [(32, 8, 1024), (4, 8, 8192)]
+# The state path runs its dots in tf32x3 (fp32-level); o and the token gradients in tf32 (METHOD.md:
+# the matrix units' float32 mode lands near 3e-4).
+STATE_PATH = ("S", "energy_start", "bound", "stat_snr", "stat_resonance_energy", "stat_energy", "dS0")
+OUTPUTS = ("o", "dq", "dk", "dv", "dgamma")
+TOL_STATE, TOL_OUT = 1e-5, 2e-3
+
+
+def bench(f, grad_to_none=None, rep=200):
+    from triton.testing import do_bench
+
+    return do_bench(f, warmup=25, rep=rep, grad_to_none=grad_to_none, return_mode="median")
+
+
+# ----------------------------------------------------------------------------------------------
+# Ceilings
+# ----------------------------------------------------------------------------------------------
+
+
+def ceilings():
+    n = 1 << 28  # 1 GiB of fp32
+    src = torch.randn(n, device="cuda")
+    dst = torch.empty_like(src)
+    t = bench(lambda: dst.copy_(src))
+    bandwidth = 2 * n * 4 / (t * 1e-3)
+    del src, dst
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    bf16 = 2 * 8192**3 / (bench(lambda: a @ b) * 1e-3)
+    a, b = a.float(), b.float()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    tf32 = 2 * 8192**3 / (bench(lambda: a @ b) * 1e-3)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return {"bandwidth_Bps": bandwidth, "bf16_flops": bf16, "tf32_flops": tf32}
+
+
+def floors(B, H, T, in_bytes, ceil):
+    """Fewest bytes and the flops of the forward and backward (tf32x3: 3 tf32 products per dot)."""
+    N, NT = B * H * T * D, B * H * math.ceil(T / CHUNK)
+    state = NT * D * D * 4  # S at every chunk start (written by the forward, read by the backward)
+    dot = 2 * CHUNK * D * D  # one C×d×d (= C×C×d at C = d) product
+    fwd_bytes = 3 * N * in_bytes + B * H * T * 4 + N * 4 + state
+    bwd_bytes = 3 * N * in_bytes + B * H * T * 4 + N * 4 + state + 3 * N * in_bytes + B * H * T * 4
+    fwd_flops = NT * (4 * dot + 2 * 2 * D**3)  # qkᵀ, A v, q S, kᵀv; consolidation QᵀS, Q(…)
+    bwd_flops = NT * (9 * dot + 2 * 2 * D**3)  # 8 gradient products, qᵀdO; projection of dS
+    out = {}
+    for name, by, fl in (("fwd", fwd_bytes, fwd_flops), ("bwd", bwd_bytes, bwd_flops)):
+        out[name] = {"bytes": by, "flops": fl, "t_bytes_ms": by / ceil["bandwidth_Bps"] * 1e3,
+                     "t_flops_ms": 3 * fl / ceil["tf32_flops"] * 1e3}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs and accuracy
+# ----------------------------------------------------------------------------------------------
+
+
+def make_inputs(B, H, T, dtype, seed):
+    """q, k, v laid out as the memory layer passes them (views of one projection), Γ as a (B,H,T)
+    view of (B,T,H); keys normalised in fp32 as the layer does."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    qkv = torch.randn(B, T, 3, H, D, device="cuda", generator=g).to(dtype)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    k = F.normalize(k.float(), dim=-1).to(dtype)
+    gamma = (0.01 + 0.09 * torch.rand(B, T, H, device="cuda", generator=g)).transpose(1, 2)
+    return q, k, v, gamma
+
+
+def basis():
+    from breath.layers.zeta import zeta_basis
+
+    return zeta_basis(D).to("cuda", torch.float32)
+
+
+def run_op(fn, q, k, v, gamma, Q, cfg, pos, state, w_o, w_S, **kw):
+    """Forward, then backward of ⟨o, w_o⟩ + ⟨S_new, w_S⟩: (o, state, stats, [dq, dk, dv, dΓ, dS0])."""
+    xs = [x.detach().clone().requires_grad_() for x in (q, k, v, gamma, state.S)]
+    o, new, stats = fn(*xs[:4], ETA, Q, cfg, pos=pos, state=state._replace(S=xs[4]), **kw)
+    torch.autograd.backward([o, new.S], [w_o.to(o.dtype), w_S.to(o.dtype)])
+    return o.detach(), [x.detach() for x in new], stats, [x.grad for x in xs]
+
+
+def poison_allocator():
+    """Leave NaN in the caching allocator's free blocks, so that torch.empty hands out NaN."""
+    free, _ = torch.cuda.mem_get_info()
+    blob = torch.full((int(free * 0.5) // 4,), float("nan"), device="cuda")
+    del blob
+
+
+def accuracy(B, H, T, pos, prefix, seed):
+    from breath.ops.consolidation import ConsolidationConfig
+    from breath.ops.dissipative_memory import dissipative_memory
+    from breath.ops.dissipative_memory_triton import dissipative_memory_triton
+
+    cfg = ConsolidationConfig(chunk=CHUNK)
+    Q = basis()
+    q, k, v, gamma = make_inputs(B, H, T, torch.float32, seed)
+    g = torch.Generator(device="cuda").manual_seed(seed + 1)
+    w_o = torch.randn(B, H, T, D, device="cuda", generator=g, dtype=torch.float64)
+    w_S = torch.randn(B, H, D, D, device="cuda", generator=g, dtype=torch.float64)
+    state = None
+    if prefix:
+        pq, pk, pv, pg = make_inputs(B, H, prefix, torch.float32, seed + 2)
+        state = dissipative_memory(pq, pk, pv, pg, ETA, Q, cfg)[1]
+    state32 = state if state is not None else _empty_state(B, H, torch.float32)
+    state64 = type(state32)(*(x.double() for x in state32))
+
+    ref64 = run_op(dissipative_memory, *(x.double() for x in (q, k, v, gamma)), Q.double(), cfg, pos, state64,
+                   w_o, w_S)
+    ref32 = run_op(dissipative_memory, q, k, v, gamma, Q, cfg, pos, state32, w_o, w_S)
+    rows = {}
+    for name, fused in (("fused", True), ("split", False)):
+        poison_allocator()
+        tri = run_op(dissipative_memory_triton, q, k, v, gamma, Q, cfg, pos, state32, w_o, w_S, fused=fused)
+        again = run_op(dissipative_memory_triton, q, k, v, gamma, Q, cfg, pos, state32, w_o, w_S, fused=fused)
+        finite = all(bool(torch.isfinite(x).all()) for x in [tri[0], *tri[1], *tri[3]])
+        repeat = all(torch.equal(a, b) for a, b in zip([tri[0], *tri[1], *tri[3]], [again[0], *again[1], *again[3]]))
+        rows[name] = compare(tri, ref64) | {"finite": finite, "bitwise_repeat": repeat}
+    rows["pytorch_fp32"] = compare(ref32, ref64)
+    return rows
+
+
+def _empty_state(B, H, dtype):
+    from breath.ops.dissipative_memory import MemoryState
+
+    return MemoryState.zeros(B, H, D, dtype, "cuda")
+
+
+def compare(got, ref):
+    """Relative errors ‖x − ref‖/‖ref‖ over the heads whose decisions agree with ref's everywhere."""
+    o, state, stats, grads = got
+    o_r, state_r, stats_r, grads_r = ref
+    differ = torch.zeros(stats["snr"].shape[:2], dtype=torch.bool, device="cuda")
+    for name in ("low_snr", "stable", "resonant_modes"):
+        differ |= (stats[name] != stats_r[name]).any(-1)
+    for a, b in zip(state[1:4], state_r[1:4]):  # pending adjustments after the last boundary
+        differ |= (a.double() - b.double()).abs() > 1e-6
+    same = ~differ
+
+    def err(x, y):
+        x, y = x[same].double(), y[same].double()
+        return ((x - y).norm() / y.norm().clamp_min(1e-300)).item()
+
+    out = {"heads_with_other_decisions": int(differ.sum()), "heads": differ.numel(), "o": err(o, o_r)}
+    for name, x, y in zip(("S", "energy_start", "bound"), (state[0], state[4], state[5]),
+                          (state_r[0], state_r[4], state_r[5])):
+        out[name] = err(x, y)
+    for name in ("snr", "resonance_energy", "energy"):
+        out["stat_" + name] = err(stats[name], stats_r[name])
+    for name, x, y in zip(("dq", "dk", "dv", "dgamma", "dS0"), grads, grads_r):
+        out[name] = err(x, y)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Timings
+# ----------------------------------------------------------------------------------------------
+
+
+def timings(B, H, T, quick, reference):
+    from breath.ops.consolidation import ConsolidationConfig
+    from breath.ops.dissipative_memory import dissipative_memory
+    from breath.ops.dissipative_memory_triton import backward_launch, dissipative_memory_triton, forward_launch
+
+    cfg = ConsolidationConfig(chunk=CHUNK)
+    Q = basis()
+    res = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        tag = "bf16" if dtype == torch.bfloat16 else "fp32"
+        q, k, v, gamma = make_inputs(B, H, T, dtype, seed=11)
+        S0 = torch.zeros(B, H, D, D, device="cuda")
+        scal0 = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0], device="cuda").expand(B, H, 5).contiguous()
+        do = torch.randn(B, H, T, D, device="cuda")
+        dS = torch.randn(B, H, D, D, device="cuda")
+        # (fused, (warps of the per-head kernels, warps of the per-chunk kernels), output dot precision)
+        variants = [(True, (4, 4), "tf32"), (True, (8, 8), "tf32"), (False, (4, 4), "tf32"),
+                    (False, (4, 8), "tf32"), (False, (8, 8), "tf32"), (False, (4, 4), "tf32x3")]
+        if tag != "bf16" or quick:
+            variants = []
+        for f, warps, prec in variants:
+            saved = forward_launch(q, k, v, gamma, Q, S0, scal0, ETA, 0, cfg, f, warps, prec)
+            s_start, mult, keep = saved[5:]
+            name = f"{'fused' if f else 'split'}_w{warps[0]}{warps[1]}_{prec}"
+            res[f"kernel_fwd_{name}_{tag}"] = bench(
+                lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, ETA, 0, cfg, f, warps, prec))
+            res[f"kernel_bwd_{name}_{tag}"] = bench(
+                lambda: backward_launch(do, dS, q, k, v, gamma, Q, s_start, mult, keep, ETA, 0, CHUNK, f, warps,
+                                        prec))
+        if tag == "bf16":
+            no_pi = ConsolidationConfig(chunk=CHUNK, power_iterations=0)
+            res["kernel_fwd_split_no_power_iteration_bf16"] = bench(
+                lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, ETA, 0, no_pi, False))
+
+        xs = [x.detach().clone().requires_grad_() for x in (q, k, v, gamma)]
+        w_o = torch.randn(B, H, T, D, device="cuda")
+
+        def op_fwd(fn, **kw):
+            with torch.no_grad():
+                fn(*xs, ETA, Q, cfg, **kw)
+
+        def op_fwd_bwd(fn, **kw):
+            o, _, _ = fn(*xs, ETA, Q, cfg, **kw)
+            o.backward(w_o)
+
+        for fused in (True, False):
+            name = "fused" if fused else "split"
+            res[f"op_fwd_{name}_{tag}"] = bench(lambda: op_fwd(dissipative_memory_triton, fused=fused))
+            res[f"op_fwdbwd_{name}_{tag}"] = bench(lambda: op_fwd_bwd(dissipative_memory_triton, fused=fused),
+                                                   grad_to_none=xs)
+        if tag == "fp32" and reference:
+            res["reference_fwd_fp32"] = bench(lambda: op_fwd(dissipative_memory), rep=100)
+            res["reference_fwdbwd_fp32"] = bench(lambda: op_fwd_bwd(dissipative_memory), grad_to_none=xs, rep=100)
+        print(f"  timed B={B} H={H} T={T} {tag}", flush=True)
+    res["fla_chunk_simple_gla_fwd_bf16"] = fla_forward(B, H, T)
+    return res
+
+
+def fla_forward(B, H, T):
+    """chunk_simple_gla forward (same recurrence, no consolidation) when fla imports; else None."""
+    try:
+        from fla.ops.simple_gla import chunk_simple_gla
+    except Exception as exc:  # not installed on the device image
+        print(f"  fla not importable ({type(exc).__name__}): chunk_simple_gla not timed", flush=True)
+        return None
+    q, k, v = (torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    g = -(0.01 + 0.09 * torch.rand(B, T, H, device="cuda"))
+    with torch.no_grad():
+        return bench(lambda: chunk_simple_gla(q, k, v, g=g, scale=1.0))
+
+
+def compile_check():
+    """torch.compile(fullgraph=True, inductor) of a function that calls the op: values and grads."""
+    from breath.ops.consolidation import ConsolidationConfig
+    from breath.ops.dissipative_memory_triton import dissipative_memory_triton
+
+    cfg, Q = ConsolidationConfig(chunk=CHUNK), basis()
+    q, k, v, gamma = make_inputs(2, 4, 300, torch.bfloat16, seed=5)
+
+    def f(q, k, v, gamma):
+        o, state, stats = dissipative_memory_triton(q * 1.5, k, v, gamma, ETA, Q, cfg, pos=7)
+        return o.square().mean() + state.S.square().mean() + stats["snr"].mean()
+
+    results = []
+    for fn in (f, torch.compile(f, fullgraph=True)):
+        x = q.detach().clone().requires_grad_()
+        loss = fn(x, k, v, gamma)
+        loss.backward()
+        results.append((loss.detach(), x.grad))
+    (l_e, g_e), (l_c, g_c) = results
+    return {"loss_rel": ((l_c - l_e).abs() / l_e.abs()).item(),
+            "grad_rel": ((g_c.float() - g_e.float()).norm() / g_e.float().norm()).item()}
+
+
+def resource_report():
+    """Registers, spills and shared memory of every compiled kernel variant (the compiler's report)."""
+    import breath.ops.dissipative_memory_triton as K
+
+    lines = []
+    for name in ("_fwd_state_kernel", "_fwd_out_kernel", "_bwd_state_kernel", "_bwd_grad_kernel"):
+        try:
+            for cache in getattr(K, name).device_caches.values():
+                for ck in cache[0].values():
+                    names = ck.src.fn.arg_names
+                    consts = {names[k[0]]: v for k, v in ck.src.constants.items()
+                              if isinstance(k, tuple) and len(k) == 1 and names[k[0]].isupper()}
+                    consts["q"] = ck.src.signature.get("q_ptr")
+                    lines.append(f"  {name} warps={ck.metadata.num_warps} regs={ck.n_regs} spills={ck.n_spills} "
+                                 f"shared={ck.metadata.shared} {consts}")
+        except Exception as exc:  # the cache layout is Triton-version specific
+            lines.append(f"  {name}: no report ({type(exc).__name__}: {exc})")
+    return lines
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="skip the per-variant kernel sweep")
+    p.add_argument("--no-reference", action="store_true", help="do not time the PyTorch reference")
+    p.add_argument("--json", default=None, help="write every number to this file")
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("gpu_check_memory: needs a CUDA GPU")
+    import triton
+
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
+    print(info, flush=True)
+    ceil = ceilings()
+    print({k: f"{v:.3g}" for k, v in ceil.items()}, flush=True)
+
+    acc = {}
+    for B, H, T, pos, prefix in [(32, 8, 1024, 0, 0), (4, 8, 8192, 0, 0), (8, 8, 1000, 37, 100)]:
+        acc[(B, H, T, pos)] = accuracy(B, H, T, pos, prefix, seed=B + T + pos)
+        print(f"accuracy B={B} H={H} T={T} pos={pos} state={'yes' if prefix else 'no'}:", flush=True)
+        for name, row in acc[(B, H, T, pos)].items():
+            print(f"  {name:13s} " + " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}"
+                                                for k, v in row.items()), flush=True)
+    comp = compile_check()
+    print(f"torch.compile(fullgraph=True) vs eager: {comp}", flush=True)
+
+    times = {}
+    for B, H, T in SHAPES:
+        times[(B, H, T)] = timings(B, H, T, args.quick, not args.no_reference)
+        for k, v in times[(B, H, T)].items():
+            print(f"  {k:45s} {'-' if v is None else f'{v:8.4f} ms'}", flush=True)
+
+    print("compiled kernels:", *resource_report(), sep="\n", flush=True)
+    kernel_rows = [row for rows in acc.values() for name, row in rows.items() if name != "pytorch_fp32"]
+    worst_state = max(row[k] for row in kernel_rows for k in STATE_PATH)
+    worst_out = max(row[k] for row in kernel_rows for k in OUTPUTS)
+    ok = worst_state < TOL_STATE and worst_out < TOL_OUT and all(row["finite"] and row["bitwise_repeat"]
+                              for rows in acc.values() for n, row in rows.items() if n != "pytorch_fp32")
+    ok &= comp["loss_rel"] < 1e-4 and comp["grad_rel"] < 1e-3
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"info": info, "ceilings": ceil, "accuracy": {str(k): v for k, v in acc.items()},
+                       "compile": comp, "timings_ms": {str(k): v for k, v in times.items()}}, fh, indent=1)
+
+    print()
+    print(f"{info['device']} torch {info['torch']} triton {info['triton']} {info['date']}")
+    print(f"ceilings: copy {ceil['bandwidth_Bps'] / 1e12:.2f} TB/s, bf16 {ceil['bf16_flops'] / 1e12:.0f} TFLOP/s, "
+          f"tf32 {ceil['tf32_flops'] / 1e12:.0f} TFLOP/s")
+    print(f"accuracy vs float64 reference, worst rel err of the kernels: state path {worst_state:.1e} "
+          f"(tol {TOL_STATE:g}), o and token grads {worst_out:.1e} (tol {TOL_OUT:g}) -> {'PASS' if ok else 'FAIL'}")
+    print(f"{'shape':>14s} {'dt':>4s} | {'fwd fus':>7s} {'fwd spl':>7s} {'f+b fus':>7s} {'f+b spl':>7s} | "
+          f"{'ref fwd':>7s} {'ref f+b':>7s} | {'floor f':>7s} {'floor b':>7s} | {'fla fwd':>7s}")
+    for (B, H, T), r in times.items():
+        for tag, nbytes in (("bf16", 2), ("fp32", 4)):
+            fl = floors(B, H, T, nbytes, ceil)
+            fla = r["fla_chunk_simple_gla_fwd_bf16"]
+            cells = [r[f"op_{kind}_{var}_{tag}"] for kind in ("fwd", "fwdbwd") for var in ("fused", "split")]
+            cells += [r.get(f"reference_{kind}_fp32", float("nan")) for kind in ("fwd", "fwdbwd")]
+            cells += [max(fl[kind]["t_bytes_ms"], fl[kind]["t_flops_ms"]) for kind in ("fwd", "bwd")]
+            print(f"B{B:<2d}H{H}T{T:<5d} {tag:>4s} | " + " ".join(f"{c:7.3f}" for c in cells[:4]) + " | "
+                  + " ".join(f"{c:7.3f}" for c in cells[4:6]) + " | " + " ".join(f"{c:7.3f}" for c in cells[6:])
+                  + f" | {'-' if fla is None or tag == 'fp32' else f'{fla:7.3f}'}")
+    print("(ms, medians; fus/spl = public dissipative_memory_triton with fused=True/False; ref = PyTorch "
+          "reference in fp32 inputs; floor = max(bytes/bandwidth, 3·flops/tf32 rate) of the fused kernels)")
+    if not ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
