@@ -368,3 +368,13 @@ def test_resume_is_exact(tmp_path, monkeypatch, stop_after, log_every):
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     histories = [json.loads((tmp_path / d / "training_history.json").read_text()) for d in ("straight", "resumed")]
     assert histories[0] == histories[1]
+
+
+def test_eval_every_adds_validation_records(tmp_path):
+    trainer = tiny_trainer(tmp_path, num_epochs=1, eval_every=2, log_every=3)
+    assert trainer.fit().status == "completed"
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    evals = [r for r in records if "val/loss" in r and "train/loss" not in r]
+    assert [r["step"] for r in evals] == [2]  # step 3 is the epoch end, validated there anyway
+    assert evals[0]["val/perplexity"] == pytest.approx(math.exp(evals[0]["val/loss"]))
+    assert [r["step"] for r in records if "batch/loss" in r] == [3]

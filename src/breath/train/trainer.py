@@ -300,10 +300,11 @@ class Trainer:
                     self._log_window(epoch_number, window_tokens / max(now - window_started, 1e-9), bar)
                     window_started, window_tokens = now, 0
                 if self.cfg.eval_every and self.global_step % self.cfg.eval_every == 0 and not last:
+                    eval_started = time.perf_counter()
                     val_loss = self.evaluate()
                     self.logger.log({"step": self.global_step, "epoch": epoch_number,
                                      "val/loss": val_loss, "val/perplexity": perplexity(val_loss)})
-                    window_started = time.perf_counter()  # evaluation time is not training throughput
+                    window_started += time.perf_counter() - eval_started  # not training throughput
                 if self.consecutive_bad_steps >= self.cfg.max_bad_steps:
                     self.epoch_time_s += time.perf_counter() - started
                     return self._stop_for_divergence()
