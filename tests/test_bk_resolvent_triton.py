@@ -88,7 +88,7 @@ def test_gradients_match_reference(T, left, model_like):
 
 
 @pytest.mark.parametrize("unroll,stages,block_n,num_warps",
-                         [(1, 1, 32, 1), (2, 1, 32, 1), (4, 1, 32, 1), (4, 3, 64, 2), (8, 1, 32, 1), (8, 2, 64, 2)])
+                         [(1, 1, 32, 1), (2, 1, 32, 1), (4, 1, 32, 1), (4, 3, 64, 2), (8, 1, 32, 1), (8, 3, 32, 1)])
 def test_launch_configurations(unroll, stages, block_n, num_warps):
     """Every configuration the GPU benchmark may pick gives the same forward and gradients;
     N = 70 chains spans several programs with a partial last block, T = 37 a partial last block

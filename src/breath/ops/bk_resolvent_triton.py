@@ -15,10 +15,21 @@ sequence; the recursion is sequential in t, so a step costs at least one global-
 loads are issued ahead. Each loop iteration therefore first issues the loads of ``UNROLL``
 consecutive time steps (they do not depend on the recursion, so they are all in flight together),
 then runs the ``UNROLL`` steps on registers, storing each output as it is made. ``STAGES`` is the
-time loop's ``num_stages`` (Triton's software pipeliner). The defaults were picked on an H100 with
-``benchmarks/gpu_check_bk.py`` (its sweep prints every configuration). A first design that loaded
-``(CHUNK, BLOCK_N)`` tiles and picked rows out of them with masked reductions was 2-30x slower than
-the one-step loop for CHUNK = 4-32 on the H100: the row selection is not folded away.
+time loop's ``num_stages`` (Triton's software pipeliner).
+
+The defaults (UNROLL=8, STAGES=3, BLOCK_N=32, one warp) come from the sweep of
+``benchmarks/gpu_check_bk.py`` on an H100 (Triton 3.6), bare kernels on inputs not in L2:
+
+    (N chains, T)     UNROLL=1,STAGES=1 fwd / fwd+bwd     UNROLL=8,STAGES=3 fwd / fwd+bwd
+    (256, 1024)       0.45 / 0.89 ms                       0.10 / 0.63 ms
+    (32, 8192)        3.59 / 7.04 ms                       0.80 / 1.76 ms
+
+i.e. ~440 ns per step (one HBM load latency) down to ~100 ns. Other configurations with UNROLL
+>= 4 were within ~20-30% (noise of one measurement each); BLOCK_N = 64 with two warps was no better.
+A first design that loaded ``(CHUNK, BLOCK_N)`` tiles and picked rows out with masked reductions was
+2-30x slower than the one-step loop for CHUNK = 4-32: the row selection was not folded away.
+Not explored: a parallel scan over the 2x2 Möbius transfer matrices, which would use more SMs
+when N is small (N = 32 chains fill one warp of one SM here).
 
 Under ``TRITON_INTERPRET=1`` (set before ``triton`` is imported) the kernels also run on CPU
 tensors, which is how the tests exercise them on machines without a GPU.
@@ -36,8 +47,8 @@ __all__ = ["bk_causal_triton", "BLOCK_N", "NUM_WARPS", "UNROLL", "STAGES"]
 # Launch defaults (see the module docstring); BLOCK_N = 32 * NUM_WARPS gives one chain per thread.
 BLOCK_N = 32
 NUM_WARPS = 1
-UNROLL = 4  # time steps per loop iteration whose loads are issued together: 1, 2, 4 or 8
-STAGES = 1  # num_stages of the time loop (Triton's software pipeliner)
+UNROLL = 8  # time steps per loop iteration whose loads are issued together: 1, 2, 4 or 8
+STAGES = 3  # num_stages of the time loop (Triton's software pipeliner)
 
 
 @triton.jit
