@@ -82,10 +82,9 @@ class BKCore(nn.Module):
             gamma = F.softplus(self.forgetting(x).to(dtype)) + self.base_decay
             diagonal = torch.complex(potential, -gamma)
         a = diagonal.transpose(1, 2)  # (B, C, T): chains along the last dim
-        batch, channels, length = a.shape
-        hop = self.hopping.to(a.dtype).view(1, channels, 1).expand(batch, channels, max(length - 1, 0))
+        hop = self.hopping.view(-1, 1)  # b = c = h_c at every link (broadcast over batch and t)
         left = None if g_prev is None else self.hopping.square() * g_prev
-        g = bk_resolvent(a, hop, hop, self.spectral_shift().view(1, channels), causal=True,
-                         left=left, use_triton=self.use_triton)
+        g = bk_resolvent(a, hop, hop, self.spectral_shift(), causal=True, left=left,
+                         use_triton=self.use_triton)
         features = torch.cat((g.real, g.imag), dim=1).transpose(1, 2)  # (B, T, 2C)
         return self.readout(features.to(x.dtype)), gamma, g[..., -1]
