@@ -6,15 +6,16 @@
    tf32 rates of an 8192³ matrix product, measured here; the floors of every timed shape use them.
 2. Accuracy. Fresh model-like inputs (q, k, v as strided views of one qkv projection, keys
    L2-normalised, Γ in [0.01, 0.1], η = 0.1, default consolidation, chunk 64, d 64), forward and the
-   gradients of q, k, v, Γ and the incoming S for a loss on o and on the new S, against autograd of the
+   gradients of q, k, v, Γ and the incoming S for a loss on o and on the new S (also at d = 32 and 16
+   with chunks 32 and 16, ragged, mid-chunk start, passed-in state), against autograd of the
    PyTorch reference in float64 (ground truth) and in float32 (what PyTorch gets in the same
    precision). Decisions taken at a threshold can differ by rounding; heads whose decisions differ
    anywhere are counted and left out of the numeric comparison. Outputs are poisoned (NaN left in
    the allocator's memory) before the kernels run; every element must come back finite. Two runs on
    the same inputs must agree bit for bit (no race).
-3. Timings (triton.testing.do_bench, median): each kernel variant (fused / split, num_warps) of the
-   forward and of the backward, the public op (forward, forward+backward) in bf16 and fp32, the
-   PyTorch reference, and flash-linear-attention's chunk_simple_gla forward if `fla` imports.
+3. Timings (triton.testing.do_bench, median): the forward and backward kernels under a few warp
+   counts and without the power iteration, the public op (forward, forward+backward) in bf16 and
+   fp32, the PyTorch reference, and flash-linear-attention's chunk_simple_gla forward if `fla` imports.
 The table printed last is the summary.
 """
 
@@ -87,21 +88,21 @@ def floors(B, H, T, in_bytes, ceil):
 # ----------------------------------------------------------------------------------------------
 
 
-def make_inputs(B, H, T, dtype, seed):
+def make_inputs(B, H, T, dtype, seed, d=D):
     """q, k, v laid out as the memory layer passes them (views of one projection), Γ as a (B,H,T)
     view of (B,T,H); keys normalised in fp32 as the layer does."""
     g = torch.Generator(device="cuda").manual_seed(seed)
-    qkv = torch.randn(B, T, 3, H, D, device="cuda", generator=g).to(dtype)
+    qkv = torch.randn(B, T, 3, H, d, device="cuda", generator=g).to(dtype)
     q, k, v = qkv.permute(2, 0, 3, 1, 4)
     k = F.normalize(k.float(), dim=-1).to(dtype)
     gamma = (0.01 + 0.09 * torch.rand(B, T, H, device="cuda", generator=g)).transpose(1, 2)
     return q, k, v, gamma
 
 
-def basis():
+def basis(d=D):
     from breath.layers.zeta import zeta_basis
 
-    return zeta_basis(D).to("cuda", torch.float32)
+    return zeta_basis(d).to("cuda", torch.float32)
 
 
 def run_op(fn, q, k, v, gamma, Q, cfg, pos, state, w_o, w_S, **kw):
@@ -119,43 +120,35 @@ def poison_allocator():
     del blob
 
 
-def accuracy(B, H, T, pos, prefix, seed):
+def accuracy(B, H, T, pos, prefix, seed, d=D, chunk=CHUNK):
     from breath.ops.consolidation import ConsolidationConfig
-    from breath.ops.dissipative_memory import dissipative_memory
+    from breath.ops.dissipative_memory import MemoryState, dissipative_memory
     from breath.ops.dissipative_memory_triton import dissipative_memory_triton
 
-    cfg = ConsolidationConfig(chunk=CHUNK)
-    Q = basis()
-    q, k, v, gamma = make_inputs(B, H, T, torch.float32, seed)
+    cfg = ConsolidationConfig(chunk=chunk)
+    Q = basis(d)
+    q, k, v, gamma = make_inputs(B, H, T, torch.float32, seed, d)
     g = torch.Generator(device="cuda").manual_seed(seed + 1)
-    w_o = torch.randn(B, H, T, D, device="cuda", generator=g, dtype=torch.float64)
-    w_S = torch.randn(B, H, D, D, device="cuda", generator=g, dtype=torch.float64)
+    w_o = torch.randn(B, H, T, d, device="cuda", generator=g, dtype=torch.float64)
+    w_S = torch.randn(B, H, d, d, device="cuda", generator=g, dtype=torch.float64)
     state = None
     if prefix:
-        pq, pk, pv, pg = make_inputs(B, H, prefix, torch.float32, seed + 2)
+        pq, pk, pv, pg = make_inputs(B, H, prefix, torch.float32, seed + 2, d)
         state = dissipative_memory(pq, pk, pv, pg, ETA, Q, cfg)[1]
-    state32 = state if state is not None else _empty_state(B, H, torch.float32)
+    state32 = state if state is not None else MemoryState.zeros(B, H, d, torch.float32, "cuda")
     state64 = type(state32)(*(x.double() for x in state32))
 
     ref64 = run_op(dissipative_memory, *(x.double() for x in (q, k, v, gamma)), Q.double(), cfg, pos, state64,
                    w_o, w_S)
     ref32 = run_op(dissipative_memory, q, k, v, gamma, Q, cfg, pos, state32, w_o, w_S)
-    rows = {}
-    for name, fused in (("fused", True), ("split", False)):
-        poison_allocator()
-        tri = run_op(dissipative_memory_triton, q, k, v, gamma, Q, cfg, pos, state32, w_o, w_S, fused=fused)
-        again = run_op(dissipative_memory_triton, q, k, v, gamma, Q, cfg, pos, state32, w_o, w_S, fused=fused)
-        finite = all(bool(torch.isfinite(x).all()) for x in [tri[0], *tri[1], *tri[3]])
-        repeat = all(torch.equal(a, b) for a, b in zip([tri[0], *tri[1], *tri[3]], [again[0], *again[1], *again[3]]))
-        rows[name] = compare(tri, ref64) | {"finite": finite, "bitwise_repeat": repeat}
-    rows["pytorch_fp32"] = compare(ref32, ref64)
-    return rows
-
-
-def _empty_state(B, H, dtype):
-    from breath.ops.dissipative_memory import MemoryState
-
-    return MemoryState.zeros(B, H, D, dtype, "cuda")
+    poison_allocator()
+    tri = run_op(dissipative_memory_triton, q, k, v, gamma, Q, cfg, pos, state32, w_o, w_S)
+    again = run_op(dissipative_memory_triton, q, k, v, gamma, Q, cfg, pos, state32, w_o, w_S)
+    flat, flat_again = [tri[0], *tri[1], *tri[3]], [again[0], *again[1], *again[3]]
+    finite = all(bool(torch.isfinite(x).all()) for x in flat)
+    repeat = all(torch.equal(a, b) for a, b in zip(flat, flat_again))
+    return {"triton": compare(tri, ref64) | {"finite": finite, "bitwise_repeat": repeat},
+            "pytorch_fp32": compare(ref32, ref64)}
 
 
 def compare(got, ref):
@@ -204,41 +197,33 @@ def timings(B, H, T, quick, reference):
         scal0 = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0], device="cuda").expand(B, H, 5).contiguous()
         do = torch.randn(B, H, T, D, device="cuda")
         dS = torch.randn(B, H, D, D, device="cuda")
-        # (fused, (warps of the per-head kernels, warps of the per-chunk kernels), output dot precision)
-        variants = [(True, (4, 4), "tf32"), (True, (8, 8), "tf32"), (False, (4, 4), "tf32"),
-                    (False, (4, 8), "tf32"), (False, (8, 8), "tf32"), (False, (4, 4), "tf32x3")]
-        if tag != "bf16" or quick:
-            variants = []
-        for f, warps, prec in variants:
-            saved = forward_launch(q, k, v, gamma, Q, S0, scal0, ETA, 0, cfg, f, warps, prec)
-            s_start, mult, keep = saved[5:]
-            name = f"{'fused' if f else 'split'}_w{warps[0]}{warps[1]}_{prec}"
+        # (warps of the per-head kernels, warps of the per-chunk kernels); the first is the default
+        variants = [(4, 4)] if tag != "bf16" or quick else [(4, 4), (4, 8), (8, 4)]
+        for warps in variants:
+            s_start, mult, keep = forward_launch(q, k, v, gamma, Q, S0, scal0, ETA, 0, cfg, warps)[6:]
+            name = f"w{warps[0]}{warps[1]}"
             res[f"kernel_fwd_{name}_{tag}"] = bench(
-                lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, ETA, 0, cfg, f, warps, prec))
+                lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, ETA, 0, cfg, warps))
             res[f"kernel_bwd_{name}_{tag}"] = bench(
-                lambda: backward_launch(do, dS, q, k, v, gamma, Q, s_start, mult, keep, ETA, 0, CHUNK, f, warps,
-                                        prec))
+                lambda: backward_launch(do, dS, q, k, v, gamma, Q, s_start, mult, keep, ETA, 0, CHUNK, warps))
         if tag == "bf16":
             no_pi = ConsolidationConfig(chunk=CHUNK, power_iterations=0)
-            res["kernel_fwd_split_no_power_iteration_bf16"] = bench(
-                lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, ETA, 0, no_pi, False))
+            res["kernel_fwd_no_power_iteration_bf16"] = bench(
+                lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, ETA, 0, no_pi))
 
         xs = [x.detach().clone().requires_grad_() for x in (q, k, v, gamma)]
         w_o = torch.randn(B, H, T, D, device="cuda")
 
-        def op_fwd(fn, **kw):
+        def op_fwd(fn):
             with torch.no_grad():
-                fn(*xs, ETA, Q, cfg, **kw)
+                fn(*xs, ETA, Q, cfg)
 
-        def op_fwd_bwd(fn, **kw):
-            o, _, _ = fn(*xs, ETA, Q, cfg, **kw)
+        def op_fwd_bwd(fn):
+            o, _, _ = fn(*xs, ETA, Q, cfg)
             o.backward(w_o)
 
-        for fused in (True, False):
-            name = "fused" if fused else "split"
-            res[f"op_fwd_{name}_{tag}"] = bench(lambda: op_fwd(dissipative_memory_triton, fused=fused))
-            res[f"op_fwdbwd_{name}_{tag}"] = bench(lambda: op_fwd_bwd(dissipative_memory_triton, fused=fused),
-                                                   grad_to_none=xs)
+        res[f"op_fwd_{tag}"] = bench(lambda: op_fwd(dissipative_memory_triton))
+        res[f"op_fwdbwd_{tag}"] = bench(lambda: op_fwd_bwd(dissipative_memory_triton), grad_to_none=xs)
         if tag == "fp32" and reference:
             res["reference_fwd_fp32"] = bench(lambda: op_fwd(dissipative_memory), rep=100)
             res["reference_fwdbwd_fp32"] = bench(lambda: op_fwd_bwd(dissipative_memory), grad_to_none=xs, rep=100)
@@ -320,10 +305,13 @@ def main():
     print({k: f"{v:.3g}" for k, v in ceil.items()}, flush=True)
 
     acc = {}
-    for B, H, T, pos, prefix in [(32, 8, 1024, 0, 0), (4, 8, 8192, 0, 0), (8, 8, 1000, 37, 100)]:
-        acc[(B, H, T, pos)] = accuracy(B, H, T, pos, prefix, seed=B + T + pos)
-        print(f"accuracy B={B} H={H} T={T} pos={pos} state={'yes' if prefix else 'no'}:", flush=True)
-        for name, row in acc[(B, H, T, pos)].items():
+    cases = [(32, 8, 1024, 0, 0, D, CHUNK), (4, 8, 8192, 0, 0, D, CHUNK), (8, 8, 1000, 37, 100, D, CHUNK),
+             (4, 4, 300, 5, 40, 32, 32), (4, 4, 300, 5, 40, 16, 16)]
+    for B, H, T, pos, prefix, d, chunk in cases:
+        acc[(B, H, T, pos, d, chunk)] = accuracy(B, H, T, pos, prefix, B + T + pos, d, chunk)
+        print(f"accuracy B={B} H={H} T={T} pos={pos} state={'yes' if prefix else 'no'} d={d} chunk={chunk}:",
+              flush=True)
+        for name, row in acc[(B, H, T, pos, d, chunk)].items():
             print(f"  {name:13s} " + " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}"
                                                 for k, v in row.items()), flush=True)
     comp = compile_check()
@@ -353,20 +341,20 @@ def main():
           f"tf32 {ceil['tf32_flops'] / 1e12:.0f} TFLOP/s")
     print(f"accuracy vs float64 reference, worst rel err of the kernels: state path {worst_state:.1e} "
           f"(tol {TOL_STATE:g}), o and token grads {worst_out:.1e} (tol {TOL_OUT:g}) -> {'PASS' if ok else 'FAIL'}")
-    print(f"{'shape':>14s} {'dt':>4s} | {'fwd fus':>7s} {'fwd spl':>7s} {'f+b fus':>7s} {'f+b spl':>7s} | "
-          f"{'ref fwd':>7s} {'ref f+b':>7s} | {'floor f':>7s} {'floor b':>7s} | {'fla fwd':>7s}")
+    print(f"{'shape':>14s} {'dt':>4s} | {'fwd':>7s} {'fwd+bwd':>7s} | {'ref fwd':>7s} {'ref f+b':>7s} | "
+          f"{'floor f':>7s} {'floor b':>7s} | {'fla fwd':>7s}")
     for (B, H, T), r in times.items():
         for tag, nbytes in (("bf16", 2), ("fp32", 4)):
             fl = floors(B, H, T, nbytes, ceil)
             fla = r["fla_chunk_simple_gla_fwd_bf16"]
-            cells = [r[f"op_{kind}_{var}_{tag}"] for kind in ("fwd", "fwdbwd") for var in ("fused", "split")]
+            cells = [r[f"op_fwd_{tag}"], r[f"op_fwdbwd_{tag}"]]
             cells += [r.get(f"reference_{kind}_fp32", float("nan")) for kind in ("fwd", "fwdbwd")]
             cells += [max(fl[kind]["t_bytes_ms"], fl[kind]["t_flops_ms"]) for kind in ("fwd", "bwd")]
-            print(f"B{B:<2d}H{H}T{T:<5d} {tag:>4s} | " + " ".join(f"{c:7.3f}" for c in cells[:4]) + " | "
-                  + " ".join(f"{c:7.3f}" for c in cells[4:6]) + " | " + " ".join(f"{c:7.3f}" for c in cells[6:])
+            print(f"B{B:<2d}H{H}T{T:<5d} {tag:>4s} | " + " ".join(f"{c:7.3f}" for c in cells[:2]) + " | "
+                  + " ".join(f"{c:7.3f}" for c in cells[2:4]) + " | " + " ".join(f"{c:7.3f}" for c in cells[4:])
                   + f" | {'-' if fla is None or tag == 'fp32' else f'{fla:7.3f}'}")
-    print("(ms, medians; fus/spl = public dissipative_memory_triton with fused=True/False; ref = PyTorch "
-          "reference in fp32 inputs; floor = max(bytes/bandwidth, 3·flops/tf32 rate) of the fused kernels)")
+    print("(ms, medians; fwd, fwd+bwd = public dissipative_memory_triton; ref = PyTorch reference on the "
+          "fp32 inputs; floor = max(bytes/bandwidth, 3·flops/tf32 rate))")
     if not ok:
         sys.exit(1)
 

@@ -19,17 +19,21 @@ Chunks are laid on the absolute grid: chunk i of a call holds the tokens t = i·
 they write nothing and leave b unchanged: the partial first segment and the ragged tail need no
 special case, and a boundary follows chunk i exactly when (i+1)·C ≤ off + T.
 
-Kernels (one program per (batch, head) for the sequential ones):
+Kernels. The consolidation needs the whole of S, so the state is carried by one program per
+(batch, head) walking the chunks in order; everything that does not feed the recurrence runs in
+kernels parallel over (chunk, head) pairs. (Computing o and the token gradients inside the
+sequential kernels measured 1.2–2.4× slower on an H100: more live tiles, register spills, and the
+chain of chunks gets longer; see benchmarks/notes_memory_kernel.md.)
 
-* ``_fwd_state_kernel`` walks the chunks in order with S (d×d, fp32) on chip, saves S at every chunk
-  start, the pending adjustments of every chunk and the keep mask of every boundary (O(T/C·d²) per
-  head, what the backward needs), writes the stats and the new state; with ``FUSE_OUT`` it also
-  writes o, otherwise ``_fwd_out_kernel`` computes o for all (chunk, head) pairs in parallel.
+* ``_fwd_state_kernel`` carries S (d×d, fp32) on chip, saves S at every chunk start, the pending
+  adjustments of every chunk and the keep mask of every boundary (O(T/C·d²) per head, what the
+  other kernels and the backward need), writes the stats and the new state.
+* ``_fwd_out_kernel`` computes o of one (chunk, head) from the saved chunk-start state.
 * ``_bwd_state_kernel`` walks the chunks in reverse with dS on chip. With the decisions held fixed
   (their derivative is zero almost everywhere), the projection is the linear map
   Π = I − Q(1−M)Qᵀ, symmetric, so dS_L = Π dS'; then dS0 = e^{b_L} dS_L + Σ_t e^{b_t} q_t do_tᵀ.
-  With ``FUSE_GRAD`` it computes the token gradients on the way, otherwise it saves dS_L per chunk
-  and ``_bwd_grad_kernel`` computes them for all (chunk, head) pairs in parallel.
+  It saves dS_L of every chunk and returns the gradient of the incoming S.
+* ``_bwd_grad_kernel`` computes dq, dk, dv, dΓ of one (chunk, head) from S0 and dS_L.
 
 Token gradients of one chunk (D_ts = e^{b_t−b_s} for s ≤ t, 0 otherwise; A = (QKᵀ)⊙D·η,
 B = (dO Vᵀ)⊙D·η, G = A ⊙ (dO Vᵀ), h_s = w_s k_sᵀ dS_L v_s):
@@ -54,21 +58,22 @@ from torch import Tensor
 from breath.ops.consolidation import ConsolidationConfig
 from breath.ops.dissipative_memory import MemoryState
 
-SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+# d = 128 is not supported: the fp32-accurate d×d products of the state kernel (SᵀS, QᵀS) stage
+# four 128×128 fp32 operand tiles, 256 KB of shared memory, over the H100's 227 KB per block.
+SUPPORTED_HEAD_DIMS = (16, 32, 64)
 SUPPORTED_CHUNKS = (16, 32, 64)
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # tl.dot precision for fp32 operands. The state path (S update, resonance projection, the power
-# iteration's SᵀS, the backward's dS recurrence) uses "tf32x3" (three tf32 products, fp32-level
-# accuracy): consolidation takes discrete decisions on S, and tf32 errors there would flip some.
-# What leaves the kernel without feeding back (o, the token gradients) uses one tf32 product, the
-# matrix units' float32 mode (~3e-4 relative). Under the interpreter both are plain fp32.
+# iteration's SᵀS, the backward's dS recurrence) is kept at fp32-level accuracy ("tf32x3", three tf32
+# products, or two where one operand is exactly representable in tf32): consolidation takes discrete
+# decisions on S, and tf32 errors there would flip some. What leaves the kernel without feeding back
+# (o, the token gradients) uses one tf32 product, the matrix units' float32 mode (~1e-3 relative
+# measured: Triton truncates the operands to tf32). Under the interpreter both are plain fp32.
 STATE_PRECISION = "tf32x3"
 OUTPUT_PRECISION = "tf32"
 
 # Packed per-head scalars of the state (in and out): gamma_mult, gamma_add, eta_mult, energy_start, bound.
 _NSCAL = 5
-# Packed per-boundary stats: floats (snr, resonance_energy, energy), int32 (low_snr, resonant_modes, stable).
-_NSTAT = 3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,6 +103,14 @@ def _decay_mask(b, C: tl.constexpr):
     rows = tl.arange(0, C)
     causal = rows[:, None] >= rows[None, :]
     return tl.exp(tl.where(causal, b[:, None] - b[None, :], float("-inf")))
+
+
+@triton.jit
+def _tf32_split(x):
+    """x = hi + lo with hi exactly representable in tf32 (10 mantissa bits): hi·y + lo·y on tf32
+    matrix units is fp32-accurate when y is itself tf32-exact (bf16/fp16 data)."""
+    hi = (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return hi, x - hi
 
 
 @triton.jit
@@ -143,14 +156,6 @@ def _grads_state(q, k, v, do, S0, dS, b, b_last, eta_t, dq, dk, dv, db, C: tl.co
 
 
 @triton.jit
-def _project_out(X, basis_ptr, keep, cols, D: tl.constexpr, PREC: tl.constexpr):
-    """X − Q[(1 − M) ⊙ QᵀX]: the resonance projection (symmetric, so also its own adjoint)."""
-    Qb = tl.load(basis_ptr + cols[:, None] * D + cols[None, :])
-    P = tl.dot(tl.trans(Qb), X, input_precision=PREC)
-    return X - tl.dot(Qb, tl.where(keep[:, None], 0.0, P), input_precision=PREC)
-
-
-@triton.jit
 def _start_vector(D: tl.constexpr):
     """consolidation._start_vector in-kernel: x_j = 1/2 + frac(j·φ⁻¹), j = 1..D, normalised in fp64."""
     inv_phi = (tl.sqrt(tl.full((), 5.0, tl.float64)) - 1.0) / 2.0
@@ -163,19 +168,31 @@ def _start_vector(D: tl.constexpr):
 def _top_singular_value(S, fro, x, ITERS: tl.constexpr, PREC: tl.constexpr):
     """consolidation.spectral_norm: ITERS steps of x ← SnᵀSn x / ‖·‖ (Sn = S/‖S‖_F), then ‖S x‖.
 
-    M = SnᵀSn is formed once on the matrix units, so a step is one mat-vec (two in the reference);
-    M is symmetric, so the steps alternate the reduced axis and x never changes register layout."""
+    M = SnᵀSn is formed once on the matrix units, so a step is one mat-vec (two in the reference).
+    M is symmetric, so the steps alternate the reduced axis and x never changes register layout.
+    x is renormalised every 4 steps and after the last: the direction is the same as with a
+    renormalisation per step (each is a positive scale), and nothing can underflow in between,
+    since ‖Mx‖ ≥ λ_max(M)·|x·u₁| with λ_max(M) = σ_max(Sn)² ≥ 1/d."""
     tiny = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny, as in the reference's clamps
     Sn = S / tl.maximum(fro, tiny)
     M = tl.dot(tl.trans(Sn), Sn, input_precision=PREC)
     for it in tl.static_range(ITERS):
         if it % 2 == 0:
-            y = tl.sum(M * x[None, :], 1)
+            x = tl.sum(M * x[None, :], 1)
         else:
-            y = tl.sum(M * x[:, None], 0)
-        x = y / tl.maximum(tl.sqrt(tl.sum(y * y, 0)), tiny)
+            x = tl.sum(M * x[:, None], 0)
+        if ((it + 1) % 4 == 0) | (it + 1 == ITERS):
+            x = x / tl.maximum(tl.sqrt(tl.sum(x * x, 0)), tiny)
     sx = tl.sum(S * x[None, :], 1)
     return tl.sqrt(tl.sum(sx * sx, 0))
+
+
+@triton.jit
+def _project_out(X, basis_ptr, keep, cols, D: tl.constexpr, PREC: tl.constexpr):
+    """X − Q[(1 − M) ⊙ QᵀX]: the resonance projection (symmetric, so also its own adjoint)."""
+    Qb = tl.load(basis_ptr + cols[:, None] * D + cols[None, :])
+    P = tl.dot(tl.trans(Qb), X, input_precision=PREC)
+    return X - tl.dot(Qb, tl.where(keep[:, None], 0.0, P), input_precision=PREC)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,13 +202,12 @@ def _top_singular_value(S, fro, x, ITERS: tl.constexpr, PREC: tl.constexpr):
 
 @triton.jit
 def _fwd_state_kernel(
-    q_ptr, k_ptr, v_ptr, g_ptr, basis_ptr, s_in_ptr, scal_in_ptr,
-    o_ptr, s_out_ptr, scal_out_ptr, s_start_ptr, mult_ptr, keep_ptr, stat_f_ptr, stat_i_ptr,
-    sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
+    k_ptr, v_ptr, g_ptr, basis_ptr, s_in_ptr, scal_in_ptr,
+    s_out_ptr, scal_out_ptr, s_start_ptr, mult_ptr, keep_ptr, stat_f_ptr, flags_ptr, modes_ptr,
+    sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
     H, T, NT, NB, off, eta, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
     lyapunov_step, lyapunov_tolerance,
-    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, FUSE_OUT: tl.constexpr,
-    PREC_S: tl.constexpr, PREC_O: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, V_TF32_EXACT: tl.constexpr, PREC_S: tl.constexpr,
 ):
     bh = tl.program_id(0).to(tl.int64)
     bi = bh // H
@@ -199,7 +215,6 @@ def _fwd_state_kernel(
     rows = tl.arange(0, C)
     cols = tl.arange(0, D)
     mat = cols[:, None] * D + cols[None, :]
-    q_base = q_ptr + bi * sq_b + hi * sq_h
     k_base = k_ptr + bi * sk_b + hi * sk_h
     v_base = v_ptr + bi * sv_b + hi * sv_h
     g_base = g_ptr + bi * sg_b + hi * sg_h
@@ -218,20 +233,21 @@ def _fwd_state_kernel(
         k = _load_rows(k_base, t, sk_t, valid, cols)
         v = _load_rows(v_base, t, sv_t, valid, cols)
         b, b_last = _log_decay(g_base, t, sg_t, valid, gm, ga, C)
-        eta_t = eta * em
         tl.store(s_start_ptr + (bh * NT + i) * D * D + mat, S)
         tl.store(mult_ptr + (bh * NT + i) * 3 + 0, gm)
         tl.store(mult_ptr + (bh * NT + i) * 3 + 1, ga)
         tl.store(mult_ptr + (bh * NT + i) * 3 + 2, em)
-        if FUSE_OUT:
-            q = _load_rows(q_base, t, sq_t, valid, cols)
-            o = _chunk_out(q, k, v, S, b, eta_t, C, PREC_O)
-            tl.store(o_ptr + (bh * T + t[:, None]) * D + cols[None, :], o, mask=valid[:, None])
 
-        w = tl.exp(b_last - b) * eta_t
-        S = tl.exp(b_last) * S + tl.dot(tl.trans(k * w[:, None]), v, input_precision=PREC_S)
-        writes = w * w * tl.sum(k * k, 1) * tl.sum(v * v, 1)
-        bound = tl.exp(2.0 * b_last) * bound + tl.sum(writes, 0)
+        w = tl.exp(b_last - b) * (eta * em)
+        kw = k * w[:, None]
+        if V_TF32_EXACT:  # v came as bf16/fp16: split only k·w, two tf32 products
+            kw_hi, kw_lo = _tf32_split(kw)
+            write = tl.dot(tl.trans(kw_hi), v, input_precision="tf32")
+            write = tl.dot(tl.trans(kw_lo), v, acc=write, input_precision="tf32")
+        else:
+            write = tl.dot(tl.trans(kw), v, input_precision=PREC_S)
+        S = tl.exp(b_last) * S + write
+        bound = tl.exp(2.0 * b_last) * bound + tl.sum(w * w * tl.sum(k * k, 1) * tl.sum(v * v, 1), 0)
 
         if (i + 1) * C <= off + T:  # absolute boundary after this chunk: consolidate
             energy = tl.sum(tl.sum(S * S, 1), 0)
@@ -244,21 +260,23 @@ def _fwd_state_kernel(
             P = tl.dot(tl.trans(Qb), S, input_precision=PREC_S)
             mode_energy = tl.sum(P * P, 1)
             keep = mode_energy > resonance_threshold * (tl.sum(mode_energy, 0) / D)
-            S = S - tl.dot(Qb, tl.where(keep[:, None], 0.0, P), input_precision=PREC_S)
+            n_keep = tl.sum(keep.to(tl.int32), 0)
+            energy_start = energy
+            if n_keep < D:  # otherwise S − Q·0 = S exactly: skip the product and the new energy
+                S = S - tl.dot(Qb, tl.where(keep[:, None], 0.0, P), input_precision=PREC_S)
+                energy_start = tl.sum(tl.sum(S * S, 1), 0)
 
             low_snr = snr < snr_threshold
-            stat = (bh * NB + i) * 3
-            tl.store(stat_f_ptr + stat + 0, snr)
-            tl.store(stat_f_ptr + stat + 1, tl.sum(tl.where(keep, mode_energy, 0.0), 0))
-            tl.store(stat_f_ptr + stat + 2, energy)
-            tl.store(stat_i_ptr + stat + 0, low_snr.to(tl.int32))
-            tl.store(stat_i_ptr + stat + 1, tl.sum(keep.to(tl.int32), 0))
-            tl.store(stat_i_ptr + stat + 2, stable.to(tl.int32))
+            tl.store(stat_f_ptr + (bh * NB + i) * 3 + 0, snr)
+            tl.store(stat_f_ptr + (bh * NB + i) * 3 + 1, tl.sum(tl.where(keep, mode_energy, 0.0), 0))
+            tl.store(stat_f_ptr + (bh * NB + i) * 3 + 2, energy)
+            tl.store(flags_ptr + (bh * NB + i) * 2 + 0, low_snr.to(tl.int8))
+            tl.store(flags_ptr + (bh * NB + i) * 2 + 1, stable.to(tl.int8))
+            tl.store(modes_ptr + bh * NB + i, n_keep.to(tl.int64))
             tl.store(keep_ptr + (bh * NB + i) * D + cols, keep.to(tl.int8))
             gm = tl.where(low_snr, gamma_boost, 1.0)
             ga = tl.where(stable, 0.0, lyapunov_step)
             em = tl.where(snr > snr_threshold, eta_boost, 1.0)
-            energy_start = tl.sum(tl.sum(S * S, 1), 0)
             bound = energy_start
 
     tl.store(s_out_ptr + bh * D * D + mat, S)
@@ -298,11 +316,10 @@ def _fwd_out_kernel(
 
 @triton.jit
 def _bwd_state_kernel(
-    q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, basis_ptr, s_start_ptr, mult_ptr, keep_ptr, ds_out_ptr,
-    ds_end_ptr, ds_in_ptr, dq_ptr, dk_ptr, dv_ptr, dg_ptr,
-    sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
-    H, T, NT, NB, off, eta,
-    D: tl.constexpr, C: tl.constexpr, FUSE_GRAD: tl.constexpr, PREC_S: tl.constexpr, PREC_O: tl.constexpr,
+    q_ptr, g_ptr, do_ptr, basis_ptr, mult_ptr, keep_ptr, ds_out_ptr, ds_end_ptr, ds_in_ptr,
+    sq_b, sq_h, sq_t, sg_b, sg_h, sg_t,
+    H, T, NT, NB, off,
+    D: tl.constexpr, C: tl.constexpr, PREC_S: tl.constexpr,
 ):
     bh = tl.program_id(0).to(tl.int64)
     bi = bh // H
@@ -318,30 +335,16 @@ def _bwd_state_kernel(
         i = NT - 1 - r
         if (i + 1) * C <= off + T:  # back through the projection S' = Π S_L: dS_L = Π dS'
             keep = tl.load(keep_ptr + (bh * NB + i) * D + cols) != 0
-            dS = _project_out(dS, basis_ptr, keep, cols, D, PREC_S)
+            if tl.sum(keep.to(tl.int32), 0) < D:
+                dS = _project_out(dS, basis_ptr, keep, cols, D, PREC_S)
+        tl.store(ds_end_ptr + (bh * NT + i) * D * D + mat, dS)
         t = i * C - off + rows
         valid = (t >= 0) & (t < T)
         gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
         ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
-        em = tl.load(mult_ptr + (bh * NT + i) * 3 + 2)
         b, b_last = _log_decay(g_base, t, sg_t, valid, gm, ga, C)
-        q = _load_rows(q_base, t, sq_t, valid, cols)
+        qe = _load_rows(q_base, t, sq_t, valid, cols) * tl.exp(b)[:, None]
         do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
-        if FUSE_GRAD:
-            k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
-            v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
-            dq, dk, dv, db = _grads_intra(q, k, v, do, b, eta * em, C, PREC_O)
-            S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + mat)
-            dq, dk, dv, db = _grads_state(q, k, v, do, S0, dS, b, b_last, eta * em, dq, dk, dv, db, C, PREC_O)
-            tok = (bh * T + t[:, None]) * D + cols[None, :]
-            tl.store(dq_ptr + tok, dq.to(dq_ptr.dtype.element_ty), mask=valid[:, None])
-            tl.store(dk_ptr + tok, dk.to(dk_ptr.dtype.element_ty), mask=valid[:, None])
-            tl.store(dv_ptr + tok, dv.to(dv_ptr.dtype.element_ty), mask=valid[:, None])
-            dg = -gm * tl.cumsum(db, 0, reverse=True)
-            tl.store(dg_ptr + bh * T + t, dg.to(dg_ptr.dtype.element_ty), mask=valid)
-        else:
-            tl.store(ds_end_ptr + (bh * NT + i) * D * D + mat, dS)
-        qe = q * tl.exp(b)[:, None]
         dS = tl.exp(b_last) * dS + tl.dot(tl.trans(qe), do, input_precision=PREC_S)
     tl.store(ds_in_ptr + bh * D * D + mat, dS)
 
@@ -384,7 +387,7 @@ def _bwd_grad_kernel(
 
 
 # ----------------------------------------------------------------------------------------------
-# Launchers (plain tensors in and out; the benchmark calls these to compare variants)
+# Launchers (plain tensors in and out; the benchmark calls these to compare launch settings)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -402,22 +405,21 @@ def _rows_contiguous(x: Tensor) -> Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _warps(d: int, warps: tuple[int, int] | None) -> tuple[int, int]:
-    """(warps of the sequential per-head kernels, warps of the kernels parallel over chunks)."""
-    if warps is not None:
-        return warps
-    return (4, 4) if d <= 64 else (8, 8)
+def _warps(warps: tuple[int, int] | None) -> tuple[int, int]:
+    """(warps of the sequential per-head kernels, warps of the kernels parallel over chunks).
+
+    4 and 4 measured fastest at d = 64 on an H100 (8 warps: 1.2–2.5× slower)."""
+    return warps or (4, 4)
 
 
 def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
-                   eta: float, off: int, cfg: ConsolidationConfig, fused: bool,
-                   warps: tuple[int, int] | None = None, out_precision: str = OUTPUT_PRECISION
+                   eta: float, off: int, cfg: ConsolidationConfig, warps: tuple[int, int] | None = None
                    ) -> tuple[Tensor, ...]:
-    """Run the forward kernels. Returns (o, S, scal, stat_f, stat_i, s_start, mult, keep):
+    """Run the forward kernels. Returns (o, S, scal, stat_f, flags, modes, s_start, mult, keep):
     o (B,H,T,d) fp32; S (B,H,d,d); scal (B,H,5) = gamma_mult, gamma_add, eta_mult, energy_start,
-    bound; stat_f (B,H,nb,3) = snr, resonance_energy, energy; stat_i (B,H,nb,3) int32 = low_snr,
-    resonant_modes, stable; s_start (B,H,nt,d,d) S at every chunk start; mult (B,H,nt,3) the
-    adjustments in force in every chunk; keep (B,H,nb,d) int8 mode masks."""
+    bound; stat_f (B,H,nb,3) = snr, resonance_energy, energy; flags (B,H,nb,2) int8 = low_snr, stable;
+    modes (B,H,nb) int64 resonant modes; s_start (B,H,nt,d,d) S at every chunk start; mult (B,H,nt,3)
+    the adjustments in force in every chunk; keep (B,H,nb,d) int8 mode masks."""
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
     B, H, T, d = q.shape
     C = cfg.chunk
@@ -426,33 +428,31 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
     o = torch.empty(B, H, T, d, **f32)
     S = torch.empty(B, H, d, d, **f32)
     scal = torch.empty(B, H, _NSCAL, **f32)
-    stat_f = torch.empty(B, H, NB, _NSTAT, **f32)
-    stat_i = torch.empty(B, H, NB, _NSTAT, dtype=torch.int32, device=q.device)
+    stat_f = torch.empty(B, H, NB, 3, **f32)
+    flags = torch.empty(B, H, NB, 2, dtype=torch.int8, device=q.device)
+    modes = torch.empty(B, H, NB, dtype=torch.int64, device=q.device)
     s_start = torch.empty(B, H, NT, d, d, **f32)
     mult = torch.empty(B, H, NT, 3, **f32)
     keep = torch.empty(B, H, NB, d, dtype=torch.int8, device=q.device)
-    w_state, w_par = _warps(d, warps)
-    strides = _strides(q, k, v, gamma)
+    w_state, w_par = _warps(warps)
     _fwd_state_kernel[(B * H,)](
-        q, k, v, gamma, basis.contiguous().float(), S0.contiguous(), scal0.contiguous(),
-        o, S, scal, s_start, mult, keep, stat_f, stat_i, *strides,
+        k, v, gamma, basis.contiguous().float(), S0.contiguous(), scal0.contiguous(),
+        S, scal, s_start, mult, keep, stat_f, flags, modes, *_strides(k, v, gamma),
         H, T, NT, NB, off, eta, cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold,
         cfg.lyapunov_gamma_step, cfg.lyapunov_tolerance,
-        D=d, C=C, ITERS=cfg.power_iterations, FUSE_OUT=fused, PREC_S=STATE_PRECISION, PREC_O=out_precision,
-        num_warps=w_state,
+        D=d, C=C, ITERS=cfg.power_iterations, V_TF32_EXACT=v.dtype in (torch.bfloat16, torch.float16),
+        PREC_S=STATE_PRECISION, num_warps=w_state,
     )
-    if not fused:
-        _fwd_out_kernel[(NT, B * H)](
-            q, k, v, gamma, s_start, mult, o, *strides, H, T, NT, off, eta,
-            D=d, C=C, PREC_O=out_precision, num_warps=w_par,
-        )
-    return o, S, scal, stat_f, stat_i, s_start, mult, keep
+    _fwd_out_kernel[(NT, B * H)](
+        q, k, v, gamma, s_start, mult, o, *_strides(q, k, v, gamma), H, T, NT, off, eta,
+        D=d, C=C, PREC_O=OUTPUT_PRECISION, num_warps=w_par,
+    )
+    return o, S, scal, stat_f, flags, modes, s_start, mult, keep
 
 
 def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
-                    s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int, fused: bool,
-                    warps: tuple[int, int] | None = None, out_precision: str = OUTPUT_PRECISION
-                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                    s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int,
+                    warps: tuple[int, int] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run the backward kernels: (dq, dk, dv, dgamma) in the inputs' dtypes and dS0 (fp32)."""
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
     B, H, T, d = q.shape
@@ -462,20 +462,16 @@ def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gam
     dq, dk, dv = (torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in (q, k, v))
     dg = torch.empty(B, H, T, dtype=gamma.dtype, device=gamma.device)
     dS0 = torch.empty(B, H, d, d, dtype=torch.float32, device=q.device)
-    # dS at every chunk end, for the parallel gradient kernel only.
-    ds_end = dS0.new_empty((B, H, NT, d, d) if not fused else (1,))
-    w_state, w_par = _warps(d, warps)
-    strides = _strides(q, k, v, gamma)
+    ds_end = torch.empty(B, H, NT, d, d, dtype=torch.float32, device=q.device)  # dS_L of every chunk
+    w_state, w_par = _warps(warps)
     _bwd_state_kernel[(B * H,)](
-        q, k, v, gamma, do, basis.contiguous().float(), s_start, mult, keep, dS,
-        ds_end, dS0, dq, dk, dv, dg, *strides, H, T, NT, NB, off, eta,
-        D=d, C=chunk, FUSE_GRAD=fused, PREC_S=STATE_PRECISION, PREC_O=out_precision, num_warps=w_state,
+        q, gamma, do, basis.contiguous().float(), mult, keep, dS, ds_end, dS0, *_strides(q, gamma),
+        H, T, NT, NB, off, D=d, C=chunk, PREC_S=STATE_PRECISION, num_warps=w_state,
     )
-    if not fused:
-        _bwd_grad_kernel[(NT, B * H)](
-            q, k, v, gamma, do, s_start, mult, ds_end, dq, dk, dv, dg, *strides, H, T, NT, off, eta,
-            D=d, C=chunk, PREC_O=out_precision, num_warps=w_par,
-        )
+    _bwd_grad_kernel[(NT, B * H)](
+        q, k, v, gamma, do, s_start, mult, ds_end, dq, dk, dv, dg, *_strides(q, k, v, gamma), H, T, NT, off, eta,
+        D=d, C=chunk, PREC_O=OUTPUT_PRECISION, num_warps=w_par,
+    )
     return dq, dk, dv, dg, dS0
 
 
@@ -488,45 +484,45 @@ def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gam
 def _memory_fwd(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
                 eta: float, off: int, chunk: int, snr_threshold: float, gamma_boost: float, eta_boost: float,
                 resonance_threshold: float, lyapunov_gamma_step: float, lyapunov_tolerance: float,
-                power_iterations: int, fused: bool
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                power_iterations: int
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     cfg = ConsolidationConfig(chunk, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
                               lyapunov_gamma_step, lyapunov_tolerance, power_iterations)
-    return forward_launch(q, k, v, gamma, basis, S0, scal0, eta, off, cfg, fused)
+    return forward_launch(q, k, v, gamma, basis, S0, scal0, eta, off, cfg)
 
 
 @_memory_fwd.register_fake
 def _(q, k, v, gamma, basis, S0, scal0, eta, off, chunk, snr_threshold, gamma_boost, eta_boost,
-      resonance_threshold, lyapunov_gamma_step, lyapunov_tolerance, power_iterations, fused):
+      resonance_threshold, lyapunov_gamma_step, lyapunov_tolerance, power_iterations):
     B, H, T, d = q.shape
     NT, NB = _grid_sizes(T, chunk, off)
     f32 = dict(dtype=torch.float32)
     return (q.new_empty(B, H, T, d, **f32), q.new_empty(B, H, d, d, **f32), q.new_empty(B, H, _NSCAL, **f32),
-            q.new_empty(B, H, NB, _NSTAT, **f32), q.new_empty(B, H, NB, _NSTAT, dtype=torch.int32),
-            q.new_empty(B, H, NT, d, d, **f32), q.new_empty(B, H, NT, 3, **f32),
-            q.new_empty(B, H, NB, d, dtype=torch.int8))
+            q.new_empty(B, H, NB, 3, **f32), q.new_empty(B, H, NB, 2, dtype=torch.int8),
+            q.new_empty(B, H, NB, dtype=torch.int64), q.new_empty(B, H, NT, d, d, **f32),
+            q.new_empty(B, H, NT, 3, **f32), q.new_empty(B, H, NB, d, dtype=torch.int8))
 
 
 @torch.library.custom_op("breath::memory_bwd", mutates_args=())
 def _memory_bwd(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
-                s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int, fused: bool
+                s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return backward_launch(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk, fused)
+    return backward_launch(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk)
 
 
 @_memory_bwd.register_fake
-def _(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk, fused):
+def _(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk):
     B, H, T, d = q.shape
     return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), gamma.new_empty(B, H, T),
             q.new_empty(B, H, d, d, dtype=torch.float32))
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, gamma, basis, _S0, _scal0, eta, off, chunk, *_cfg, fused = inputs
-    _o, _S, scal, stat_f, stat_i, s_start, mult, keep = output
+    q, k, v, gamma, basis, _S0, _scal0, eta, off, chunk, *_cfg = inputs
+    _o, _S, scal, stat_f, flags, modes, s_start, mult, keep = output
     ctx.save_for_backward(q, k, v, gamma, basis, s_start, mult, keep)
-    ctx.eta, ctx.off, ctx.chunk, ctx.fused = eta, off, chunk, fused
-    ctx.mark_non_differentiable(scal, stat_f, stat_i, s_start, mult, keep)
+    ctx.eta, ctx.off, ctx.chunk = eta, off, chunk
+    ctx.mark_non_differentiable(scal, stat_f, flags, modes, s_start, mult, keep)
 
 
 def _backward(ctx, do, dS, *_nondifferentiable):
@@ -535,8 +531,8 @@ def _backward(ctx, do, dS, *_nondifferentiable):
     do = q.new_zeros(B, H, T, d, dtype=torch.float32) if do is None else do
     dS = q.new_zeros(B, H, d, d, dtype=torch.float32) if dS is None else dS
     dq, dk, dv, dg, dS0 = _memory_bwd(do, dS, q, k, v, gamma, basis, s_start, mult, keep,
-                                      ctx.eta, ctx.off, ctx.chunk, ctx.fused)
-    return (dq, dk, dv, dg, None, dS0, None) + (None,) * 11
+                                      ctx.eta, ctx.off, ctx.chunk)
+    return (dq, dk, dv, dg, None, dS0, None) + (None,) * 10
 
 
 _memory_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -568,16 +564,14 @@ def _check(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, cfg: C
 
 
 def dissipative_memory_triton(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: float, basis: Tensor,
-                              cfg: ConsolidationConfig, pos: int = 0, state: MemoryState | None = None,
-                              fused: bool | None = None) -> tuple[Tensor, MemoryState, dict[str, Tensor]]:
+                              cfg: ConsolidationConfig, pos: int = 0, state: MemoryState | None = None
+                              ) -> tuple[Tensor, MemoryState, dict[str, Tensor]]:
     """The Triton path of :func:`breath.ops.dissipative_memory.dissipative_memory` (same contract).
 
     Args:
-        q, k, v: (B, H, T, d), bf16, fp16 or fp32 (accumulated in fp32); d in {16, 32, 64, 128}.
+        q, k, v: (B, H, T, d), bf16, fp16 or fp32 (accumulated in fp32); d in {16, 32, 64}.
         gamma: (B, H, T) forgetting rates Γ ≥ 0.
         eta, basis, cfg, pos, state: as in the reference; cfg.chunk in {16, 32, 64}; the state is fp32.
-        fused: compute o (and in the backward the token gradients) inside the sequential per-head
-            kernel (True) or in separate kernels parallel over chunks (False); None picks by size.
 
     Returns:
         o (B, H, T, d) fp32, the new MemoryState, and the per-boundary stats, each (B, H, nb).
@@ -586,29 +580,14 @@ def dissipative_memory_triton(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, et
     B, H, T, d = q.shape
     if state is None:
         state = MemoryState.zeros(B, H, d, torch.float32, q.device)
-    if fused is None:
-        fused = _prefer_fused(B * H, q.device)
     scal0 = torch.stack([state.gamma_mult, state.gamma_add, state.eta_mult, state.energy_start, state.bound],
                         -1).float()
-    o, S, scal, stat_f, stat_i, _s_start, _mult, _keep = _memory_fwd(
+    o, S, scal, stat_f, flags, modes, _s_start, _mult, _keep = _memory_fwd(
         q, k, v, gamma, basis, state.S, scal0, float(eta), pos % cfg.chunk, cfg.chunk, cfg.snr_threshold,
         cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold, cfg.lyapunov_gamma_step,
-        cfg.lyapunov_tolerance, cfg.power_iterations, fused)
-    new_state = MemoryState(S, *scal.unbind(-1))
-    floats, ints = stat_f.unbind(-1), stat_i.unbind(-1)
-    stats = {
-        "snr": floats[0],
-        "low_snr": ints[0].bool(),
-        "resonant_modes": ints[1].long(),
-        "resonance_energy": floats[1],
-        "stable": ints[2].bool(),
-        "energy": floats[2],
-    }
-    return o, new_state, stats
-
-
-def _prefer_fused(heads: int, device: torch.device) -> bool:
-    """Fused when the (batch, head) programs alone fill the GPU (placeholder until measured)."""
-    if device.type != "cuda":
-        return True
-    return heads >= 2 * torch.cuda.get_device_properties(device).multi_processor_count
+        cfg.lyapunov_tolerance, cfg.power_iterations)
+    snr, resonance_energy, energy = stat_f.unbind(-1)
+    low_snr, stable = flags.view(torch.bool).unbind(-1)
+    stats = {"snr": snr, "low_snr": low_snr, "resonant_modes": modes, "resonance_energy": resonance_energy,
+             "stable": stable, "energy": energy}
+    return o, MemoryState(S, *scal.unbind(-1)), stats
