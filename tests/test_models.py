@@ -112,6 +112,16 @@ def test_same_function_after_save_and_load_in_new_process(arch, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("arch", ["phase2", "phase1"])
+def test_full_resolvent_ablation_leaks_the_future_and_refuses_to_continue(arch):
+    model, ids = tiny(arch, resolvent="full"), tokens()
+    perturbed = ids.clone()
+    perturbed[:, 30] = (perturbed[:, 30] + 1) % 97
+    assert not torch.equal(model(perturbed).logits[:, :30], model(ids).logits[:, :30])
+    with pytest.raises(ValueError, match="cannot continue"):
+        model(ids[:, 5:], state=model(ids[:, :5]).state)
+
+
 def test_phase2_diagnostics_present_and_sane_at_init():
     cfg_decay = 0.01
     model = tiny("phase2", base_decay=cfg_decay, n_layers=3)
@@ -141,7 +151,7 @@ def test_public_interface_of_design_section_8():
 
 @pytest.mark.parametrize("field,value", [
     ("arch", "rnn"), ("d_model", 0), ("n_layers", -1), ("num_heads", 2.5), ("head_dim", 7),
-    ("dropout", 1.0), ("base_decay", 0.0), ("hebbian_eta", -0.1), ("snr_threshold", 0),
+    ("dropout", 1.0), ("resolvent", "acausal"), ("base_decay", 0.0), ("hebbian_eta", -0.1), ("snr_threshold", 0),
     ("resonance_threshold", 1.5), ("memory_chunk", 0), ("lyapunov_tolerance", 0.5),
 ])
 def test_validation_names_the_field(field, value):

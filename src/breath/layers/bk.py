@@ -40,9 +40,9 @@ class BKCore(nn.Module):
     """Potential, forgetting rate and causal resolvent features of ``channels`` BK chains."""
 
     def __init__(self, d_model: int, channels: int, base_decay: float, hermitian: bool = False,
-                 use_triton: bool | None = None):
+                 causal: bool = True, use_triton: bool | None = None):
         super().__init__()
-        self.base_decay = base_decay
+        self.base_decay, self.causal = base_decay, causal
         self.use_triton = use_triton
         self.potential = nn.Linear(d_model, channels)  # W_V
         # W_Γ and b_c: at init softplus(b_c) = base_decay, so Γ ≈ 2·base_decay (DESIGN §4); the
@@ -83,8 +83,11 @@ class BKCore(nn.Module):
             diagonal = torch.complex(potential, -gamma)
         a = diagonal.transpose(1, 2)  # (B, C, T): chains along the last dim
         hop = self.hopping.view(-1, 1)  # b = c = h_c at every link (broadcast over batch and t)
+        if g_prev is not None and not self.causal:
+            raise ValueError("resolvent='full' sees the whole window at once: it cannot continue a "
+                             "sequence from a state (use the causal resolvent)")
         left = None if g_prev is None else self.hopping.square() * g_prev
-        g = bk_resolvent(a, hop, hop, self.spectral_shift(), causal=True, left=left,
-                         use_triton=self.use_triton)
+        g = bk_resolvent(a, hop, hop, self.spectral_shift(), causal=self.causal, left=left,
+                         use_triton=self.use_triton if self.causal else False)
         features = torch.cat((g.real, g.imag), dim=1).transpose(1, 2)  # (B, T, 2C)
         return self.readout(features.to(x.dtype)), gamma, g[..., -1]

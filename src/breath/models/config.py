@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ARCHS = ("phase2", "phase1", "transformer")
+RESOLVENTS = ("causal", "full")
 
 PRESETS: dict[str, dict[str, int]] = {
     "small": dict(d_model=256, n_layers=4, n_seq=512, num_heads=4, head_dim=64, ffn_dim=1024),
@@ -32,6 +33,9 @@ class ModelConfig:
     ffn_dim: int = 2048
     dropout: float = 0.1
     arch: str = "phase2"
+    # "full" (the non-causal resolvent, diag (H − z)⁻¹ of the whole window) exists only as an
+    # ablation: it lets future tokens change earlier outputs, so its training loss is leakage.
+    resolvent: str = "causal"
     # Non-Hermitian forgetting and the dissipative Hebbian memory.
     base_decay: float = 0.01
     hebbian_eta: float = 0.1
@@ -80,6 +84,7 @@ class ModelConfig:
             return isinstance(value, int) and not isinstance(value, bool)
 
         check(self.arch in ARCHS, "arch", " | ".join(ARCHS))
+        check(self.resolvent in RESOLVENTS, "resolvent", " | ".join(RESOLVENTS))
         for name in ("vocab_size", "d_model", "n_layers", "n_seq", "num_heads", "head_dim",
                      "ffn_dim", "memory_chunk", "power_iterations"):
             check(is_int(getattr(self, name)) and getattr(self, name) > 0, name, "a positive integer")

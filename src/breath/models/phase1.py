@@ -20,7 +20,7 @@ class Phase1Block(nn.Module):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.bk = BKCore(cfg.d_model, cfg.num_heads, cfg.base_decay, hermitian=True,
-                         use_triton=cfg.use_triton)
+                         causal=cfg.resolvent == "causal", use_triton=cfg.use_triton)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)

@@ -32,7 +32,8 @@ class Phase2Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.d_model)
-        self.bk = BKCore(cfg.d_model, cfg.num_heads, cfg.base_decay, use_triton=cfg.use_triton)
+        self.bk = BKCore(cfg.d_model, cfg.num_heads, cfg.base_decay, causal=cfg.resolvent == "causal",
+                         use_triton=cfg.use_triton)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.memory = HebbianMemory(cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.hebbian_eta,
                                     consolidation_config(cfg), use_triton=cfg.use_triton)
