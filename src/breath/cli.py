@@ -23,7 +23,7 @@ import torch
 from breath.data.corpora import DataError
 from breath.data.windows import WindowDataset, prepare_data
 from breath.models import ModelConfig, build_model
-from breath.models.config import ARCHS, PRESETS
+from breath.models.config import ARCHS, PRESETS, RESOLVENTS
 from breath.train.checkpoint import (CheckpointError, SaveError, atomic_copy, atomic_write_json,
                                      load_checkpoint, prepare_output_dir)
 from breath.train.config import (PRECISIONS, ConfigError, TrainConfig, checkpoint_options, load_config_file,
@@ -77,6 +77,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(model, "head-dim", "width of one head", type=int)
     add(model, "ffn-dim", "hidden width of the MLP", type=int)
     add(model, "dropout", "dropout probability", type=float)
+    add(model, "resolvent", "BK resolvent; full (non-causal) is an ablation that leaks the future",
+        choices=RESOLVENTS)
 
     phase2 = parser.add_argument_group("Phase 2 dynamics")
     add(phase2, "base-decay", "floor of the forgetting rate Γ (Γ = softplus(.) + base_decay)", type=float)
@@ -168,8 +170,9 @@ def _train(options: dict[str, Any], prog: str) -> int:
         f"{model_cfg.n_layers} layers, {model_cfg.num_heads} heads, n_seq {model_cfg.n_seq}) on {device}, "
         f"{'bf16 autocast' if autocast is not None else 'fp32'}")
     say(f"data: {bundle.corpus_name}, vocab {bundle.vocab_size}, {len(train_set):,} train / "
-        f"{len(val_set):,} val windows; {trainer.steps_per_epoch} batches of {train_cfg.batch_size} per "
-        f"epoch, {train_cfg.num_epochs} epochs, {trainer.warmup_steps} warmup steps; output {output_dir}")
+        f"{len(val_set):,} val windows; {trainer.steps_per_epoch:,} batches of {train_cfg.batch_size} per "
+        f"epoch, {_count(train_cfg.num_epochs, 'epoch')}, {_count(trainer.warmup_steps, 'warmup step')}; "
+        f"output {output_dir}")
     wandb_run_id = None
     if checkpoint is not None:
         say(f"resuming {train_cfg.resume} at epoch {trainer.epoch + 1}, step {trainer.global_step}")
@@ -211,9 +214,13 @@ def _report(result: TrainResult, prog: str, train_cfg: TrainConfig, model_cfg: M
               f"(now {model_cfg.base_decay:g}), e.g.: {resume} --learning-rate {lr / 10:g}", file=sys.stderr)
         return EXIT_FAILED
     skipped = f", {result.bad_steps} non-finite steps skipped" if result.bad_steps else ""
-    say(f"done: {result.epoch} epochs, {result.global_step} steps, best val loss "
+    say(f"done: {_count(result.epoch, 'epoch')}, {_count(result.global_step, 'step')}, best val loss "
         f"{result.best_val_loss:.4f}{skipped}; outputs in {train_cfg.output_dir}")
     return EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _load_data(train_cfg: TrainConfig, model_cfg: ModelConfig) -> tuple[Any, WindowDataset, WindowDataset]:
