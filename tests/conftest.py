@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# One compute thread per test process (subprocesses inherit it): pytest-xdist already runs one
+# worker per core, and oversubscribed OpenMP pools stall at every barrier of the models' many small
+# ops (seen here: a phase2 step 20x slower with 2 workers x 2 threads on 2 cores).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
