@@ -133,6 +133,9 @@ def test_unsupported_shapes_raise():
     q8, k8, v8 = (x[..., :8].contiguous() for x in (q, k, v))
     with pytest.raises(ValueError, match="head_dim"):
         dissipative_memory_triton(q8, k8, v8, gamma, ETA, basis()[:8, :8], CFG)
+    q128 = torch.zeros(1, 1, 4, 128, device=DEV)
+    with pytest.raises(ValueError, match="head_dim"):
+        dissipative_memory_triton(q128, q128, q128, gamma[:1, :1, :4], ETA, torch.eye(128, device=DEV), CFG)
     with pytest.raises(ValueError, match="float64"):
         dissipative_memory_triton(q.double(), k, v, gamma, ETA, basis(), CFG)
 

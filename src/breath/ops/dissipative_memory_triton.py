@@ -1,8 +1,9 @@
 """Triton forward and backward of the dissipative Hebbian memory with consolidation (DESIGN §5).
 
-Computes exactly what :func:`breath.ops.dissipative_memory.dissipative_memory` computes (same
-``MemoryState``, same per-boundary stats) with fp32 accumulation and an fp32 state; q, k, v may be
-bf16, fp16 or fp32. Per batch row and head, with the adjustments (gm, ga, em) pending since the last
+Computes what :func:`breath.ops.dissipative_memory.dissipative_memory` computes (same
+``MemoryState``, same per-boundary stats, same decisions) with fp32 accumulation and an fp32 state;
+q, k, v may be bf16, fp16 or fp32. The state path is fp32-accurate; o and the token gradients carry
+tf32 rounding (see OUTPUT_PRECISION). Per batch row and head, with the adjustments (gm, ga, em) pending since the last
 boundary and η_t = η·em:
 
     ℓ_t = −(Γ_t·gm + ga)          b_t = Σ_{s≤t} ℓ_s (inclusive, local to the chunk)
@@ -45,7 +46,9 @@ B = (dO Vᵀ)⊙D·η, G = A ⊙ (dO Vᵀ), h_s = w_s k_sᵀ dS_L v_s):
     dΓ_t = −gm · Σ_{u≥t} ∂b_u
 
 The ops are registered with ``torch.library.custom_op`` (``breath::memory_fwd``, ``breath::memory_bwd``)
-with fake implementations and ``register_autograd``, so ``torch.compile`` traces through them.
+with fake implementations and ``register_autograd``, so ``torch.compile`` traces through them as one
+node per call; eager mode calls an ``autograd.Function`` running the same launchers, which costs less
+host time per call than the custom op's dispatch.
 """
 
 from __future__ import annotations
