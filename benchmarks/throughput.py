@@ -6,8 +6,8 @@ Three measurements, each printed as a table and written to JSON:
    model-FLOPs utilisation, for every (preset, batch, length) setting, eager and compiled.
 2. Op level: forward and forward+backward time of the dissipative-memory op (Triton vs the PyTorch
    chunked reference), and flash-linear-attention's ``chunk_simple_gla`` forward when importable.
-3. Decoding: tokens/s and peak memory of one-token steps after a 1K/8K/32K-token context, phase2
-   (recurrent state) vs transformer (KV cache), batch 1 and 16.
+3. Decoding: tokens/s, state size and peak memory of one-token steps after a 1K/8K/32K-token
+   context (prefilled in one pass), phase2 (recurrent state) vs transformer (KV cache), batch 1 and 16.
 
     python benchmarks/throughput.py                      # everything (about 8 minutes on an H100)
     python benchmarks/throughput.py --only train --settings base:32:1024 --modes eager
@@ -68,7 +68,8 @@ def timed(fn, warmup: int, repeat: int) -> float:
 def train_step_benchmark(arch: str, preset: str, batch: int, length: int, mode: str, vocab: int) -> dict:
     torch.manual_seed(0)
     cfg = ModelConfig.preset(preset, arch=arch, vocab_size=vocab, n_seq=length, dropout=0.0)
-    model = build_model(cfg).cuda()
+    with torch.device("cuda"):  # build on the GPU: the zeta init's SVDs run there
+        model = build_model(cfg)
     n_params = model.num_parameters()
     step_model = torch.compile(model) if mode == "compiled" else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -132,19 +133,29 @@ def op_benchmark(batch: int, heads: int, length: int, dim: int, chunk: int) -> l
     return rows
 
 
+def state_bytes(state) -> int:
+    """Bytes held by every tensor in a model state (recurrent memory or KV cache)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, (tuple, list)):
+        return sum(state_bytes(item) for item in state)
+    return state_bytes(state.layers) if hasattr(state, "layers") else 0
+
+
 @torch.no_grad()
 def decode_benchmark(arch: str, preset: str, batch: int, context: int, new_tokens: int, vocab: int) -> dict:
     torch.manual_seed(0)
     cfg = ModelConfig.preset(preset, arch=arch, vocab_size=vocab, dropout=0.0)
-    model = build_model(cfg).cuda().eval()
+    with torch.device("cuda"):
+        model = build_model(cfg).eval()
     ids = torch.randint(0, vocab, (batch, context), device="cuda")
-    torch.cuda.reset_peak_memory_stats()
     with torch.autocast("cuda", torch.bfloat16):
-        state = None
-        for start in range(0, context, 4096):  # chunked prefill
-            state = model(ids[:, start : start + 4096], state=state).state
-        prefill_peak = torch.cuda.max_memory_allocated()
+        state = model(ids, state=None).state  # prefill in one parallel pass
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
         token = ids[:, -1:]
+        for _ in range(3):  # warm-up steps (kernel compilation), then the timed steps
+            model(token, state=state)
         torch.cuda.synchronize()
         begin = time.perf_counter()
         for _ in range(new_tokens):
@@ -155,7 +166,7 @@ def decode_benchmark(arch: str, preset: str, batch: int, context: int, new_token
     result = {"arch": arch, "preset": preset, "batch": batch, "context": context,
               "decode_tokens_per_s": round(batch * new_tokens / seconds, 1),
               "ms_per_step": round(seconds / new_tokens * 1e3, 2),
-              "prefill_peak_GB": round(prefill_peak / 1e9, 2),
+              "state_MB": round(state_bytes(state) / 1e6, 1),
               "decode_peak_GB": round(torch.cuda.max_memory_allocated() / 1e9, 2)}
     del model, state
     torch.cuda.empty_cache()

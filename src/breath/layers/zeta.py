@@ -76,7 +76,7 @@ def zeta_init_(weight: torch.Tensor) -> torch.Tensor:
     overall scale, which sets how fast training starts, is the default's.
     """
     u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
-    profile = 1.0 / zeta_zeros(s.numel())
+    profile = 1.0 / zeta_zeros(s.numel()).to(s.device)
     profile *= s.norm() / profile.norm()
     weight.copy_((u * profile) @ vh)
     return weight
