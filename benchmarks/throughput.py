@@ -69,7 +69,7 @@ def train_step_benchmark(arch: str, preset: str, batch: int, length: int, mode: 
     torch.manual_seed(0)
     cfg = ModelConfig.preset(preset, arch=arch, vocab_size=vocab, n_seq=length, dropout=0.0)
     with torch.device("cuda"):  # build on the GPU: the zeta init's SVDs run there
-        model = build_model(cfg)
+        model = build_model(cfg).cuda()  # .cuda() also moves the (CPU-cached) zeta basis buffers
     n_params = model.num_parameters()
     step_model = torch.compile(model) if mode == "compiled" else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -147,7 +147,7 @@ def decode_benchmark(arch: str, preset: str, batch: int, context: int, new_token
     torch.manual_seed(0)
     cfg = ModelConfig.preset(preset, arch=arch, vocab_size=vocab, dropout=0.0)
     with torch.device("cuda"):
-        model = build_model(cfg).eval()
+        model = build_model(cfg).cuda().eval()
     ids = torch.randint(0, vocab, (batch, context), device="cuda")
     with torch.autocast("cuda", torch.bfloat16):
         state = model(ids, state=None).state  # prefill in one parallel pass
