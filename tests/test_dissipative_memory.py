@@ -237,10 +237,11 @@ def test_no_host_reads_of_tensor_values():
     assert o.shape == q.shape and stats["snr"].shape == (2, 3, 2) and q.grad.shape == q.shape
 
 
-def test_triton_path_not_available_yet():
-    (q, k, v, gamma), basis = inputs(T=4)
-    with pytest.raises(NotImplementedError, match="Triton"):
-        dissipative_memory(q, k, v, gamma, ETA, basis, CFG, use_triton=True)
+def test_auto_backend_on_cpu_is_the_reference_path():
+    (q, k, v, gamma), basis = inputs(T=20)
+    auto = dissipative_memory(q, k, v, gamma, ETA, basis, CFG, use_triton=None)
+    reference = dissipative_memory(q, k, v, gamma, ETA, basis, CFG, use_triton=False)
+    assert torch.equal(auto[0], reference[0]) and torch.equal(auto[1].S, reference[1].S)
 
 
 # ---- behaviour of the consolidation inside the op (d = 64, chunk = 64, default thresholds) ----

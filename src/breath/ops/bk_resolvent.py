@@ -62,7 +62,9 @@ import os
 import torch
 from torch import Tensor
 
-__all__ = ["bk_resolvent", "bk_resolvent_reference", "triton_available"]
+from breath.ops.backend import triton_available
+
+__all__ = ["bk_resolvent", "bk_resolvent_reference"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,22 +268,6 @@ class _BKFull(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------
 # Public entry point
 # ----------------------------------------------------------------------------------------------
-
-
-_TRITON_OK: bool | None = None
-
-
-def triton_available() -> bool:
-    """True when ``import triton`` works (checked once)."""
-    global _TRITON_OK
-    if _TRITON_OK is None:
-        try:
-            import triton  # noqa: F401
-
-            _TRITON_OK = True
-        except Exception:  # pragma: no cover - depends on the environment
-            _TRITON_OK = False
-    return _TRITON_OK
 
 
 def _check_triton_ok(e: Tensor, causal: bool) -> None:

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from breath.ops.backend import MEMORY_KERNEL_CHUNKS, MEMORY_KERNEL_HEAD_DIMS, triton_available
 from breath.ops.consolidation import STAT_NAMES, ConsolidationConfig, consolidate
 
 
@@ -146,16 +147,25 @@ def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: floa
         pos: absolute position of token 0 of this call (decides where the boundaries fall).
         state: memory from the previous call; None is the empty memory. The state dtype (float32,
             or float64 for float64 inputs when state is None) is the compute dtype.
-        use_triton: True asks for the Triton kernel (not written yet); None (auto) and False run
-            this PyTorch path.
+        use_triton: True runs the fused Triton kernels (:mod:`breath.ops.dissipative_memory_triton`;
+            CUDA tensors, or CPU under ``TRITON_INTERPRET=1``); False this PyTorch path; None the
+            kernels when the inputs are on CUDA, Triton imports, the state is not float64 and
+            head_dim and chunk are among the kernels' sizes (``backend.py``), else this path.
 
     Returns:
         o (B, H, T, d) in the state dtype, the new state, and per-boundary stats
         (``snr, low_snr, resonant_modes, resonance_energy, stable, energy``), each (B, H, nb) for the
         nb chunk boundaries crossed by this call.
     """
+    if use_triton is None:
+        use_triton = (q.is_cuda and triton_available() and q.shape[-1] in MEMORY_KERNEL_HEAD_DIMS
+                      and cfg.chunk in MEMORY_KERNEL_CHUNKS
+                      and (state.S.dtype if state is not None else q.dtype) != torch.float64)
     if use_triton:
-        raise NotImplementedError("dissipative_memory has no Triton kernel yet; use use_triton=None or False")
+        # Imported here: tests set TRITON_INTERPRET before triton is first imported.
+        from breath.ops.dissipative_memory_triton import dissipative_memory_triton
+
+        return dissipative_memory_triton(q, k, v, gamma, eta, basis, cfg, pos=pos, state=state)
     state, q, k, v, gamma, basis = _prepare(q, k, v, gamma, basis, state)
     lengths = _segment_lengths(pos, q.shape[2], cfg.chunk)
     outputs, stats, end = [], [], pos

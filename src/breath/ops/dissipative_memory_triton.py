@@ -58,13 +58,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from breath.ops.backend import MEMORY_KERNEL_CHUNKS, MEMORY_KERNEL_HEAD_DIMS
 from breath.ops.consolidation import ConsolidationConfig
 from breath.ops.dissipative_memory import MemoryState
 
 # d = 128 is not supported: the fp32-accurate d×d products of the state kernel (SᵀS, QᵀS) stage
 # four 128×128 fp32 operand tiles, 256 KB of shared memory, over the H100's 227 KB per block.
-SUPPORTED_HEAD_DIMS = (16, 32, 64)
-SUPPORTED_CHUNKS = (16, 32, 64)
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # tl.dot precision for fp32 operands. The state path (S update, resonance projection, the power
 # iteration's SᵀS, the backward's dS recurrence) is kept at fp32-level accuracy ("tf32x3", three tf32
@@ -573,9 +572,9 @@ def _check(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, cfg: C
         raise ValueError(f"expected q, k, v (B,H,T,d), gamma (B,H,T), basis (d,d); got q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}, v {tuple(v.shape)}, gamma {tuple(gamma.shape)}, "
                          f"basis {tuple(basis.shape)}")
-    if d not in SUPPORTED_HEAD_DIMS or cfg.chunk not in SUPPORTED_CHUNKS:
-        raise ValueError(f"the Triton memory kernel supports head_dim in {SUPPORTED_HEAD_DIMS} and chunk in "
-                         f"{SUPPORTED_CHUNKS} (tl.dot needs dims ≥ 16, powers of two); got head_dim {d}, "
+    if d not in MEMORY_KERNEL_HEAD_DIMS or cfg.chunk not in MEMORY_KERNEL_CHUNKS:
+        raise ValueError(f"the Triton memory kernel supports head_dim in {MEMORY_KERNEL_HEAD_DIMS} and chunk in "
+                         f"{MEMORY_KERNEL_CHUNKS} (tl.dot needs dims ≥ 16, powers of two); got head_dim {d}, "
                          f"chunk {cfg.chunk}: use the PyTorch path")
     if T == 0:
         raise ValueError("the Triton memory kernel needs at least one token")
