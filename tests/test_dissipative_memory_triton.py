@@ -28,10 +28,9 @@ ETA = 0.5
 D = 16
 CFG = ConsolidationConfig(chunk=16, snr_threshold=1.1, resonance_threshold=0.5, lyapunov_tolerance=1.0)
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
-# The state path (S, stats, dS0) runs at fp32 accuracy everywhere. o and the token gradients leave
-# the kernel through one tf32 product on a GPU (OUTPUT_PRECISION); the interpreter computes in fp32.
+# Every dot runs at fp32 accuracy (tf32x3 on a GPU, plain fp32 under the interpreter).
 RTOL = 1e-5
-RTOL_OUT = 1e-5 if os.environ.get("TRITON_INTERPRET") == "1" else 3e-3
+RTOL_OUT = 1e-5
 
 
 def inputs(B=2, H=2, T=37, seed=0, dtype=torch.float32):

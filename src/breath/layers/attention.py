@@ -10,6 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# With a KV cache every call has a new key length. cuDNN's attention builds an execution plan per
+# shape (tens of ms each on an H100), so cached calls use the flash / memory-efficient kernels.
+CACHED_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 ROPE_BASE = 10000.0
 
@@ -38,13 +43,16 @@ class CausalSelfAttention(nn.Module):
         batch, length, _ = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = rotary(q, pos), rotary(k, pos)
-        mask, causal = None, True
-        if cache is not None:
+        dropout = self.dropout if self.training else 0.0
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
             k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
             past = k.shape[2] - length
-            # SDPA's is_causal aligns the mask top-left; with a cache, query t sees keys <= past + t.
-            mask = torch.arange(k.shape[2], device=x.device) <= past + torch.arange(length, device=x.device)[:, None]
-            causal = False
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+            # SDPA's is_causal aligns the mask top-left; with a cache, query t sees keys <= past + t
+            # (a single new token sees every key: no mask).
+            mask = None if length == 1 else (
+                torch.arange(k.shape[2], device=x.device) <= past + torch.arange(length, device=x.device)[:, None])
+            with sdpa_kernel(CACHED_BACKENDS):
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.out(y.transpose(1, 2).reshape(batch, length, -1)), (k, v)
