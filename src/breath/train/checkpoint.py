@@ -18,14 +18,17 @@ import os
 import pickle
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 
+from breath.data.tokenizer import load_tokenizer
 from breath.models import ModelConfig, build_model
-from breath.train.config import ConfigError
+from breath.train.config import ConfigError, TrainConfig
 
 #: what every checkpoint holds (the seed's keys); trainer state for exact resume comes beside them
 CHECKPOINT_KEYS = (
@@ -33,6 +36,9 @@ CHECKPOINT_KEYS = (
     "scheduler_state_dict", "config", "train_losses", "val_losses", "gamma_history",
     "snr_history", "resonance_history", "stability_history",
 )
+
+BEST_CHECKPOINT = "best_model.pt"  # what a run directory stands for in eval/generate/export
+RUN_ARGUMENT = "RUN_DIR_OR_CHECKPOINT"  # how those commands name their positional argument
 
 
 class CheckpointError(RuntimeError):
@@ -155,23 +161,90 @@ def check_compatible(state_dict: dict[str, torch.Tensor], model: nn.Module, opti
                               "(was it trained with another --arch?)")
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint was trained as, with its weights: ``(model, checkpoint)``."""
-    checkpoint = load_checkpoint(path, map_location, option="checkpoint")
-    model = build_model(ModelConfig.from_dict(checkpoint["config"]["model"]))
-    check_compatible(checkpoint["model_state_dict"], model, option="checkpoint")
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", option: str = "checkpoint",
+               overrides: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as, with its weights: ``(model, checkpoint)``.
+
+    ``overrides`` replace fields of the saved ``ModelConfig`` that do not change the parameters
+    (``resolvent``, ``use_triton``, ...); errors are ``CheckpointError``s starting with ``option``.
+    """
+    checkpoint = load_checkpoint(path, map_location, option=option)
+    try:
+        model = build_model(ModelConfig.from_dict({**checkpoint["config"]["model"], **(overrides or {})}))
+    except (ValueError, TypeError, KeyError) as exc:  # a config this version cannot build
+        raise CheckpointError(f"{option}: {str(path)!r} holds a model config this version of breath "
+                              f"cannot build ({_first_line(exc)})") from None
+    check_compatible(checkpoint["model_state_dict"], model, option=option)
     model.load_state_dict(checkpoint["model_state_dict"])
     return model.to(map_location), checkpoint
 
 
-def prepare_output_dir(path: str | Path) -> Path:
-    """Create ``--output-dir`` and prove it is writable before any work starts."""
+@dataclass
+class Run:
+    """A trained model ready for inference: the checkpoint, its model (in eval mode) and the
+    tokenizer the run was trained with (``tokenizer.json`` next to the checkpoint)."""
+
+    checkpoint_path: Path
+    checkpoint: dict[str, Any]
+    model: nn.Module
+    tokenizer: Tokenizer
+
+    @property
+    def directory(self) -> Path:
+        return self.checkpoint_path.parent
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.directory / "tokenizer.json"
+
+    @property
+    def train_options(self) -> dict[str, Any]:
+        """The ``TrainConfig`` fields the run was trained with (dataset, cache_dir, batch_size...)."""
+        return {**TrainConfig().to_dict(), **self.checkpoint["config"].get("train", {})}
+
+
+def load_run(path: str | Path, overrides: dict[str, Any] | None = None, option: str = RUN_ARGUMENT) -> Run:
+    """Open a run directory (its ``best_model.pt``) or a checkpoint file for inference, on the CPU.
+
+    Every problem (missing path, a directory that is not a run, a truncated, corrupt or foreign
+    checkpoint, a missing or mismatched tokenizer) is a one-line ``CheckpointError`` naming
+    ``option``; ``overrides`` are passed to ``load_model``.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"{option}: {str(path)!r} does not exist; allowed: the --output-dir of "
+                              "breath train or a checkpoint file (.pt) in it")
+    if path.is_dir():
+        if not (path / BEST_CHECKPOINT).is_file():
+            raise CheckpointError(f"{option}: {str(path)!r} is not a run directory (it has no "
+                                  f"{BEST_CHECKPOINT}); allowed: the --output-dir of breath train or a "
+                                  "checkpoint file (.pt) in it")
+        path = path / BEST_CHECKPOINT
+    model, checkpoint = load_model(path, option=option, overrides=overrides)
+    tokenizer_file = path.parent / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise CheckpointError(f"{option}: {str(path)!r} has no tokenizer.json next to it; allowed: a "
+                              "checkpoint in the output directory of breath train (which saves the "
+                              "run's tokenizer there)")
+    try:
+        tokenizer = load_tokenizer(tokenizer_file)
+    except Exception as exc:  # the tokenizers library raises its own exception types
+        raise CheckpointError(f"{option}: {str(tokenizer_file)!r} is not a readable tokenizer "
+                              f"({_first_line(exc)})") from None
+    if tokenizer.get_vocab_size() != model.cfg.vocab_size:
+        raise CheckpointError(f"{option}: {str(tokenizer_file)!r} has {tokenizer.get_vocab_size()} tokens "
+                              f"but the model {model.cfg.vocab_size}: it is not this run's tokenizer")
+    return Run(path, checkpoint, model.eval(), tokenizer)
+
+
+def prepare_output_dir(path: str | Path, option: str = "--output-dir") -> Path:
+    """Create the directory ``option`` names and prove it is writable before any work starts."""
     directory = Path(path).expanduser()
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise ConfigError("--output-dir", f"cannot write to {str(path)!r} ({exc.strerror or exc}); "
+        raise ConfigError(option, f"cannot write to {str(path)!r} ({exc.strerror or exc}); "
                           "allowed: a writable directory") from None
     return directory

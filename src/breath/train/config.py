@@ -251,9 +251,11 @@ def validate_model_config(cfg: ModelConfig) -> None:
 
 
 def select_device(name: str | None) -> torch.device:
-    """The ``--device`` to train on: the named one (checked to exist), else cuda when available."""
+    """The ``--device`` to run on: the named one (checked to exist), else cuda when available."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not _DEVICE_PATTERN.match(name):  # TrainConfig.validate checks this too; other commands do not
+        raise ConfigError("--device", f"got {name!r}; allowed: cpu | cuda | cuda:N | mps")
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
