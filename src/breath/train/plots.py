@@ -3,7 +3,8 @@
 ``loss_curves.png``: batch loss per logged step, train/val loss per epoch (and at ``--eval-every``
 points), learning rate. ``diagnostics.png``: Γ (mean with its min–max band), SNR and the low-SNR
 ratio, resonant modes and their energy, Lyapunov stable ratio and fast-weight energy; written
-only when the model reports diagnostics. Figures are rendered on matplotlib's Agg canvas directly,
+only when the model reports diagnostics. ``breath eval`` adds the loss by position in the window
+(``plot_position_loss``). Figures are rendered on matplotlib's Agg canvas directly,
 so no display is needed and the global pyplot backend is left alone.
 """
 
@@ -84,3 +85,21 @@ def write_plots(output_dir: str | Path, records: Sequence[dict[str, Any]]) -> li
     if plot_diagnostics(records, output_dir / "diagnostics.png"):
         written.append(output_dir / "diagnostics.png")
     return written
+
+
+def plot_position_loss(position_loss: Sequence[float], bands: Sequence[tuple[int, int, float]], path: Path,
+                       title: str, train_n_seq: int | None = None) -> None:
+    """Mean loss at each position of the evaluation windows (does loss keep falling with context?),
+    with ``bands`` ``(first, last, mean)`` of positions drawn as steps over the noisy per-position line."""
+    figure = Figure(figsize=(8, 4.5))
+    ax = figure.subplots()
+    ax.plot(range(1, len(position_loss) + 1), position_loss, lw=0.8, alpha=0.5, label="mean loss at the position")
+    for i, (first, last, mean) in enumerate(bands):
+        ax.hlines(mean, first, last + 1, colors="tab:orange", lw=2, label="mean over the band" if i == 0 else None)
+    if train_n_seq is not None and train_n_seq < len(position_loss):
+        ax.axvline(train_n_seq, color="gray", ls="--", lw=1, label=f"training window ({train_n_seq})")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="position in the window (= tokens of context seen)", ylabel="cross-entropy (nats/token)",
+           title=title)
+    ax.legend()
+    _save(figure, path)

@@ -1,0 +1,177 @@
+"""``breath eval``: loss and perplexity of a trained run on a split of a corpus, by position too.
+
+    breath eval checkpoints/phase2 --split test
+    breath eval checkpoints/phase2/checkpoint_epoch3.pt --dataset brown --n-seq 2048
+
+The split is encoded with the run's own tokenizer (``tokenizer.json`` next to the checkpoint) and
+cut into packed windows as in training (``--n-seq`` may exceed the training window: no model has a
+length cap). Every window starts from an empty state, so position p of a window sees p tokens of
+context, and the loss at each position, averaged over the windows, shows whether the model keeps
+using longer context. Writes ``eval_<split>.json`` (the numbers) and ``eval_<split>.png`` (the loss
+by position) next to the checkpoint, or ``--output FILE.json`` and the PNG beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from breath.data.corpora import DataError, SPLITS, load_corpus, split_documents
+from breath.data.windows import WindowDataset, encode_split, make_loader
+from breath.models.config import RESOLVENTS
+from breath.train import plots
+from breath.train.checkpoint import RUN_ARGUMENT, Run, atomic_write_json, load_run, prepare_output_dir
+from breath.train.config import ConfigError, select_device
+from breath.train.metrics import perplexity, say
+
+
+@dataclass
+class EvalResult:
+    windows: int
+    n_seq: int
+    position_loss: list[float]  # mean token loss at each position of the window
+
+    @property
+    def tokens(self) -> int:
+        return self.windows * self.n_seq
+
+    @property
+    def loss(self) -> float:
+        """Mean token loss (every position has the same number of tokens)."""
+        return math.fsum(self.position_loss) / self.n_seq
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, windows: WindowDataset, batch_size: int, num_batches: int | None = None
+             ) -> EvalResult:
+    """Cross-entropy of ``model`` on ``windows`` (in order), per position, in float32; the first
+    ``num_batches`` batches only when given."""
+    model.eval()
+    device = next(model.parameters()).device
+    loader = make_loader(windows, batch_size, shuffle=False, drop_last=False)
+    sums = torch.zeros(windows.n_seq, dtype=torch.float64, device=device)
+    count = 0
+    for i, (input_ids, labels) in enumerate(loader):
+        if num_batches is not None and i >= num_batches:
+            break
+        logits = model(input_ids.to(device)).logits
+        losses = F.cross_entropy(logits.float().transpose(1, 2), labels.to(device), reduction="none")
+        sums += losses.sum(dim=0, dtype=torch.float64)
+        count += len(input_ids)
+    return EvalResult(count, windows.n_seq, (sums / count).tolist())
+
+
+def position_bands(position_loss: list[float]) -> list[tuple[int, int, float]]:
+    """Mean loss over the positions 1, 2–3, 4–7, 8–15, ... (1-based, the last band cut at the end):
+    ``(first, last, mean)`` per band, so a fall with context length reads at a glance."""
+    bands, first = [], 1
+    while first <= len(position_loss):
+        last = min(2 * first - 1, len(position_loss))
+        bands.append((first, last, math.fsum(position_loss[first - 1:last]) / (last - first + 1)))
+        first *= 2
+    return bands
+
+
+def split_tokens(loaded: Run, dataset: str, split: str, cache_dir: str | None) -> torch.Tensor:
+    """``split`` of ``dataset`` encoded with the run's tokenizer (cached like training's tokens)."""
+    try:
+        corpus = load_corpus(dataset, cache_dir)
+    except DataError as exc:
+        raise ConfigError("--dataset", str(exc)) from None
+    documents = split_documents(corpus)[split]
+    # The vocabulary size only names the cache file; its name also carries the tokenizer's hash.
+    vocab_size = loaded.train_options["vocab_size"]
+    return encode_split(loaded.tokenizer, corpus, vocab_size, split, documents, cache_dir)
+
+
+def default_output(loaded: Run, dataset: str, split: str, resolvent: str | None) -> Path:
+    """``eval_<split>.json`` next to the checkpoint; another dataset or resolvent than the run's
+    adds to the name, so those results do not overwrite the plain ones."""
+    stem = f"eval_{split}"
+    if dataset != loaded.train_options["dataset"]:
+        stem += "_" + re.sub(r"[^A-Za-z0-9.-]+", "-", Path(dataset).name or dataset)
+    if resolvent is not None and resolvent != loaded.checkpoint["config"]["model"]["resolvent"]:
+        stem += f"_{resolvent}-resolvent"
+    return loaded.directory / f"{stem}.json"
+
+
+# ------------------------------------------------------------------------------------ command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar=RUN_ARGUMENT,
+                        help="a run's output directory (its best_model.pt) or a checkpoint file")
+    parser.add_argument("--dataset", help="corpus to evaluate on, as breath train's --dataset (default: the run's)")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="split of the corpus (default: test)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="windows per batch (default: the run's)")
+    parser.add_argument("--num-batches", type=int, metavar="N", help="evaluate this many batches (default: all)")
+    parser.add_argument("--n-seq", type=int, metavar="N",
+                        help="tokens per window; may exceed the training window (default: the run's)")
+    parser.add_argument("--resolvent", choices=RESOLVENTS,
+                        help="evaluate the weights with this BK resolvent (default: the run's); "
+                             "causal on a full-resolvent run measures it without the leaked future")
+    parser.add_argument("--device", help="cpu | cuda | cuda:N | mps (default: cuda when available)")
+    parser.add_argument("--cache-dir", help="data cache (default: the run's, else $BREATH_CACHE or ~/.cache/breath)")
+    parser.add_argument("--output", metavar="FILE.json",
+                        help="where the numbers go; the plot goes beside it as .png "
+                             "(default: eval_<split>.json next to the checkpoint)")
+
+
+def run(options: dict[str, Any]) -> None:
+    """``breath eval``: check the options, load the run and the split, evaluate, report, write."""
+    for name in ("batch_size", "num_batches", "n_seq"):
+        if options[name] is not None and options[name] < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}", f"got {options[name]}; allowed: an integer >= 1")
+    if options["output"] is not None and Path(options["output"]).suffix.lower() != ".json":
+        raise ConfigError("--output", f"got {options['output']!r}; allowed: a file name ending in .json")
+    device = select_device(options["device"])
+    overrides = {"resolvent": options["resolvent"]} if options["resolvent"] else None
+    loaded = load_run(options["run"], overrides=overrides)
+    train = loaded.train_options
+    dataset = options["dataset"] or train["dataset"]
+    n_seq = options["n_seq"] or loaded.model.cfg.n_seq
+    batch_size = options["batch_size"] or train["batch_size"]
+    output = Path(options["output"]) if options["output"] else default_output(
+        loaded, dataset, options["split"], options["resolvent"])
+    prepare_output_dir(output.parent, option="--output")
+
+    tokens = split_tokens(loaded, dataset, options["split"], options["cache_dir"] or train["cache_dir"])
+    try:
+        windows = WindowDataset(tokens, n_seq)
+    except ValueError as exc:
+        raise ConfigError("--n-seq", f"got {n_seq}: {exc}") from None
+    model = loaded.model.to(device)
+    cfg, parameters = model.cfg, sum(p.numel() for p in model.parameters())
+    say(f"{cfg.arch} ({parameters / 1e6:.2f}M parameters, {cfg.resolvent} resolvent) from "
+        f"{loaded.checkpoint_path} (epoch {loaded.checkpoint['epoch']}) on {device}; {dataset} "
+        f"{options['split']}: windows of {n_seq} tokens, batches of {batch_size}")
+    started = time.perf_counter()
+    result = evaluate(model, windows, batch_size, options["num_batches"])
+    elapsed = time.perf_counter() - started
+    bands = position_bands(result.position_loss)
+    say(f"loss {result.loss:.4f}  perplexity {perplexity(result.loss):.2f}  "
+        f"({result.windows:,} windows, {result.tokens:,} tokens, {result.tokens / elapsed:,.0f} tokens/s)")
+    say("loss by position: " + "  ".join(f"{a}-{b} {mean:.3f}" if a != b else f"{a} {mean:.3f}"
+                                         for a, b, mean in bands))
+    record = {
+        "checkpoint": str(loaded.checkpoint_path), "epoch": loaded.checkpoint["epoch"], "arch": cfg.arch,
+        "resolvent": cfg.resolvent, "parameters": parameters, "dataset": dataset, "split": options["split"],
+        "n_seq": n_seq, "train_n_seq": cfg.n_seq, "batch_size": batch_size, "windows": result.windows,
+        "tokens": result.tokens, "loss": result.loss, "perplexity": perplexity(result.loss),
+        "position_bands": [{"first": a, "last": b, "loss": mean} for a, b, mean in bands],
+        "position_loss": result.position_loss, "device": str(device), "elapsed_s": elapsed,
+    }
+    atomic_write_json(output, record)
+    plots.plot_position_loss(result.position_loss, bands, output.with_suffix(".png"),
+                             f"{cfg.arch} on {dataset} {options['split']}: loss {result.loss:.3f}",
+                             train_n_seq=cfg.n_seq)
+    say(f"wrote {output} and {output.with_suffix('.png')}")

@@ -1,0 +1,179 @@
+"""``breath generate``: stream text from a trained run.
+
+    breath generate checkpoints/phase2 --prompt "ROMEO:" --max-new-tokens 200 --temperature 0.8 --top-p 0.95
+
+The prompt is prefilled in chunks of the training window, then tokens come one at a time, each
+step feeding only the new token with the state the previous call returned: for phase2 and phase1
+that state is recurrent (Green's functions and fast-weight memories, constant in size however long
+the output), for the transformer it is the KV cache. A model trained with the full (non-causal)
+resolvent cannot continue a state, so it re-reads the whole sequence for every token.
+
+Text goes to stdout as the tokens are produced. Tokens are byte-level BPE pieces, so one character
+of UTF-8 may span several tokens: ``StreamDecoder`` turns tokens into bytes and emits only complete
+characters. Generation stops after ``--max-new-tokens`` tokens or at ``<|endoftext|>`` (the
+document separator of the training data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+
+from breath.data.tokenizer import EOT
+from breath.models import ModelState
+from breath.sampling import SamplingSettings, sample
+from breath.train.checkpoint import RUN_ARGUMENT, load_run
+from breath.train.config import ConfigError, flag, select_device
+
+
+def byte_level_alphabet() -> dict[str, int]:
+    """The byte-level BPE alphabet: character → the byte it stands for (GPT-2's mapping, which
+    the ``tokenizers`` ByteLevel pre-tokenizer uses): printable bytes stand for themselves, the
+    others are shifted to code points from 256 on."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + i): b for i, b in enumerate(shifted)}}
+
+
+class StreamDecoder:
+    """Token ids in, text out, one token at a time: bytes are decoded incrementally, so a
+    character split across tokens comes out whole once its last byte arrives. Special tokens
+    (``<|endoftext|>``) decode to nothing, as ``Tokenizer.decode`` skips them."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.special = set(tokenizer.get_added_tokens_decoder())
+        self.alphabet = byte_level_alphabet()
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token: int) -> str:
+        """The text that ``token`` completes (possibly empty)."""
+        if token in self.special:
+            return ""
+        piece = self.tokenizer.id_to_token(token)
+        return self.utf8.decode(bytes(self.alphabet[char] for char in piece))
+
+    def flush(self) -> str:
+        """What is left at the end (an unfinished character becomes U+FFFD)."""
+        return self.utf8.decode(b"", final=True)
+
+
+@dataclass
+class Step:
+    token: int
+    logits: torch.Tensor  # (V,) the logits the token was drawn from (on the CPU, in the model's dtype)
+    state: ModelState | None  # the state those logits came with (None: the full resolvent keeps none)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prompt: list[int], max_new_tokens: int, settings: SamplingSettings,
+             generator: torch.Generator | None = None, stop_token: int | None = None,
+             prefill_chunk: int | None = None) -> Iterator[Step]:
+    """Yield up to ``max_new_tokens`` tokens continuing ``prompt`` (a non-empty list of ids).
+
+    The prompt is fed in chunks of ``prefill_chunk`` tokens (default: the training window), then
+    one token per step with the returned state. Sampling runs on the CPU with ``generator``, so a
+    seed gives the same text on any device (for the same logits). Stops after ``stop_token``.
+    """
+    if not prompt:
+        raise ValueError("prompt: empty; allowed: at least one token")
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt], device=device)
+    recurrent = model.cfg.resolvent == "causal"
+    state = None
+    if recurrent:
+        for chunk in ids.split(prefill_chunk or model.cfg.n_seq, dim=1):
+            out = model(chunk, state=state)
+            state = out.state
+    for step in range(max_new_tokens):
+        if not recurrent:  # the full resolvent: every step re-reads the whole sequence
+            out = model(ids)
+        logits = out.logits[0, -1].cpu()
+        token = sample(logits[None], settings, generator)
+        yield Step(int(token), logits, out.state if recurrent else None)
+        if int(token) == stop_token or step == max_new_tokens - 1:
+            return
+        token = token.to(device)[None]
+        if recurrent:
+            out = model(token, state=out.state)
+        else:
+            ids = torch.cat((ids, token), dim=1)
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes held by a model state (nested tuples of tensors)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, (tuple, list)):
+        return sum(state_bytes(s) for s in state)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar=RUN_ARGUMENT,
+                        help="a run's output directory (its best_model.pt) or a checkpoint file")
+    parser.add_argument("--prompt", required=True, help='text to continue ("" starts a new document)')
+    parser.add_argument("--max-new-tokens", type=int, default=200, metavar="N",
+                        help="tokens to generate at most (default: 200)")
+    parser.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                        help="softmax temperature; 0 is greedy (default: 1.0)")
+    parser.add_argument("--top-k", type=int, default=None, metavar="K",
+                        help="sample among the K most probable tokens (default: all)")
+    parser.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                        help="sample from the smallest set of tokens with probability >= P (default: 1.0, off)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default: 0)")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N | mps (default: cuda when available)")
+
+
+def run(options: dict[str, Any]) -> None:
+    """``breath generate``: check the options, load the run, stream the continuation to stdout."""
+    settings = SamplingSettings(options["temperature"], options["top_k"], options["top_p"])
+    try:
+        settings.validate()
+    except ValueError as exc:
+        field, _, message = str(exc).partition(": ")
+        raise ConfigError(flag(field), message) from None
+    if options["max_new_tokens"] < 1:
+        raise ConfigError("--max-new-tokens", f"got {options['max_new_tokens']}; allowed: an integer >= 1")
+    if not 0 <= options["seed"] < 2**63:
+        raise ConfigError("--seed", f"got {options['seed']}; allowed: an integer in [0, 2**63)")
+    device = select_device(options["device"])
+    loaded = load_run(options["run"])
+    model = loaded.model.to(device)
+    tokenizer = loaded.tokenizer
+    eot = tokenizer.token_to_id(EOT)
+    # An empty prompt starts a new document: the training data puts <|endoftext|> before each.
+    prompt = tokenizer.encode(options["prompt"]).ids or [eot]
+    if model.cfg.resolvent != "causal":
+        print(f"note: {loaded.checkpoint_path} uses the full (non-causal) resolvent, which cannot continue "
+              "a state: every token re-reads the whole sequence", file=sys.stderr)
+
+    generator = torch.Generator().manual_seed(options["seed"])
+    decoder = StreamDecoder(tokenizer)
+    sys.stdout.write(options["prompt"])
+    sys.stdout.flush()
+    started, count = time.perf_counter(), 0
+    for step in generate(model, prompt, options["max_new_tokens"], settings, generator, stop_token=eot):
+        count += 1
+        sys.stdout.write(decoder.push(step.token))
+        sys.stdout.flush()
+    sys.stdout.write(decoder.flush() + "\n")
+    sys.stdout.flush()
+    elapsed = time.perf_counter() - started
+    notes = [f"{count} tokens in {elapsed:.2f} s ({count / max(elapsed, 1e-9):.1f} tokens/s)"]
+    if step.state is not None:
+        notes.append(f"state {state_bytes(step.state.layers) / 2**10:.1f} KiB")
+    if step.token == eot:
+        notes.append("stopped at <|endoftext|>")
+    print(f"[{', '.join(notes)}]", file=sys.stderr)
