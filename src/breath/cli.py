@@ -1,9 +1,12 @@
 """The ``breath`` command line (also ``python -m breath`` and ``scripts/train_phase2.py``).
 
-    breath train [options]      train a model (see docs/training.md)
+    breath train [options]                         train a model (see docs/training.md)
+    breath eval RUN_DIR_OR_CHECKPOINT [options]     loss, perplexity, loss by position (docs/inference.md)
+    breath generate RUN_DIR_OR_CHECKPOINT --prompt  stream a continuation
+    breath export RUN_DIR_OR_CHECKPOINT             weights as safetensors + config + tokenizer
 
-``eval``, ``generate`` and ``export`` join as further entries of ``COMMANDS``. This module only
-turns arguments into configurations and exit codes; the work is done by ``breath.train``.
+This module only turns arguments into configurations and exit codes; the work is done by
+``breath.train`` and by ``breath.evaluate``, ``breath.generate`` and ``breath.export``.
 
 Exit codes: 0 done; 1 the run failed (diverged, could not save); 2 a bad option or input (one
 line on stderr, no traceback); 130/143 stopped by SIGINT/SIGTERM after saving a checkpoint.
@@ -20,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from breath import evaluate, export, generate
 from breath.data.corpora import DataError
 from breath.data.windows import WindowDataset, prepare_data
 from breath.models import ModelConfig, build_model
@@ -240,8 +244,33 @@ def _load_data(train_cfg: TrainConfig, model_cfg: ModelConfig) -> tuple[Any, Win
     return bundle, WindowDataset(bundle.train, model_cfg.n_seq), WindowDataset(bundle.val, model_cfg.n_seq)
 
 
+def inference_command(run: Callable[[dict[str, Any]], None]) -> Callable[[dict, str], int]:
+    """eval/generate/export: a bad option or input is one line on stderr and exit code 2."""
+
+    def run_command(options: dict[str, Any], prog: str) -> int:
+        try:
+            run(options)
+        except (ConfigError, DataError, CheckpointError) as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except SaveError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyboardInterrupt:
+            print(f"\n{prog}: stopped by SIGINT", file=sys.stderr)
+            return 130
+        return EXIT_OK
+
+    return run_command
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[dict, str], int]]] = {
     "train": ("train a model on a corpus", add_train_arguments, run_train),
+    "eval": ("loss and perplexity of a trained run on a split, and loss by position",
+             evaluate.add_arguments, inference_command(evaluate.run)),
+    "generate": ("stream text from a trained run", generate.add_arguments, inference_command(generate.run)),
+    "export": ("write a run's model as safetensors weights + config.json + tokenizer.json",
+               export.add_arguments, inference_command(export.run)),
 }
 
 
