@@ -20,7 +20,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from tqdm import tqdm
@@ -113,6 +113,37 @@ class MetricAccumulator:
     def reset(self) -> None:
         self.values.clear()
         self.counts.clear()
+
+    @torch.no_grad()
+    def reduce(self, all_reduce: Callable[[torch.Tensor, str], None]) -> None:
+        """Combine, in place, with the accumulators of the other processes of a data-parallel run.
+
+        ``all_reduce(tensor, op)`` reduces a tensor over the processes with op "sum", "min" or
+        "max"; every process must hold the same names in the same order (they add the same
+        statistics at the same steps). Sums and counts add, minima and maxima combine: one
+        collective per kind of statistic.
+        """
+        slots: dict[str, list[tuple[dict[str, torch.Tensor], str]]] = {"sum": [], "min": [], "max": []}
+        for name in self.values:
+            reduction = self._reduction(name)
+            slots["sum" if reduction == "mean" else reduction].append((self.values, name))
+        slots["sum"].extend((self.counts, name) for name in self.counts)
+        for op, entries in slots.items():
+            if entries:
+                tensors = [store[name] for store, name in entries]
+                flat = torch.cat([t.flatten() for t in tensors])
+                all_reduce(flat, op)
+                for (store, name), part in zip(entries, flat.split([t.numel() for t in tensors])):
+                    store[name] = part.view_as(store[name])
+
+    @torch.no_grad()
+    def zero_(self) -> None:
+        """Forget what was added but keep the names (which ``reduce`` needs alike on every
+        process): sums and counts 0, minima +inf, maxima -inf. A resumed data-parallel run gives
+        the saved statistics to rank 0 only, so that they are not counted once per rank."""
+        fills = {"mean": 0.0, "min": math.inf, "max": -math.inf}
+        self.values = {name: torch.full_like(v, fills[self._reduction(name)]) for name, v in self.values.items()}
+        self.counts = {name: torch.zeros_like(c) for name, c in self.counts.items()}
 
     def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         return {"values": {k: v.cpu() for k, v in self.values.items()},
@@ -240,9 +271,9 @@ class MetricsLogger:
 class ProgressBar:
     """A tqdm bar per epoch (on stderr) whose postfix shows loss, lr, tokens/s, Γ and SNR."""
 
-    def __init__(self, total: int, initial: int, description: str):
+    def __init__(self, total: int, initial: int, description: str, enabled: bool = True):
         self.bar = tqdm(total=total, initial=initial, desc=description, unit="batch",
-                        dynamic_ncols=True, leave=True, file=sys.stderr)
+                        dynamic_ncols=True, leave=True, file=sys.stderr, disable=not enabled)
 
     def advance(self) -> None:
         self.bar.update(1)
