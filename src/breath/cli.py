@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,7 +32,8 @@ from breath.models.config import ARCHS, PRESETS, RESOLVENTS
 from breath.train.checkpoint import (CheckpointError, SaveError, atomic_copy, atomic_write_json,
                                      load_checkpoint, prepare_output_dir)
 from breath.train.config import (PRECISIONS, ConfigError, TrainConfig, checkpoint_options, load_config_file,
-                                 resolve_config, run_config, select_device, select_precision)
+                                 resolve_config, run_config, select_precision)
+from breath.train.distributed import Distributed
 from breath.train.metrics import WandbLog, say
 from breath.train.trainer import SIGNAL_EXIT_CODES, Trainer, TrainResult
 
@@ -108,7 +110,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(data, "num-val-batches", "validation batches per evaluation (default: the whole split)", type=int)
 
     optim = parser.add_argument_group("optimisation")
-    add(optim, "batch-size", "windows per batch", type=int)
+    add(optim, "batch-size", "windows per batch (per rank under torchrun: the global batch is this × ranks)",
+        type=int)
     add(optim, "num-epochs", "epochs to train", type=int)
     add(optim, "learning-rate", "peak AdamW learning rate", type=float)
     add(optim, "weight-decay", "AdamW weight decay (not on norms, biases, embeddings)", type=float)
@@ -136,45 +139,60 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(options: dict[str, Any], prog: str) -> int:
-    """``breath train``: validate everything, prepare data, build the model, train."""
+    """``breath train``: validate everything, prepare data, build the model, train.
+
+    Under torchrun every rank runs it (``breath.train.distributed``): only rank 0 prints, and a
+    rank that fails says so as ``rank N: ...`` and exits at once, so that torchrun stops the others.
+    """
+    dist = Distributed.from_env()
     try:
-        return _train(options, prog)
+        with dist.quiet():
+            code = _train(options, prog, dist)
     except (ConfigError, DataError, CheckpointError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return dist.fail(f"{prog}: error: {exc}", EXIT_USAGE)
     except SaveError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return dist.fail(f"{prog}: error: {exc}", EXIT_FAILED)
     except KeyboardInterrupt:
-        print(f"{prog}: stopped at once by a second interrupt; the last saved checkpoint is intact",
-              file=sys.stderr)
-        return 130
+        return dist.fail(f"{prog}: stopped at once by a second interrupt; the last saved checkpoint is "
+                         "intact", 130)
+    except Exception as exc:  # a crash: one process raises it as ever; a rank reports it and stops the others
+        if dist.world_size == 1:
+            raise
+        traceback.print_exc()
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        return dist.fail(f"{prog}: error: {type(exc).__name__}: {first_line}", EXIT_FAILED)
+    dist.close()
+    return code
 
 
-def _train(options: dict[str, Any], prog: str) -> int:
+def _train(options: dict[str, Any], prog: str, dist: Distributed) -> int:
     train_cfg, model_cfg, checkpoint = _configure(options)
-    device = select_device(train_cfg.device)
+    device = dist.start(train_cfg.device)
     autocast = select_precision(train_cfg.precision, device)
-    output_dir = prepare_output_dir(train_cfg.output_dir)
+    output_dir = Path(train_cfg.output_dir).expanduser()
+    if dist.is_main:  # rank 0 writes every file of the run
+        prepare_output_dir(output_dir)
     if model_cfg.use_triton is not False and device.type != "cuda":
         say(f"note: --use-triton: no CUDA device ({device}); the reference PyTorch path runs")
 
-    torch.manual_seed(train_cfg.seed)
-    bundle, train_set, val_set = _load_data(train_cfg, model_cfg)
+    torch.manual_seed(train_cfg.seed)  # the same on every rank: the same model, the same random draws
+    bundle, train_set, val_set = dist.main_first(lambda: _load_data(train_cfg, model_cfg))
     model_cfg.vocab_size = bundle.vocab_size
     model = build_model(model_cfg)
-    trainer = Trainer(model, model_cfg, train_cfg, train_set, val_set, device)
+    trainer = Trainer(model, model_cfg, train_cfg, train_set, val_set, device, dist)
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
-    atomic_write_json(output_dir / "config.json", run_config(train_cfg, model_cfg))
-    atomic_copy(bundle.tokenizer_path, output_dir / "tokenizer.json")
+    if dist.is_main:
+        atomic_write_json(output_dir / "config.json", run_config(train_cfg, model_cfg))
+        atomic_copy(bundle.tokenizer_path, output_dir / "tokenizer.json")
 
     params = sum(p.numel() for p in model.parameters())
     say(f"{model_cfg.arch} model: {params / 1e6:.2f}M parameters (d_model {model_cfg.d_model}, "
         f"{model_cfg.n_layers} layers, {model_cfg.num_heads} heads, n_seq {model_cfg.n_seq}) on {device}, "
         f"{'bf16 autocast' if autocast is not None else 'fp32'}")
     say(f"data: {bundle.corpus_name}, vocab {bundle.vocab_size}, {len(train_set):,} train / "
-        f"{len(val_set):,} val windows; {trainer.steps_per_epoch:,} batches of {train_cfg.batch_size} per "
+        f"{len(val_set):,} val windows; {trainer.steps_per_epoch:,} batches of {trainer.global_batch_size}"
+        f"{f' ({train_cfg.batch_size} on each of {dist.world_size} ranks)' if dist.world_size > 1 else ''} per "
         f"epoch, {_count(train_cfg.num_epochs, 'epoch')}, {_count(trainer.warmup_steps, 'warmup step')}; "
         f"output {output_dir}")
     wandb_run_id = None
@@ -182,7 +200,7 @@ def _train(options: dict[str, Any], prog: str) -> int:
         say(f"resuming {train_cfg.resume} at epoch {trainer.epoch + 1}, step {trainer.global_step}")
         wandb_run_id = checkpoint.get("trainer_state", {}).get("wandb_run_id")
     wandb = None
-    if train_cfg.use_wandb:
+    if train_cfg.use_wandb and dist.is_main:
         wandb = WandbLog.start(train_cfg.wandb_project, train_cfg.wandb_name,
                                run_config(train_cfg, model_cfg), output_dir, wandb_run_id)
     result = trainer.fit(wandb)

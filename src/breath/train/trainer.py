@@ -16,6 +16,12 @@ consecutive non-finite steps (each skipped) end the run with ``checkpoint_diverg
 Exact resume: a checkpoint carries, beside the seed's keys, ``trainer_state`` (position in the
 epoch, metric accumulators, bad-step counters, RNG states), so a resumed run takes the same steps
 with the same losses as an uninterrupted one.
+
+Data parallel (``breath.train.distributed``, under torchrun): every rank trains on its own shard of
+each batch's windows (``batch_size`` per rank: the global batch is ``batch_size × world_size``)
+through ``DistributedDataParallel``; validation sums and logged metrics are combined over the
+ranks; only rank 0 logs, prints and writes files. The per-step host read becomes one collective
+that also carries the stop signal, so all ranks skip the same steps and stop after the same one.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from breath.models import ModelConfig
 from breath.train import plots
 from breath.train.checkpoint import atomic_write_json, check_compatible, save_checkpoint
 from breath.train.config import ConfigError, TrainConfig, run_config, select_precision
+from breath.train.distributed import Distributed
 from breath.train.metrics import (JsonlLog, MetricAccumulator, MetricsLogger, ProgressBar, WandbLog,
                                   diagnostics_by_name, format_epoch_summary, perplexity, prefixed,
                                   read_jsonl, say)
@@ -93,15 +100,24 @@ def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
 
 class StopRequest:
     """While active, SIGINT/SIGTERM set ``signal`` instead of killing the process, so the loop
-    can finish its step and save; a second signal raises ``KeyboardInterrupt`` at once."""
+    can finish its step and save; a second signal raises ``KeyboardInterrupt`` at once, unless
+    ``repeat_stops_at_once`` is off.
 
-    def __init__(self) -> None:
+    It is off for the ranks of a data-parallel run: torchrun forwards the signal it gets to every
+    worker, and a cluster scheduler may signal the workers as well, so one request can arrive twice.
+    torchrun kills workers that are still running after its shutdown timeout.
+    """
+
+    def __init__(self, repeat_stops_at_once: bool = True) -> None:
         self.signal: int | None = None
+        self.repeat_stops_at_once = repeat_stops_at_once
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signal is not None:
-            raise KeyboardInterrupt
+            if self.repeat_stops_at_once:
+                raise KeyboardInterrupt
+            return
         self.signal = signum  # no printing here: the handler may interrupt a write to the console
 
     def __enter__(self) -> "StopRequest":
@@ -133,23 +149,37 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains ``model`` on packed windows; writes checkpoints, history, metrics and plots."""
+    """Trains ``model`` on packed windows; writes checkpoints, history, metrics and plots.
+
+    ``dist`` places it in a data-parallel run (started with ``Distributed.start``); by default it
+    is the only process. ``model`` stays the plain module (its state dict is what checkpoints hold);
+    ``model_fn``, what the steps call, is it wrapped for data parallelism and compiled as asked.
+    """
 
     def __init__(self, model: nn.Module, model_cfg: ModelConfig, cfg: TrainConfig, train_set: Dataset,
-                 val_set: Dataset, device: torch.device):
+                 val_set: Dataset, device: torch.device, dist: Distributed | None = None):
         self.model = model.to(device)
         self.model_cfg, self.cfg, self.device = model_cfg, cfg, device
+        self.dist = dist or Distributed()
         self.train_set, self.val_set = train_set, val_set
         self.output_dir = Path(cfg.output_dir)
         self.wandb: WandbLog | None = None
         self.autocast_dtype = select_precision(cfg.precision, device)
-        self.model_fn = torch.compile(model) if cfg.compile else model
+        wrapped = self.dist.wrap(self.model)
+        self.model_fn = torch.compile(wrapped) if cfg.compile else wrapped
 
-        if len(train_set) < cfg.batch_size:
+        world_size = self.dist.world_size
+        self.global_batch_size = cfg.batch_size * world_size
+        per_rank = len(train_set) // world_size  # windows in each rank's shard of an epoch
+        if per_rank < cfg.batch_size:
+            ranks = f", {per_rank} for each of {world_size} ranks" if world_size > 1 else ""
             raise ConfigError("--batch-size", f"got {cfg.batch_size}, but the train split has only "
-                              f"{len(train_set)} windows of --n-seq {model_cfg.n_seq}; allowed: "
-                              f"1..{len(train_set)} (or a smaller --n-seq)")
-        self.steps_per_epoch = len(train_set) // cfg.batch_size
+                              f"{len(train_set)} windows of --n-seq {model_cfg.n_seq}{ranks}; allowed: "
+                              f"1..{per_rank} (or a smaller --n-seq)")
+        if len(val_set) < world_size:
+            raise ConfigError("--n-seq", f"the val split has {len(val_set)} windows of --n-seq {model_cfg.n_seq}, "
+                              f"fewer than the {world_size} ranks; allowed: a smaller --n-seq or fewer processes")
+        self.steps_per_epoch = per_rank // cfg.batch_size
         if cfg.num_train_batches is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.num_train_batches)
         self.total_steps = self.steps_per_epoch * cfg.num_epochs
@@ -170,14 +200,15 @@ class Trainer:
         self.window = MetricAccumulator()  # since the last log point
         self.epoch_metrics = MetricAccumulator()  # since the epoch started
         self._pending_rng: dict[str, Any] | None = None
-        self._stop = StopRequest()
+        self._stop = StopRequest(repeat_stops_at_once=world_size == 1)
+        self._step_signal: int | None = None  # the stop signal agreed at the last step's host read
 
     # ---------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint: the seed's keys, plus ``learning_rates`` and ``trainer_state``."""
         rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        if self.device.type == "cuda":  # the training device's generator: the same on every rank
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "epoch": self.epoch,
             "global_step": self.global_step,
@@ -189,6 +220,7 @@ class Trainer:
             **self.history,
             "trainer_state": {
                 "batch_in_epoch": self.batch_in_epoch,
+                "world_size": self.dist.world_size,
                 "bad_steps": self.bad_steps,
                 "consecutive_bad_steps": self.consecutive_bad_steps,
                 "epoch_time_s": self.epoch_time_s,
@@ -201,14 +233,26 @@ class Trainer:
         }
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
-        """Continue from a checkpoint (as loaded by ``load_checkpoint``)."""
+        """Continue from a checkpoint (as loaded by ``load_checkpoint``), on every rank.
+
+        The position in the epoch is kept as windows of the epoch's order already taken (batches
+        × the global batch they were taken in), so a run may resume with another number of ranks
+        or ``--batch-size``: it continues at ``⌊taken / global batch⌋`` batches (the same place when
+        that divides, else up to one global batch earlier), and the schedule moves to the step of
+        the same progress. With the same global batch the resumed run is exact.
+        """
         check_compatible(checkpoint["model_state_dict"], self.model)
+        state = checkpoint.get("trainer_state", {})
+        saved_global_batch = checkpoint["config"]["train"]["batch_size"] * state.get("world_size", 1)
         self.model.load_state_dict(checkpoint["model_state_dict"])
         try:
             self.optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
         except (ValueError, KeyError) as exc:
             raise ConfigError("--resume", f"the optimizer state does not fit this model ({exc})") from None
         self.scheduler.load_state_dict(checkpoint["scheduler_state_dict"])
+        if saved_global_batch != self.global_batch_size:  # as many windows seen, in steps of the new size
+            self.scheduler.last_epoch = round(self.scheduler.last_epoch * saved_global_batch
+                                              / self.global_batch_size)
         # Hyperparameters come from the current options (so a resumed run may lower the learning
         # rate); the moments and step counts come from the checkpoint.
         self.scheduler.base_lrs = [self.cfg.learning_rate] * len(self.optimizer.param_groups)
@@ -221,46 +265,56 @@ class Trainer:
         self.global_step = checkpoint["global_step"]
         self.best_val_loss = checkpoint["best_val_loss"]
         self.history = {key: list(checkpoint.get(key, [])) for key in self.history}
-        state = checkpoint.get("trainer_state", {})
-        self.batch_in_epoch = state.get("batch_in_epoch", 0)
+        taken = state.get("batch_in_epoch", 0) * saved_global_batch
+        self.batch_in_epoch = taken // self.global_batch_size
         if self.batch_in_epoch > self.steps_per_epoch:
-            raise ConfigError("--resume", f"the checkpoint stopped after batch {self.batch_in_epoch} of "
-                              f"its epoch, but an epoch now has {self.steps_per_epoch} batches; "
-                              "keep --batch-size, --n-seq and --num-train-batches as they were")
+            raise ConfigError("--resume", f"the checkpoint stopped after {taken} windows of its epoch, but an "
+                              f"epoch now has {self.steps_per_epoch} batches of {self.global_batch_size}; "
+                              "keep --n-seq and --num-train-batches as they were")
         self.bad_steps = state.get("bad_steps", 0)
         self.consecutive_bad_steps = state.get("consecutive_bad_steps", 0)
         self.epoch_time_s = state.get("epoch_time_s", 0.0)
         if "window" in state:
             self.window.load_state_dict(state["window"], self.device)
             self.epoch_metrics.load_state_dict(state["epoch_metrics"], self.device)
+            if not self.dist.is_main:  # the saved sums are every rank's already: rank 0 carries them
+                self.window.zero_()
+                self.epoch_metrics.zero_()
         self._pending_rng = state.get("rng")
 
     def _restore_rng(self) -> None:
         if self._pending_rng is not None:
             torch.set_rng_state(self._pending_rng["torch"])
-            if "cuda" in self._pending_rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(self._pending_rng["cuda"])
+            cuda = self._pending_rng.get("cuda")
+            if isinstance(cuda, list) and torch.cuda.is_available():  # older: every device's generator
+                torch.cuda.set_rng_state_all(cuda)
+            elif cuda is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(cuda, self.device)
             self._pending_rng = None
 
     # ----------------------------------------------------------------------------- loop
     def fit(self, wandb: WandbLog | None = None) -> TrainResult:
         """Train until ``num_epochs`` are done, a stop signal, or too many non-finite steps;
-        every record also goes to ``wandb`` when given."""
+        every record also goes to ``wandb`` when given (rank 0's: the other ranks log nothing)."""
         self.wandb = wandb
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.logger = MetricsLogger(JsonlLog(self.output_dir / "metrics.jsonl", self.global_step), self.wandb)
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.logger = MetricsLogger(JsonlLog(self.output_dir / "metrics.jsonl", self.global_step), self.wandb)
         try:
             with self._stop:
                 while self.epoch < self.cfg.num_epochs:
                     result = self._run_epoch()
                     if result is not None:
                         return result
-                    if self._stop.signal is not None:
-                        return self._stop_for_signal()
+                    # a signal during the epoch's end: every rank must see it to stop together
+                    signal_number = int(self.dist.max_over_ranks(self._stop.signal or 0)[0])
+                    if signal_number:
+                        return self._stop_for_signal(signal_number)
             return TrainResult("completed", self.epoch, self.global_step, self.best_val_loss,
                                bad_steps=self.bad_steps)
         finally:
-            self.logger.close()
+            if self.dist.is_main:
+                self.logger.close()
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This epoch's batches, starting after those a resumed checkpoint already took.
@@ -269,7 +323,8 @@ class Trainer:
         (it draws a seed) at an epoch start, after skipping batches in mid-epoch.
         """
         loader = make_loader(self.train_set, self.cfg.batch_size, shuffle=True, seed=self.cfg.seed,
-                             epoch=self.epoch, drop_last=True)
+                             epoch=self.epoch, rank=self.dist.rank, world_size=self.dist.world_size,
+                             drop_last=True)
         if self.batch_in_epoch == 0:
             self._restore_rng()
         batches = iter(loader)
@@ -283,7 +338,8 @@ class Trainer:
         epoch_number = self.epoch + 1
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        bar = ProgressBar(self.steps_per_epoch, self.batch_in_epoch, f"epoch {epoch_number}/{self.cfg.num_epochs}")
+        bar = ProgressBar(self.steps_per_epoch, self.batch_in_epoch, f"epoch {epoch_number}/{self.cfg.num_epochs}",
+                          enabled=self.dist.is_main)
         started = window_started = time.perf_counter()
         window_tokens = 0
         try:
@@ -292,7 +348,7 @@ class Trainer:
                                  labels.to(self.device, non_blocking=True))
                 self.global_step += 1
                 self.batch_in_epoch += 1
-                window_tokens += labels.numel()
+                window_tokens += labels.numel() * self.dist.world_size
                 bar.advance()
                 last = self.batch_in_epoch == self.steps_per_epoch
                 if self.global_step % self.cfg.log_every == 0 or (last and self.window):
@@ -302,15 +358,16 @@ class Trainer:
                 if self.cfg.eval_every and self.global_step % self.cfg.eval_every == 0 and not last:
                     eval_started = time.perf_counter()
                     val_loss = self.evaluate()
-                    self.logger.log({"step": self.global_step, "epoch": epoch_number,
-                                     "val/loss": val_loss, "val/perplexity": perplexity(val_loss)})
+                    self._log({"step": self.global_step, "epoch": epoch_number,
+                               "val/loss": val_loss, "val/perplexity": perplexity(val_loss)})
                     window_started += time.perf_counter() - eval_started  # not training throughput
                 if self.consecutive_bad_steps >= self.cfg.max_bad_steps:
                     self.epoch_time_s += time.perf_counter() - started
                     return self._stop_for_divergence()
-                if self._stop.signal is not None:
+                signal_number = self._stop.signal if self.dist.world_size == 1 else self._step_signal
+                if signal_number is not None:
                     self.epoch_time_s += time.perf_counter() - started
-                    return self._stop_for_signal()
+                    return self._stop_for_signal(signal_number)
         finally:
             bar.close()
         self.epoch_time_s += time.perf_counter() - started
@@ -329,8 +386,13 @@ class Trainer:
         loss = F.cross_entropy(out.logits.float().flatten(0, 1), labels.flatten())
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.gradient_clip_norm)
-        finite = bool(torch.isfinite(loss.detach() + grad_norm))  # the one host read per step
-        if finite:
+        # The one host read per step. With several ranks it is agreed: a step that is not finite on
+        # one rank is skipped by all, and a stop signal that one rank got stops all after this step
+        # (a single process checks its signal after the step instead, as it always did).
+        bad, signal_number = self.dist.max_over_ranks(~torch.isfinite(loss.detach() + grad_norm),
+                                                      self._stop.signal or 0)
+        self._step_signal = int(signal_number) or None
+        if not bad:
             self.optimizer.step()
             self.scheduler.step()
             self.consecutive_bad_steps = 0
@@ -344,19 +406,34 @@ class Trainer:
 
     def _log_window(self, epoch_number: int, tokens_per_sec: float, bar: ProgressBar) -> None:
         record = {"step": self.global_step, "epoch": epoch_number,
-                  **prefixed(self.window.read(), "batch"),
+                  **prefixed(self._read(self.window), "batch"),
                   "batch/lr": self.scheduler.get_last_lr()[0],
                   "batch/tokens_per_sec": tokens_per_sec,
                   "batch/bad_steps": self.bad_steps}
         self.window.reset()
         bar.show(record)
-        self.logger.log(record)
+        self._log(record)
+
+    def _read(self, accumulator: MetricAccumulator) -> dict[str, float | list[float]]:
+        """An accumulator's statistics over all ranks (every rank must call this at the same point)."""
+        self.dist.combine(accumulator)
+        return accumulator.read()
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """A record for metrics.jsonl and W&B: rank 0 writes it."""
+        if self.dist.is_main:
+            self.logger.log(record)
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean token cross-entropy over the validation windows (``num_val_batches`` at most)."""
+        """Mean token cross-entropy over the validation windows (``num_val_batches`` batches at most).
+
+        Each rank takes its shard of the windows; the loss sums and token counts are added over
+        the ranks, so every rank returns the mean over all of them.
+        """
         self.model.eval()
-        loader = make_loader(self.val_set, self.cfg.batch_size, shuffle=False, drop_last=False)
+        loader = make_loader(self.val_set, self.cfg.batch_size, shuffle=False, rank=self.dist.rank,
+                             world_size=self.dist.world_size, drop_last=False)
         total = torch.zeros((), device=self.device)
         tokens = 0
         for i, (input_ids, labels) in enumerate(loader):
@@ -368,11 +445,14 @@ class Trainer:
             total += F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum")
             tokens += labels.numel()
         self.model.train()
-        return total.item() / tokens
+        sums = torch.stack([total.double(), torch.tensor(tokens, dtype=torch.float64, device=self.device)])
+        self.dist.all_reduce(sums)
+        loss_sum, token_count = sums.tolist()
+        return loss_sum / token_count
 
     # ------------------------------------------------------------------------ epoch end
     def _end_epoch(self, epoch_number: int) -> None:
-        stats = self.epoch_metrics.read()
+        stats = self._read(self.epoch_metrics)
         val_loss = self.evaluate()
         train_loss = stats.pop("loss", math.nan)
         record = {"step": self.global_step, "epoch": epoch_number,
@@ -392,6 +472,12 @@ class Trainer:
         # moment resume at the next epoch.
         self.epoch, self.batch_in_epoch, self.epoch_time_s = epoch_number, 0, 0.0
         self.epoch_metrics.reset()
+        if self.dist.is_main:
+            self._write_epoch(record, improved)
+
+    def _write_epoch(self, record: dict[str, Any], improved: bool) -> None:
+        """Rank 0's part of an epoch end: log, print, checkpoints, history, plots."""
+        epoch_number = record["epoch"]
         self.logger.log(record)
         self.logger.sync()
         say(format_epoch_summary(record, self.cfg.num_epochs, self.best_val_loss))
@@ -417,15 +503,19 @@ class Trainer:
 
     # ------------------------------------------------------------------------- stopping
     def _save_stop_checkpoint(self, name: str) -> Path:
-        self.logger.sync()
+        """Every rank stops here; rank 0 saves the statistics of all of them."""
+        self.dist.combine(self.window)
+        self.dist.combine(self.epoch_metrics)
         path = self.output_dir / name
-        save_checkpoint(path, self.state_dict())
+        if self.dist.is_main:
+            self.logger.sync()
+            save_checkpoint(path, self.state_dict())
         return path
 
-    def _stop_for_signal(self) -> TrainResult:
+    def _stop_for_signal(self, signal_number: int) -> TrainResult:
         path = self._save_stop_checkpoint("checkpoint_interrupted.pt")
         return TrainResult("interrupted", self.epoch, self.global_step, self.best_val_loss,
-                           checkpoint=path, signal=self._stop.signal, bad_steps=self.bad_steps)
+                           checkpoint=path, signal=signal_number, bad_steps=self.bad_steps)
 
     def _stop_for_divergence(self) -> TrainResult:
         path = self._save_stop_checkpoint("checkpoint_diverged.pt")
