@@ -15,7 +15,6 @@ import ctypes
 import gc
 import json
 import statistics
-import sys
 import time
 
 import torch

@@ -133,15 +133,6 @@ def op_benchmark(batch: int, heads: int, length: int, dim: int, chunk: int) -> l
     return rows
 
 
-def state_bytes(state) -> int:
-    """Bytes held by every tensor in a model state (recurrent memory or KV cache)."""
-    if isinstance(state, torch.Tensor):
-        return state.numel() * state.element_size()
-    if isinstance(state, (tuple, list)):
-        return sum(state_bytes(item) for item in state)
-    return state_bytes(state.layers) if hasattr(state, "layers") else 0
-
-
 @torch.no_grad()
 def decode_benchmark(arch: str, preset: str, batch: int, context: int, new_tokens: int, vocab: int) -> dict:
     torch.manual_seed(0)
@@ -166,7 +157,7 @@ def decode_benchmark(arch: str, preset: str, batch: int, context: int, new_token
     result = {"arch": arch, "preset": preset, "batch": batch, "context": context,
               "decode_tokens_per_s": round(batch * new_tokens / seconds, 1),
               "ms_per_step": round(seconds / new_tokens * 1e3, 2),
-              "state_MB": round(state_bytes(state) / 1e6, 1),
+              "state_MB": round(state.nbytes() / 1e6, 1),
               "decode_peak_GB": round(torch.cuda.max_memory_allocated() / 1e9, 2)}
     del model, state
     torch.cuda.empty_cache()

@@ -28,7 +28,7 @@ from breath.cli import main
 from breath.data.corpora import load_corpus, split_documents
 from breath.data.tokenizer import EOT
 from breath.data.windows import encode_documents
-from breath.generate import StreamDecoder, byte_level_alphabet, generate, state_bytes
+from breath.generate import StreamDecoder, byte_level_alphabet, generate
 from breath.models.pretrained import WEIGHTS_FILE, load_weights
 from breath.sampling import SamplingSettings, sample, top_k_mask, top_p_mask
 from breath.train.checkpoint import load_model, save_checkpoint
@@ -166,7 +166,7 @@ def test_generation_stops_at_the_stop_token():
 @pytest.mark.parametrize("arch, grows", [("phase2", False), ("phase1", False), ("transformer", True)])
 def test_recurrent_state_stays_constant_while_the_kv_cache_grows(arch, grows):
     model = tiny_model(arch)
-    sizes = [state_bytes(step.state.layers) for step in generate(model, [1, 2, 3], 30, SamplingSettings(0.0))]
+    sizes = [step.state.nbytes() for step in generate(model, [1, 2, 3], 30, SamplingSettings(0.0))]
     assert (sizes[-1] > sizes[0]) == grows and (len(set(sizes)) == 1) != grows
 
 

@@ -108,15 +108,6 @@ def generate(model: nn.Module, prompt: list[int], max_new_tokens: int, settings:
             ids = torch.cat((ids, token), dim=1)
 
 
-def state_bytes(state: Any) -> int:
-    """Bytes held by a model state (nested tuples of tensors)."""
-    if isinstance(state, torch.Tensor):
-        return state.numel() * state.element_size()
-    if isinstance(state, (tuple, list)):
-        return sum(state_bytes(s) for s in state)
-    return 0
-
-
 # ------------------------------------------------------------------------------------ command line
 
 
@@ -173,7 +164,7 @@ def run(options: dict[str, Any]) -> None:
     elapsed = time.perf_counter() - started
     notes = [f"{count} tokens in {elapsed:.2f} s ({count / max(elapsed, 1e-9):.1f} tokens/s)"]
     if step.state is not None:
-        notes.append(f"state {state_bytes(step.state.layers) / 2**10:.1f} KiB")
+        notes.append(f"state {step.state.nbytes() / 2**10:.1f} KiB")
     if step.token == eot:
         notes.append("stopped at <|endoftext|>")
     print(f"[{', '.join(notes)}]", file=sys.stderr)

@@ -17,6 +17,19 @@ class ModelState:
     pos: int
     layers: tuple[Any, ...]
 
+    def nbytes(self) -> int:
+        """Bytes held by the state's tensors: constant in the context for phase2/phase1, growing
+        with it for the transformer's KV cache."""
+        return sum(t.numel() * t.element_size() for t in _tensors(self.layers))
+
+
+def _tensors(item: Any):
+    if isinstance(item, torch.Tensor):
+        yield item
+    elif isinstance(item, (tuple, list)):
+        for part in item:
+            yield from _tensors(part)
+
 
 @dataclass
 class ModelOutput:
