@@ -356,7 +356,7 @@ BAD_INPUTS = [
     (["eval", "{run}", "--n-seq", "0"], "--n-seq", "0"),
     (["eval", "{run}", "--n-seq", "10000000"], "--n-seq", "10000000"),
     (["eval", "{run}", "--device", "tpu"], "--device", "tpu"),
-    (["eval", "{run}", "--device", "cuda:7"], "--device", "cuda:7"),  # no such device here
+    (["eval", "{run}", "--device", f"cuda:{torch.cuda.device_count()}"], "--device", "cuda:"),  # one past the last
     (["eval", "{run}", "--dataset", "{tmp}/missing.txt"], "--dataset", "missing.txt"),
     (["eval", "{run}", "--resolvent", "sideways"], "--resolvent", "sideways"),
     (["eval", "{run}", "--output", "{a_file}/sub/eval.json"], "--output", "a_file/sub"),

@@ -143,16 +143,33 @@ def test_diagnostics_off_by_default_and_baselines_report_only_what_they_have():
 def test_public_interface_of_design_section_8():
     cfg = ModelConfig.preset("small", vocab_size=10000)
     assert (cfg.d_model, cfg.n_layers, cfg.n_seq, cfg.num_heads, cfg.head_dim, cfg.ffn_dim) == (256, 4, 512, 4, 64, 1024)
-    assert ModelConfig.preset("base").n_seq == 1024 and ModelConfig.preset("large").d_model == 1024
+    base, large = ModelConfig.preset("base"), ModelConfig.preset("large")
+    assert (base.d_model, base.n_layers, base.n_seq, base.num_heads, base.ffn_dim) == (512, 6, 1024, 8, 2048)
+    assert (large.d_model, large.n_layers, large.n_seq, large.num_heads, large.ffn_dim) == (1024, 12, 2048, 16, 4096)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.preset("small", vocab_size=500, n_layers=1)).eval()
+    out = model(torch.randint(0, 500, (2, 70)), state=None, return_diagnostics=True)
+    assert out.logits.shape == (2, 70, 500) and out.state.pos == 70 and "mean_snr" in out.diagnostics
+    out2 = model(torch.randint(0, 500, (2, 3)), state=out.state)
+    assert out2.logits.shape == (2, 3, 500) and out2.state.pos == 73
     from breath.ops import bk_resolvent
 
-    assert callable(bk_resolvent)
+    a = torch.complex(torch.randn(3, 5), -torch.ones(3, 5))
+    assert bk_resolvent(a, torch.ones(3, 4), torch.ones(3, 4), 1j, causal=True).shape == (3, 5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_model_cast_to_bfloat16_runs_and_continues(arch):
+    model = tiny(arch).to(torch.bfloat16)
+    out = model(tokens())
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits).all()
+    assert torch.isfinite(model(tokens(length=3), state=out.state).logits).all()
 
 
 @pytest.mark.parametrize("field,value", [
     ("arch", "rnn"), ("d_model", 0), ("n_layers", -1), ("num_heads", 2.5), ("head_dim", 7),
     ("dropout", 1.0), ("resolvent", "acausal"), ("base_decay", 0.0), ("hebbian_eta", -0.1), ("snr_threshold", 0),
-    ("resonance_threshold", 1.5), ("memory_chunk", 0), ("lyapunov_tolerance", 0.5),
+    ("resonance_threshold", 1.5), ("memory_chunk", 0), ("lyapunov_tolerance", 0.5), ("d_model", 2050),
 ])
 def test_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field}: got {value!r}"):

@@ -33,7 +33,7 @@ def test_table_large_enough_for_largest_preset_and_clear_error_beyond():
 
 def test_position_embedding_formula_at_any_position():
     positions = torch.tensor([0, 1, 513, 10**6])
-    pe = zeta_position_embedding(positions, 6)
+    pe = zeta_position_embedding(positions, zeta_zeros(3))
     gammas = KNOWN
     for row, p in enumerate(positions.tolist()):
         for i, g in enumerate(gammas):

@@ -121,7 +121,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(optim, "max-bad-steps", "stop after this many consecutive non-finite steps", type=int)
 
     runtime = parser.add_argument_group("runtime")
-    add(runtime, "device", "cpu | cuda | cuda:N | mps (default: cuda when available)")
+    add(runtime, "device", "cpu | cuda | cuda:N (default: cuda when available)")
     add(runtime, "precision", "auto: bf16 autocast on CUDA, else fp32", choices=PRECISIONS)
     switch(runtime, "compile", "torch.compile the model")
     add(runtime, "seed", "random seed (initialisation, data order, dropout)", type=int)

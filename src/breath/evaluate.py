@@ -119,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolvent", choices=RESOLVENTS,
                         help="evaluate the weights with this BK resolvent (default: the run's); "
                              "causal on a full-resolvent run measures it without the leaked future")
-    parser.add_argument("--device", help="cpu | cuda | cuda:N | mps (default: cuda when available)")
+    parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
     parser.add_argument("--cache-dir", help="data cache (default: the run's, else $BREATH_CACHE or ~/.cache/breath)")
     parser.add_argument("--output", metavar="FILE.json",
                         help="where the numbers go; the plot goes beside it as .png "

@@ -124,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, metavar="P",
                         help="sample from the smallest set of tokens with probability >= P (default: 1.0, off)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default: 0)")
-    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N | mps (default: cuda when available)")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
 
 
 def run(options: dict[str, Any]) -> None:
@@ -144,7 +144,7 @@ def run(options: dict[str, Any]) -> None:
     model = loaded.model.to(device)
     tokenizer = loaded.tokenizer
     eot = tokenizer.token_to_id(EOT)
-    # An empty prompt starts a new document: the training data puts <|endoftext|> before each.
+    # An empty prompt starts a new document: in the training data <|endoftext|> separates documents.
     prompt = tokenizer.encode(options["prompt"]).ids or [eot]
     if model.cfg.resolvent != "causal":
         print(f"note: {loaded.checkpoint_path} uses the full (non-causal) resolvent, which cannot continue "

@@ -21,11 +21,11 @@ ROPE_BASE = 10000.0
 
 def rotary(x: torch.Tensor, pos: int) -> torch.Tensor:
     """Rotate pairs ``(x_{2i}, x_{2i+1})`` of x (B, H, T, d) by ``(pos + t) θ_i``."""
-    d = x.shape[-1]
-    inv_freq = ROPE_BASE ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    angles = torch.arange(pos, pos + x.shape[-2], device=x.device, dtype=torch.float32)[:, None] * inv_freq
+    d, dtype = x.shape[-1], torch.promote_types(x.dtype, torch.float32)  # bf16 angles would drift
+    inv_freq = ROPE_BASE ** (-torch.arange(0, d, 2, device=x.device, dtype=dtype) / d)
+    angles = torch.arange(pos, pos + x.shape[-2], device=x.device, dtype=dtype)[:, None] * inv_freq
     cos, sin = angles.cos(), angles.sin()
-    x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]
+    x1, x2 = x.to(dtype)[..., 0::2], x.to(dtype)[..., 1::2]
     rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
     return rotated.to(x.dtype)
 

@@ -60,9 +60,14 @@ class BKCore(nn.Module):
             nn.init.normal_(self.forgetting.weight, std=0.1 / math.sqrt(self.forgetting.in_features))
             nn.init.constant_(self.forgetting.bias, _softplus_inverse(self.base_decay))
 
+    def compute_dtype(self) -> torch.dtype:
+        """The parameters' precision, at least float32 (there is no complex bfloat16)."""
+        return torch.promote_types(self.hopping.dtype, torch.float32)
+
     def spectral_shift(self) -> torch.Tensor:
-        """``z_c = Re z_c + i (ε + softplus(·))`` (C,), complex of the parameters' precision."""
-        return torch.complex(self.shift_re, _IM_Z_FLOOR + F.softplus(self.shift_im))
+        """``z_c = Re z_c + i (ε + softplus(·))`` (C,), complex of :meth:`compute_dtype`."""
+        dtype = self.compute_dtype()
+        return torch.complex(self.shift_re.to(dtype), _IM_Z_FLOOR + F.softplus(self.shift_im.to(dtype)))
 
     def forward(self, x: torch.Tensor, g_prev: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -71,9 +76,9 @@ class BKCore(nn.Module):
         ``g_prev`` is the previous call's last Green's function; it enters as the self-energy
         ``h² g_prev`` of the chain's earlier part, so a split sequence gives the same ``g``.
         """
-        # The resolvent runs in the parameters' precision (float32 or float64) whatever the
-        # autocast dtype: it is a continued fraction, and bf16's 8-bit mantissa would dominate it.
-        dtype = self.hopping.dtype
+        # The resolvent runs in float32 (float64 for a float64 model) whatever the autocast or
+        # parameter dtype: it is a continued fraction, and bf16's 8-bit mantissa would dominate it.
+        dtype = self.compute_dtype()
         potential = self.potential(x).to(dtype)
         if self.forgetting is None:
             gamma = None
@@ -82,11 +87,11 @@ class BKCore(nn.Module):
             gamma = F.softplus(self.forgetting(x).to(dtype)) + self.base_decay
             diagonal = torch.complex(potential, -gamma)
         a = diagonal.transpose(1, 2)  # (B, C, T): chains along the last dim
-        hop = self.hopping.view(-1, 1)  # b = c = h_c at every link (broadcast over batch and t)
+        hop = self.hopping.to(dtype).view(-1, 1)  # b = c = h_c at every link (broadcast over batch, t)
         if g_prev is not None and not self.causal:
             raise ValueError("resolvent='full' sees the whole window at once: it cannot continue a "
                              "sequence from a state (use the causal resolvent)")
-        left = None if g_prev is None else self.hopping.square() * g_prev
+        left = None if g_prev is None else hop.squeeze(-1).square() * g_prev
         g = bk_resolvent(a, hop, hop, self.spectral_shift(), causal=self.causal, left=left,
                          use_triton=self.use_triton if self.causal else False)
         features = torch.cat((g.real, g.imag), dim=1).transpose(1, 2)  # (B, T, 2C)

@@ -23,6 +23,11 @@ def _zeros_table() -> tuple[float, ...]:
     return tuple(float(line) for line in lines if line and not line.startswith("#"))
 
 
+def zeta_table_size() -> int:
+    """How many zeros the shipped table holds."""
+    return len(_zeros_table())
+
+
 def zeta_zeros(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """The first ``n`` zeros ``γ_1 < γ_2 < … < γ_n`` (γ_1 = 14.134725141734693…)."""
     table = _zeros_table()
@@ -34,16 +39,15 @@ def zeta_zeros(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return torch.tensor(table[:n], dtype=dtype)
 
 
-def zeta_position_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor:
+def zeta_position_embedding(positions: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
     """``PE(p, 2i) = sin(p / γ_i)``, ``PE(p, 2i+1) = cos(p / γ_i)`` for any integer positions.
 
-    Computed in float64 (positions in the millions keep their phase) and returned as float32 with
-    shape ``positions.shape + (dim,)``. An odd ``dim`` drops the last cosine.
+    ``gammas`` are the first ``dim/2`` zeros (``zeta_zeros``), on the positions' device; the phase is
+    computed in their precision (float64 keeps positions in the millions exact). Returns shape
+    ``positions.shape + (2·len(gammas),)`` in the gammas' dtype.
     """
-    gammas = zeta_zeros((dim + 1) // 2).to(positions.device)
-    phase = positions.to(torch.float64).unsqueeze(-1) / gammas
-    pe = torch.stack((phase.sin(), phase.cos()), dim=-1).flatten(-2)[..., :dim]
-    return pe.float()
+    phase = positions.to(gammas.dtype).unsqueeze(-1) / gammas
+    return torch.stack((phase.sin(), phase.cos()), dim=-1).flatten(-2)
 
 
 @lru_cache(maxsize=8)

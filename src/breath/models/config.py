@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from breath.layers.zeta import zeta_table_size
+
 ARCHS = ("phase2", "phase1", "transformer")
 RESOLVENTS = ("causal", "full")
 
@@ -102,9 +104,11 @@ class ModelConfig:
         check(self.lyapunov_gamma_step >= 0, "lyapunov_gamma_step", "a number >= 0")
         check(self.lyapunov_tolerance >= 1, "lyapunov_tolerance", "a number >= 1")
         check(self.use_triton in (None, True, False), "use_triton", "true, false or null (auto)")
+        # The zeta table must hold d_model/2 zeros for the position embedding and up to d_model
+        # singular values for the zeta init (every block matrix has d_model on one side).
+        zeros = zeta_table_size()
+        needed = max(self.d_model if self.zeta_init else 0, self.d_model // 2 if self.zeta_position_embedding else 0)
+        check(needed <= zeros, "d_model", f"a width needing at most {zeros} zeta zeros (zeta_init uses d_model, the "
+              "position embedding d_model/2); regenerate the table with scripts/generate_zeta_zeros.py --count N")
+        check(self.head_dim <= 2 * zeros, "head_dim", f"at most {2 * zeros} (the zeta resonance basis)")
         return self
-
-    @property
-    def head_channels(self) -> int:
-        """Width of the memory/attention heads together (``num_heads · head_dim``)."""
-        return self.num_heads * self.head_dim

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from breath.layers.zeta import zeta_init_, zeta_position_embedding
+from breath.layers.zeta import zeta_init_, zeta_position_embedding, zeta_zeros
 from breath.models.config import ModelConfig
 from breath.models.diagnostics import summarize
 from breath.models.output import ModelOutput, ModelState
@@ -32,6 +32,9 @@ class CausalLM(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         # PE entries are O(1) while embeddings start at std 0.02: a learned gain sets the balance.
         self.pe_gain = nn.Parameter(torch.tensor(INIT_STD)) if position_embedding else None
+        if position_embedding:
+            # Built once (float64, a deterministic function of d_model): no host copy per forward.
+            self.register_buffer("pe_gammas", zeta_zeros(cfg.d_model // 2), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(blocks)
         self.ln_f = nn.LayerNorm(cfg.d_model)
@@ -61,7 +64,7 @@ class CausalLM(nn.Module):
         x = self.embed(input_ids)
         if self.pe_gain is not None:
             positions = torch.arange(pos, pos + input_ids.shape[1], device=input_ids.device)
-            x = x + self.pe_gain * zeta_position_embedding(positions, self.cfg.d_model)
+            x = x + self.pe_gain * zeta_position_embedding(positions, self.pe_gammas).to(x.dtype)
         x = self.drop(x)
         new_layers, layer_stats = [], []
         for i, block in enumerate(self.blocks):

@@ -3,7 +3,7 @@
 An exported model (``breath export``) is a directory of
 
     config.json         the ModelConfig fields (``ModelConfig.from_dict`` reads it)
-    model.safetensors   every parameter and buffer once
+    model.safetensors   every parameter once (the zeta basis and table are rebuilt)
 
 safetensors files hold plain tensors and a JSON header, so loading one cannot run code. They also
 refuse two names for one tensor, and the LM head shares the token embedding's matrix

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import torch
+
 # Sizes the fused memory kernels compile for (tl.dot needs dims >= 16; head_dim 128 would need the
 # d×d products blocked to fit shared memory). Other sizes run the PyTorch path.
 MEMORY_KERNEL_HEAD_DIMS = (16, 32, 64)
 MEMORY_KERNEL_CHUNKS = (16, 32, 64)
+
+
+def kernels_fit(x: torch.Tensor) -> bool:
+    """Whether the automatic choice (``use_triton=None``) may run a kernel on ``x``'s device: CUDA,
+    Ampere or newer (the kernels use tf32 matrix instructions; they were measured on Hopper), and
+    Triton importable. Older GPUs and the CPU run the PyTorch reference."""
+    return x.is_cuda and _capability(x.device.index or 0) >= (8, 0) and triton_available()
+
+
+@lru_cache(maxsize=None)
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
 
 
 @lru_cache(maxsize=1)

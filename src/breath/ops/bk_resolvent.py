@@ -62,7 +62,7 @@ import os
 import torch
 from torch import Tensor
 
-from breath.ops.backend import triton_available
+from breath.ops.backend import kernels_fit, triton_available
 
 __all__ = ["bk_resolvent", "bk_resolvent_reference"]
 
@@ -306,8 +306,8 @@ def bk_resolvent(
             the first site's denominator becomes ``a_1 - z - σ``. Pass ``β_{t0-1} g_{t0-1}`` from a
             previous call to continue a sequence. Gradients flow into it. Also accepted with
             ``causal=False`` (it enters the left continued fraction).
-        use_triton: None: the Triton kernel when the tensors are on CUDA, ``triton`` imports, the
-            resolvent is causal and the compute dtype is complex64; else the PyTorch Function.
+        use_triton: None: the Triton kernel when ``backend.kernels_fit`` (CUDA, Ampere or newer,
+            ``triton`` imports), the resolvent is causal and the compute dtype is complex64; else the PyTorch Function.
             True forces Triton (causal, complex64 only; on CPU tensors only under
             ``TRITON_INTERPRET=1``), False forces PyTorch. The Triton kernels live in
             :mod:`breath.ops.bk_resolvent_triton`.
@@ -325,7 +325,7 @@ def bk_resolvent(
     N = math.prod(batch)
 
     if use_triton is None:
-        use_triton = causal and e.is_cuda and e.dtype == torch.complex64 and triton_available()
+        use_triton = causal and e.dtype == torch.complex64 and kernels_fit(e)
     if use_triton:
         _check_triton_ok(e, causal)
 

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from breath.ops.backend import MEMORY_KERNEL_CHUNKS, MEMORY_KERNEL_HEAD_DIMS, triton_available
+from breath.ops.backend import MEMORY_KERNEL_CHUNKS, MEMORY_KERNEL_HEAD_DIMS, kernels_fit
 from breath.ops.consolidation import STAT_NAMES, ConsolidationConfig, consolidate
 
 
@@ -149,8 +149,8 @@ def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: floa
             or float64 for float64 inputs when state is None) is the compute dtype.
         use_triton: True runs the fused Triton kernels (:mod:`breath.ops.dissipative_memory_triton`;
             CUDA tensors, or CPU under ``TRITON_INTERPRET=1``); False this PyTorch path; None the
-            kernels when the inputs are on CUDA, Triton imports, the state is not float64 and
-            head_dim and chunk are among the kernels' sizes (``backend.py``), else this path.
+            kernels when ``backend.kernels_fit`` (CUDA, Ampere or newer, Triton), the state is not
+            float64 and head_dim and chunk are among the kernels' sizes (``backend.py``), else this path.
 
     Returns:
         o (B, H, T, d) in the state dtype, the new state, and per-boundary stats
@@ -158,7 +158,7 @@ def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: floa
         nb chunk boundaries crossed by this call.
     """
     if use_triton is None:
-        use_triton = (q.is_cuda and triton_available() and q.shape[-1] in MEMORY_KERNEL_HEAD_DIMS
+        use_triton = (kernels_fit(q) and q.shape[-1] in MEMORY_KERNEL_HEAD_DIMS
                       and cfg.chunk in MEMORY_KERNEL_CHUNKS
                       and (state.S.dtype if state is not None else q.dtype) != torch.float64)
     if use_triton:

@@ -2,8 +2,8 @@
 
 Computes what :func:`breath.ops.dissipative_memory.dissipative_memory` computes (same
 ``MemoryState``, same per-boundary stats, same decisions) with fp32 accumulation and an fp32 state;
-q, k, v may be bf16, fp16 or fp32. The state path is fp32-accurate; o and the token gradients carry
-tf32 rounding (see OUTPUT_PRECISION). Per batch row and head, with the adjustments (gm, ga, em) pending since the last
+q, k, v may be bf16, fp16 or fp32. Every product is fp32-accurate (tf32x3; see OUTPUT_PRECISION
+for why). Per batch row and head, with the adjustments (gm, ga, em) pending since the last
 boundary and η_t = η·em:
 
     ℓ_t = −(Γ_t·gm + ga)          b_t = Σ_{s≤t} ℓ_s (inclusive, local to the chunk)

@@ -31,7 +31,8 @@ from breath.models import ModelConfig
 from breath.models.config import PRESETS
 
 PRECISIONS = ("auto", "fp32", "bf16")
-_DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+# No mps: the memory consolidation and the zeta tables compute in float64, which MPS lacks.
+_DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 class ConfigError(ValueError):
@@ -105,7 +106,7 @@ class TrainConfig:
         _check(self, "seed", 0 <= self.seed < 2**63, "an integer in [0, 2**63)")
         _check(self, "precision", self.precision in PRECISIONS, " | ".join(PRECISIONS))
         _check(self, "device", self.device is None or bool(_DEVICE_PATTERN.match(self.device)),
-               "cpu | cuda | cuda:N | mps")
+               "cpu | cuda | cuda:N")
         _check(self, "preset", self.preset is None or self.preset in PRESETS, " | ".join(PRESETS))
         for name in ("dataset", "output_dir", "wandb_project"):
             _check(self, name, bool(getattr(self, name).strip()), "a non-empty string")
@@ -255,7 +256,7 @@ def select_device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not _DEVICE_PATTERN.match(name):  # TrainConfig.validate checks this too; other commands do not
-        raise ConfigError("--device", f"got {name!r}; allowed: cpu | cuda | cuda:N | mps")
+        raise ConfigError("--device", f"got {name!r}; allowed: cpu | cuda | cuda:N")
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -264,8 +265,6 @@ def select_device(name: str | None) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError("--device", f"got {name!r} but this machine has "
                               f"{torch.cuda.device_count()} CUDA device(s); allowed: cuda:0..")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device", f"got {name!r} but MPS is not available; allowed: cpu")
     return device
 
 
