@@ -85,6 +85,16 @@ def test_gradients_reach_every_parameter(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_forward_and_backward_never_read_a_value_on_the_host(arch):
+    # Meta tensors have no values: any .item(), bool(tensor) or data-dependent branch raises.
+    # (DistributedDataParallel also relies on every parameter getting a gradient: see above.)
+    model, ids = tiny(arch).to("meta"), tokens().to("meta")
+    out = model(ids[:, :-1], return_diagnostics=True)
+    torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), ids[:, 1:].flatten()).backward()
+    assert out.logits.is_meta and all(v.is_meta for k, v in out.diagnostics.items() if k != "per_layer")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_runs_past_training_context(arch):
     model = tiny(arch, n_seq=16)
     assert model(tokens(batch=1, length=50)).logits.shape == (1, 50, 97)

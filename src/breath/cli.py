@@ -186,7 +186,7 @@ def _train(options: dict[str, Any], prog: str, dist: Distributed) -> int:
         atomic_write_json(output_dir / "config.json", run_config(train_cfg, model_cfg))
         atomic_copy(bundle.tokenizer_path, output_dir / "tokenizer.json")
 
-    params = sum(p.numel() for p in model.parameters())
+    params = model.num_parameters()
     say(f"{model_cfg.arch} model: {params / 1e6:.2f}M parameters (d_model {model_cfg.d_model}, "
         f"{model_cfg.n_layers} layers, {model_cfg.num_heads} heads, n_seq {model_cfg.n_seq}) on {device}, "
         f"{'bf16 autocast' if autocast is not None else 'fp32'}")

@@ -150,7 +150,7 @@ def run(options: dict[str, Any]) -> None:
     except ValueError as exc:
         raise ConfigError("--n-seq", f"got {n_seq}: {exc}") from None
     model = loaded.model.to(device)
-    cfg, parameters = model.cfg, sum(p.numel() for p in model.parameters())
+    cfg, parameters = model.cfg, model.num_parameters()
     say(f"{cfg.arch} ({parameters / 1e6:.2f}M parameters, {cfg.resolvent} resolvent) from "
         f"{loaded.checkpoint_path} (epoch {loaded.checkpoint['epoch']}) on {device}; {dataset} "
         f"{options['split']}: windows of {n_seq} tokens, batches of {batch_size}")

@@ -56,7 +56,7 @@ def run(options: dict[str, Any]) -> None:
     loaded = load_run(options["run"])
     output_dir = prepare_output_dir(options["output"] or loaded.directory / "export", option="--output")
     paths = export_safetensors(loaded, output_dir)
-    parameters = sum(p.numel() for p in loaded.model.parameters())
+    parameters = loaded.model.num_parameters()
     say(f"exported {loaded.model.cfg.arch} ({parameters / 1e6:.2f}M parameters) from {loaded.checkpoint_path}: "
         + ", ".join(str(path) for path in paths))
     say(f"load it with: breath.load_pretrained({str(output_dir)!r})")
