@@ -28,7 +28,7 @@ def _capability(index: int) -> tuple[int, int]:
 def triton_available() -> bool:
     """True when ``import triton`` works (checked once per process)."""
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401  (imported only to see whether it can be)
     except Exception:  # an unusable install can fail with more than ImportError
         return False
     return True

@@ -52,13 +52,17 @@ STAGES = 3  # num_stages of the time loop (Triton's software pipeliner)
 
 
 @triton.jit
-def _fwd_load(e_re, e_im, b_re, b_im, t, T, col, nmask, stride_t):
+def _step_offsets(t, T, col, nmask, stride_t):
+    """Offsets of step t in every chain, and the masks of its sites (t < T) and links (t < T − 1)."""
     # as an int64 vector: the interpreter's loop index is a Python int, and its `vector & scalar`
     # makes an int32 mask that tl.load rejects
     t = tl.cast(t, tl.int64) + tl.zeros_like(col)
-    off = t * stride_t + col
-    m = nmask & (t < T)
-    mb = nmask & (t < T - 1)
+    return t * stride_t + col, nmask & (t < T), nmask & (t < T - 1)
+
+
+@triton.jit
+def _fwd_load(e_re, e_im, b_re, b_im, t, T, col, nmask, stride_t):
+    off, m, mb = _step_offsets(t, T, col, nmask, stride_t)
     er = tl.load(e_re + off, mask=m, other=1.0)
     ei = tl.load(e_im + off, mask=m, other=0.0)
     br = tl.load(b_re + off, mask=mb, other=0.0)
@@ -74,9 +78,7 @@ def _fwd_step(er, ei, br, bi, sr, si, g_re, g_im, t, T, col, nmask, stride_t):
     inv = 1.0 / (dr * dr + di * di)
     gr = dr * inv
     gi = -di * inv
-    t = tl.cast(t, tl.int64) + tl.zeros_like(col)
-    off = t * stride_t + col
-    m = nmask & (t < T)
+    off, m, _ = _step_offsets(t, T, col, nmask, stride_t)
     tl.store(g_re + off, gr, mask=m)
     tl.store(g_im + off, gi, mask=m)
     return br * gr - bi * gi, br * gi + bi * gr
@@ -126,12 +128,7 @@ def _bk_causal_fwd_kernel(
 
 @triton.jit
 def _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t, T, col, nmask, stride_t):
-    # as an int64 vector: the interpreter's loop index is a Python int, and its `vector & scalar`
-    # makes an int32 mask that tl.load rejects
-    t = tl.cast(t, tl.int64) + tl.zeros_like(col)
-    off = t * stride_t + col
-    m = nmask & (t < T)
-    mb = nmask & (t < T - 1)
+    off, m, mb = _step_offsets(t, T, col, nmask, stride_t)
     # rows past the end (t >= T) load g = 0, so they keep u = 0 on the way down
     gr = tl.load(g_re + off, mask=m, other=0.0)
     gi = tl.load(g_im + off, mask=m, other=0.0)
@@ -146,12 +143,7 @@ def _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t, T, col, nmask, stride_t):
 def _bwd_step(gr, gi, Gr, Gi, br, bi, ur, ui, ge_re, ge_im, gb_re, gb_im, t, T, col, nmask, stride_t):
     """From u_{t+1}: store β̄_t = conj(g_t) u_{t+1} and ē_t = -u_t; return
     u_t = conj(g_t)² (Ḡ_t + conj(β_t) u_{t+1})."""
-    # as an int64 vector: the interpreter's loop index is a Python int, and its `vector & scalar`
-    # makes an int32 mask that tl.load rejects
-    t = tl.cast(t, tl.int64) + tl.zeros_like(col)
-    off = t * stride_t + col
-    m = nmask & (t < T)
-    mb = nmask & (t < T - 1)
+    off, m, mb = _step_offsets(t, T, col, nmask, stride_t)
     tl.store(gb_re + off, gr * ur + gi * ui, mask=mb)
     tl.store(gb_im + off, gr * ui - gi * ur, mask=mb)
     vr = Gr + br * ur + bi * ui

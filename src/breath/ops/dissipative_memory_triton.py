@@ -291,16 +291,10 @@ def _fwd_state_kernel(
 
 
 @triton.jit
-def _fwd_out_kernel(
-    q_ptr, k_ptr, v_ptr, g_ptr, s_start_ptr, mult_ptr, o_ptr,
-    sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
-    H, T, NT, off, eta,
-    D: tl.constexpr, C: tl.constexpr, PREC_O: tl.constexpr,
-):
-    i = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    bi = bh // H
-    hi = bh % H
+def _chunk_inputs(q_ptr, k_ptr, v_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
+                  bi, hi, bh, i, T, NT, off, D: tl.constexpr, C: tl.constexpr):
+    """Rows of chunk i of one (batch, head): positions t, their mask, q, k, v and the chunk's
+    pending adjustments (gm, ga, em)."""
     rows = tl.arange(0, C)
     cols = tl.arange(0, D)
     t = i * C - off + rows
@@ -311,6 +305,23 @@ def _fwd_out_kernel(
     gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
     ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
     em = tl.load(mult_ptr + (bh * NT + i) * 3 + 2)
+    return t, valid, q, k, v, gm, ga, em
+
+
+@triton.jit
+def _fwd_out_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, s_start_ptr, mult_ptr, o_ptr,
+    sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
+    H, T, NT, off, eta,
+    D: tl.constexpr, C: tl.constexpr, PREC_O: tl.constexpr,
+):
+    i = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    bi = bh // H
+    hi = bh % H
+    cols = tl.arange(0, D)
+    t, valid, q, k, v, gm, ga, em = _chunk_inputs(q_ptr, k_ptr, v_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h,
+                                                  sk_t, sv_b, sv_h, sv_t, bi, hi, bh, i, T, NT, off, D, C)
     b, _ = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
     S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + cols[:, None] * D + cols[None, :])
     o = _chunk_out(q, k, v, S0, b, eta * em, C, PREC_O)
@@ -364,18 +375,11 @@ def _bwd_grad_kernel(
     bh = tl.program_id(1).to(tl.int64)
     bi = bh // H
     hi = bh % H
-    rows = tl.arange(0, C)
     cols = tl.arange(0, D)
     mat = cols[:, None] * D + cols[None, :]
-    t = i * C - off + rows
-    valid = (t >= 0) & (t < T)
-    q = _load_rows(q_ptr + bi * sq_b + hi * sq_h, t, sq_t, valid, cols)
-    k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
-    v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
+    t, valid, q, k, v, gm, ga, em = _chunk_inputs(q_ptr, k_ptr, v_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h,
+                                                  sk_t, sv_b, sv_h, sv_t, bi, hi, bh, i, T, NT, off, D, C)
     do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
-    gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
-    ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
-    em = tl.load(mult_ptr + (bh * NT + i) * 3 + 2)
     b, b_last = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
     dq, dk, dv, db = _grads_intra(q, k, v, do, b, eta * em, C, PREC_O)
     S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + mat)
