@@ -2,8 +2,8 @@
 
 Computes what :func:`breath.ops.dissipative_memory.dissipative_memory` computes (same
 ``MemoryState``, same per-boundary stats, same decisions) with fp32 accumulation and an fp32 state;
-q, k, v may be bf16, fp16 or fp32. Every product is fp32-accurate (tf32x3; see OUTPUT_PRECISION
-for why). Per batch row and head, with the adjustments (gm, ga, em) pending since the last
+q, k, v may be bf16, fp16 or fp32. Every product is fp32-accurate (see _dot and the note above
+it for why). Per batch row and head, with the adjustments (gm, ga, em) pending since the last
 boundary and η_t = η·em:
 
     ℓ_t = −(Γ_t·gm + ga)          b_t = Σ_{s≤t} ℓ_s (inclusive, local to the chunk)
@@ -53,6 +53,8 @@ host time per call than the custom op's dispatch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -65,15 +67,13 @@ from breath.ops.dissipative_memory import MemoryState
 # d = 128 is not supported: the fp32-accurate d×d products of the state kernel (SᵀS, QᵀS) stage
 # four 128×128 fp32 operand tiles, 256 KB of shared memory, over the H100's 227 KB per block.
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# tl.dot precision for fp32 operands. The state path (S update, resonance projection, the power
-# iteration's SᵀS, the backward's dS recurrence) is kept at fp32-level accuracy ("tf32x3", three tf32
-# products, or two where one operand is exactly representable in tf32): consolidation takes discrete
+# Every product is fp32-accurate. The state path (S update, resonance projection, the power
+# iteration's SᵀS, the backward's dS recurrence) needs it because consolidation takes discrete
 # decisions on S, and tf32 errors there would flip some. o and the token gradients need it too: with
 # one tf32 product (~1e-3 per op) the gradients of a 6-layer base model reaching the embedding were
-# off by 5x against the reference (H100, 2026-11-24; 1 layer: 2e-3), while tf32x3 gives 1e-4 there
-# for +29% op time (fwd+bwd 1.58 → 2.04 ms at B4 H8 T1000). Under the interpreter both are fp32.
-STATE_PRECISION = "tf32x3"
-OUTPUT_PRECISION = "tf32x3"
+# off by 5x against the reference (H100, 2026-11-24; 1 layer: 2e-3). An fp32-accurate product costs
+# three tf32 products ("tf32x3"), or fewer where an operand came as bf16/fp16 and so is exactly
+# representable in tf32 (see _dot). Under the interpreter every product is fp32.
 
 # Packed per-head scalars of the state (in and out): gamma_mult, gamma_add, eta_mult, energy_start, bound.
 _NSCAL = 5
@@ -117,40 +117,58 @@ def _tf32_split(x):
 
 
 @triton.jit
-def _chunk_out(q, k, v, S0, b, eta_t, C: tl.constexpr, PREC: tl.constexpr):
-    """o = ((Q Kᵀ) ⊙ D · η) V + e^{b} ⊙ (Q S0) for one chunk."""
-    A = tl.dot(q, tl.trans(k), input_precision=PREC) * (_decay_mask(b, C) * eta_t)
-    o = tl.dot(A, v, input_precision=PREC)
-    return o + tl.exp(b)[:, None] * tl.dot(q, S0, input_precision=PREC)
+def _dot(a, b, A_EXACT: tl.constexpr, B_EXACT: tl.constexpr):
+    """a @ b at fp32 accuracy on the tf32 matrix units. tf32x3 computes a_hi·b_hi + a_hi·b_lo +
+    a_lo·b_hi; an operand flagged exact (it came as bf16/fp16: its low half is zero) drops its terms,
+    so the product costs 1, 2 or 3 tf32 products and splits only the inexact operand."""
+    if A_EXACT and B_EXACT:
+        return tl.dot(a, b, input_precision="tf32")
+    elif B_EXACT:
+        a_hi, a_lo = _tf32_split(a)
+        return tl.dot(a_lo, b, acc=tl.dot(a_hi, b, input_precision="tf32"), input_precision="tf32")
+    elif A_EXACT:
+        b_hi, b_lo = _tf32_split(b)
+        return tl.dot(a, b_lo, acc=tl.dot(a, b_hi, input_precision="tf32"), input_precision="tf32")
+    else:
+        return tl.dot(a, b, input_precision="tf32x3")
 
 
 @triton.jit
-def _grads_intra(q, k, v, do, b, eta_t, C: tl.constexpr, PREC: tl.constexpr):
+def _chunk_out(q, k, v, S0, b, eta_t, C: tl.constexpr, QX: tl.constexpr, KX: tl.constexpr, VX: tl.constexpr):
+    """o = ((Q Kᵀ) ⊙ D · η) V + e^{b} ⊙ (Q S0) for one chunk (QX, KX, VX: q, k, v tf32-exact)."""
+    A = _dot(q, tl.trans(k), QX, KX) * (_decay_mask(b, C) * eta_t)
+    o = _dot(A, v, False, VX)
+    return o + tl.exp(b)[:, None] * _dot(q, S0, QX, False)
+
+
+@triton.jit
+def _grads_intra(q, k, v, do, b, eta_t, C: tl.constexpr, QX: tl.constexpr, KX: tl.constexpr, VX: tl.constexpr):
     """Intra-chunk parts of the token gradients: dq = B K, dk = Bᵀ Q, dv = Aᵀ dO, ∂b = ΣG rows − ΣG cols.
 
     Written so that the C×C tiles die early (D, then dO Vᵀ, then A and B)."""
     Dm = _decay_mask(b, C) * eta_t
-    A = tl.dot(q, tl.trans(k), input_precision=PREC) * Dm
-    dov = tl.dot(do, tl.trans(v), input_precision=PREC)
+    A = _dot(q, tl.trans(k), QX, KX) * Dm
+    dov = _dot(do, tl.trans(v), False, VX)
     G = A * dov
     db = tl.sum(G, 1) - tl.sum(G, 0)
     Bm = dov * Dm
-    dq = tl.dot(Bm, k, input_precision=PREC)
-    dk = tl.dot(tl.trans(Bm), q, input_precision=PREC)
-    dv = tl.dot(tl.trans(A), do, input_precision=PREC)
+    dq = _dot(Bm, k, False, KX)
+    dk = _dot(tl.trans(Bm), q, False, QX)
+    dv = _dot(tl.trans(A), do, False, False)
     return dq, dk, dv, db
 
 
 @triton.jit
-def _grads_state(q, k, v, do, S0, dS, b, b_last, eta_t, dq, dk, dv, db, C: tl.constexpr, PREC: tl.constexpr):
+def _grads_state(q, k, v, do, S0, dS, b, b_last, eta_t, dq, dk, dv, db, C: tl.constexpr,
+                 KX: tl.constexpr, VX: tl.constexpr):
     """Add the parts through S0 (the chunk's start state) and dS = ∂loss/∂S_L (module docstring)."""
     eb = tl.exp(b)
     w = tl.exp(b_last - b) * eta_t
-    do_s0t = tl.dot(do, tl.trans(S0), input_precision=PREC)  # row t: S0 do_t
+    do_s0t = _dot(do, tl.trans(S0), False, False)  # row t: S0 do_t
     dq += eb[:, None] * do_s0t
     db += eb * tl.sum(q * do_s0t, 1)
-    dk += w[:, None] * tl.dot(v, tl.trans(dS), input_precision=PREC)  # row s: dS v_s
-    k_ds = tl.dot(k, dS, input_precision=PREC)  # row s: dSᵀ k_s
+    dk += w[:, None] * _dot(v, tl.trans(dS), VX, False)  # row s: dS v_s
+    k_ds = _dot(k, dS, KX, False)  # row s: dSᵀ k_s
     dv += w[:, None] * k_ds
     h = w * tl.sum(k_ds * v, 1)
     through_end = tl.exp(b_last) * tl.sum(tl.sum(dS * S0, 1), 0) + tl.sum(h, 0)
@@ -168,7 +186,7 @@ def _start_vector(D: tl.constexpr):
 
 
 @triton.jit
-def _top_singular_value(S, fro, x, ITERS: tl.constexpr, PREC: tl.constexpr):
+def _top_singular_value(S, fro, x, ITERS: tl.constexpr):
     """consolidation.spectral_norm: ITERS steps of x ← SnᵀSn x / ‖·‖ (Sn = S/‖S‖_F), then ‖S x‖.
 
     M = SnᵀSn is formed once on the matrix units, so a step is one mat-vec (two in the reference).
@@ -178,7 +196,7 @@ def _top_singular_value(S, fro, x, ITERS: tl.constexpr, PREC: tl.constexpr):
     since ‖Mx‖ ≥ λ_max(M)·|x·u₁| with λ_max(M) = σ_max(Sn)² ≥ 1/d."""
     tiny = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny, as in the reference's clamps
     Sn = S / tl.maximum(fro, tiny)
-    M = tl.dot(tl.trans(Sn), Sn, input_precision=PREC)
+    M = _dot(tl.trans(Sn), Sn, False, False)
     for it in tl.static_range(ITERS):
         if it % 2 == 0:
             x = tl.sum(M * x[None, :], 1)
@@ -191,11 +209,11 @@ def _top_singular_value(S, fro, x, ITERS: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
-def _project_out(X, basis_ptr, keep, cols, D: tl.constexpr, PREC: tl.constexpr):
+def _project_out(X, basis_ptr, keep, cols, D: tl.constexpr):
     """X − Q[(1 − M) ⊙ QᵀX]: the resonance projection (symmetric, so also its own adjoint)."""
     Qb = tl.load(basis_ptr + cols[:, None] * D + cols[None, :])
-    P = tl.dot(tl.trans(Qb), X, input_precision=PREC)
-    return X - tl.dot(Qb, tl.where(keep[:, None], 0.0, P), input_precision=PREC)
+    P = _dot(tl.trans(Qb), X, False, False)
+    return X - _dot(Qb, tl.where(keep[:, None], 0.0, P), False, False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,7 +228,7 @@ def _fwd_state_kernel(
     sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
     H, T, NT, NB, off, eta, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
     lyapunov_step, lyapunov_tolerance,
-    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, V_TF32_EXACT: tl.constexpr, PREC_S: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, VX: tl.constexpr,
 ):
     bh = tl.program_id(0).to(tl.int64)
     bi = bh // H
@@ -243,30 +261,24 @@ def _fwd_state_kernel(
 
         w = tl.exp(b_last - b) * (eta * em)
         kw = k * w[:, None]
-        if V_TF32_EXACT:  # v came as bf16/fp16: split only k·w, two tf32 products
-            kw_hi, kw_lo = _tf32_split(kw)
-            write = tl.dot(tl.trans(kw_hi), v, input_precision="tf32")
-            write = tl.dot(tl.trans(kw_lo), v, acc=write, input_precision="tf32")
-        else:
-            write = tl.dot(tl.trans(kw), v, input_precision=PREC_S)
-        S = tl.exp(b_last) * S + write
+        S = tl.exp(b_last) * S + _dot(tl.trans(kw), v, False, VX)
         bound = tl.exp(2.0 * b_last) * bound + tl.sum(w * w * tl.sum(k * k, 1) * tl.sum(v * v, 1), 0)
 
         if (i + 1) * C <= off + T:  # absolute boundary after this chunk: consolidate
             energy = tl.sum(tl.sum(S * S, 1), 0)
             stable = (energy <= energy_start) | (energy <= lyapunov_tolerance * bound)
             fro = tl.sqrt(energy)
-            sigma = _top_singular_value(S, fro, x_start, ITERS, PREC_S)
+            sigma = _top_singular_value(S, fro, x_start, ITERS)
             snr = sigma * (D**0.5 / 2.0) / tl.maximum(fro, 1.1754943508222875e-38)
 
             Qb = tl.load(basis_ptr + mat)
-            P = tl.dot(tl.trans(Qb), S, input_precision=PREC_S)
+            P = _dot(tl.trans(Qb), S, False, False)
             mode_energy = tl.sum(P * P, 1)
             keep = mode_energy > resonance_threshold * (tl.sum(mode_energy, 0) / D)
             n_keep = tl.sum(keep.to(tl.int32), 0)
             energy_start = energy
             if n_keep < D:  # otherwise S − Q·0 = S exactly: skip the product and the new energy
-                S = S - tl.dot(Qb, tl.where(keep[:, None], 0.0, P), input_precision=PREC_S)
+                S = S - _dot(Qb, tl.where(keep[:, None], 0.0, P), False, False)
                 energy_start = tl.sum(tl.sum(S * S, 1), 0)
 
             low_snr = snr < snr_threshold
@@ -313,7 +325,7 @@ def _fwd_out_kernel(
     q_ptr, k_ptr, v_ptr, g_ptr, s_start_ptr, mult_ptr, o_ptr,
     sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
     H, T, NT, off, eta,
-    D: tl.constexpr, C: tl.constexpr, PREC_O: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr, QX: tl.constexpr, KX: tl.constexpr, VX: tl.constexpr,
 ):
     i = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -324,7 +336,7 @@ def _fwd_out_kernel(
                                                   sk_t, sv_b, sv_h, sv_t, bi, hi, bh, i, T, NT, off, D, C)
     b, _ = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
     S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + cols[:, None] * D + cols[None, :])
-    o = _chunk_out(q, k, v, S0, b, eta * em, C, PREC_O)
+    o = _chunk_out(q, k, v, S0, b, eta * em, C, QX, KX, VX)
     tl.store(o_ptr + (bh * T + t[:, None]) * D + cols[None, :], o, mask=valid[:, None])
 
 
@@ -333,7 +345,7 @@ def _bwd_state_kernel(
     q_ptr, g_ptr, do_ptr, basis_ptr, mult_ptr, keep_ptr, ds_out_ptr, ds_end_ptr, ds_in_ptr,
     sq_b, sq_h, sq_t, sg_b, sg_h, sg_t,
     H, T, NT, NB, off,
-    D: tl.constexpr, C: tl.constexpr, PREC_S: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr,
 ):
     bh = tl.program_id(0).to(tl.int64)
     bi = bh // H
@@ -350,7 +362,7 @@ def _bwd_state_kernel(
         if (i + 1) * C <= off + T:  # back through the projection S' = Π S_L: dS_L = Π dS'
             keep = tl.load(keep_ptr + (bh * NB + i) * D + cols) != 0
             if tl.sum(keep.to(tl.int32), 0) < D:
-                dS = _project_out(dS, basis_ptr, keep, cols, D, PREC_S)
+                dS = _project_out(dS, basis_ptr, keep, cols, D)
         tl.store(ds_end_ptr + (bh * NT + i) * D * D + mat, dS)
         t = i * C - off + rows
         valid = (t >= 0) & (t < T)
@@ -359,7 +371,7 @@ def _bwd_state_kernel(
         b, b_last = _log_decay(g_base, t, sg_t, valid, gm, ga, C)
         qe = _load_rows(q_base, t, sq_t, valid, cols) * tl.exp(b)[:, None]
         do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
-        dS = tl.exp(b_last) * dS + tl.dot(tl.trans(qe), do, input_precision=PREC_S)
+        dS = tl.exp(b_last) * dS + _dot(tl.trans(qe), do, False, False)
     tl.store(ds_in_ptr + bh * D * D + mat, dS)
 
 
@@ -369,7 +381,7 @@ def _bwd_grad_kernel(
     dq_ptr, dk_ptr, dv_ptr, dg_ptr,
     sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
     H, T, NT, off, eta,
-    D: tl.constexpr, C: tl.constexpr, PREC_O: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr, QX: tl.constexpr, KX: tl.constexpr, VX: tl.constexpr,
 ):
     i = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -381,10 +393,10 @@ def _bwd_grad_kernel(
                                                   sk_t, sv_b, sv_h, sv_t, bi, hi, bh, i, T, NT, off, D, C)
     do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
     b, b_last = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
-    dq, dk, dv, db = _grads_intra(q, k, v, do, b, eta * em, C, PREC_O)
+    dq, dk, dv, db = _grads_intra(q, k, v, do, b, eta * em, C, QX, KX, VX)
     S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + mat)
     dS = tl.load(ds_end_ptr + (bh * NT + i) * D * D + mat)
-    dq, dk, dv, db = _grads_state(q, k, v, do, S0, dS, b, b_last, eta * em, dq, dk, dv, db, C, PREC_O)
+    dq, dk, dv, db = _grads_state(q, k, v, do, S0, dS, b, b_last, eta * em, dq, dk, dv, db, C, KX, VX)
     tok = (bh * T + t[:, None]) * D + cols[None, :]
     tl.store(dq_ptr + tok, dq.to(dq_ptr.dtype.element_ty), mask=valid[:, None])
     tl.store(dk_ptr + tok, dk.to(dk_ptr.dtype.element_ty), mask=valid[:, None])
@@ -412,21 +424,35 @@ def _rows_contiguous(x: Tensor) -> Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _warps(warps: tuple[int, int] | None) -> tuple[int, int]:
-    """(warps of the sequential per-head kernels, warps of the kernels parallel over chunks).
+@dataclass(frozen=True)
+class LaunchSettings:
+    """Warps of the kernels (the GPU benchmark compares settings): of the sequential per-head
+    kernels, of the forward output kernel and of the backward gradient kernel (both parallel over
+    (chunk, head)). 4 everywhere measured fastest at d = 64 (H200, 2026-11-30: 8 warps for the
+    gradient kernel 1.7× slower, for the state kernels 1.3–1.8×; notes_memory_kernel.md)."""
 
-    4 and 4 measured fastest at d = 64 on an H100 (8 warps: 1.2–2.5× slower)."""
-    return warps or (4, 4)
+    state_warps: int = 4
+    out_warps: int = 4
+    grad_warps: int = 4
+
+
+LAUNCH = LaunchSettings()  # the launchers' default (a benchmark may swap it to compare settings)
+
+
+def _exact(x: Tensor) -> bool:
+    """Whether x's values are exactly representable in tf32 (so _dot needs no low half for it)."""
+    return x.dtype in (torch.bfloat16, torch.float16)
 
 
 def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
-                   eta: float, off: int, cfg: ConsolidationConfig, warps: tuple[int, int] | None = None
+                   eta: float, off: int, cfg: ConsolidationConfig, launch: LaunchSettings | None = None
                    ) -> tuple[Tensor, ...]:
     """Run the forward kernels. Returns (o, S, scal, stat_f, flags, modes, s_start, mult, keep):
     o (B,H,T,d) fp32; S (B,H,d,d); scal (B,H,5) = gamma_mult, gamma_add, eta_mult, energy_start,
     bound; stat_f (B,H,nb,3) = snr, resonance_energy, energy; flags (B,H,nb,2) int8 = low_snr, stable;
     modes (B,H,nb) int64 resonant modes; s_start (B,H,nt,d,d) S at every chunk start; mult (B,H,nt,3)
-    the adjustments in force in every chunk; keep (B,H,nb,d) int8 mode masks."""
+    the adjustments in force in every chunk; keep (B,H,nb,d) int8 mode masks. ``launch``: LAUNCH if None."""
+    launch = launch or LAUNCH
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
     B, H, T, d = q.shape
     C = cfg.chunk
@@ -441,26 +467,26 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
     s_start = torch.empty(B, H, NT, d, d, **f32)
     mult = torch.empty(B, H, NT, 3, **f32)
     keep = torch.empty(B, H, NB, d, dtype=torch.int8, device=q.device)
-    w_state, w_par = _warps(warps)
     _fwd_state_kernel[(B * H,)](
         k, v, gamma, basis.contiguous().float(), S0.contiguous(), scal0.contiguous(),
         S, scal, s_start, mult, keep, stat_f, flags, modes, *_strides(k, v, gamma),
         H, T, NT, NB, off, eta, cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold,
         cfg.lyapunov_gamma_step, cfg.lyapunov_tolerance,
-        D=d, C=C, ITERS=cfg.power_iterations, V_TF32_EXACT=v.dtype in (torch.bfloat16, torch.float16),
-        PREC_S=STATE_PRECISION, num_warps=w_state,
+        D=d, C=C, ITERS=cfg.power_iterations, VX=_exact(v),
+        num_warps=launch.state_warps,
     )
     _fwd_out_kernel[(NT, B * H)](
         q, k, v, gamma, s_start, mult, o, *_strides(q, k, v, gamma), H, T, NT, off, eta,
-        D=d, C=C, PREC_O=OUTPUT_PRECISION, num_warps=w_par,
+        D=d, C=C, QX=_exact(q), KX=_exact(k), VX=_exact(v), num_warps=launch.out_warps,
     )
     return o, S, scal, stat_f, flags, modes, s_start, mult, keep
 
 
 def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
                     s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int,
-                    warps: tuple[int, int] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                    launch: LaunchSettings | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run the backward kernels: (dq, dk, dv, dgamma) in the inputs' dtypes and dS0 (fp32)."""
+    launch = launch or LAUNCH
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
     B, H, T, d = q.shape
     NT, NB = _grid_sizes(T, chunk, off)
@@ -470,14 +496,13 @@ def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gam
     dg = torch.empty(B, H, T, dtype=gamma.dtype, device=gamma.device)
     dS0 = torch.empty(B, H, d, d, dtype=torch.float32, device=q.device)
     ds_end = torch.empty(B, H, NT, d, d, dtype=torch.float32, device=q.device)  # dS_L of every chunk
-    w_state, w_par = _warps(warps)
     _bwd_state_kernel[(B * H,)](
         q, gamma, do, basis.contiguous().float(), mult, keep, dS, ds_end, dS0, *_strides(q, gamma),
-        H, T, NT, NB, off, D=d, C=chunk, PREC_S=STATE_PRECISION, num_warps=w_state,
+        H, T, NT, NB, off, D=d, C=chunk, num_warps=launch.state_warps,
     )
     _bwd_grad_kernel[(NT, B * H)](
         q, k, v, gamma, do, s_start, mult, ds_end, dq, dk, dv, dg, *_strides(q, k, v, gamma), H, T, NT, off, eta,
-        D=d, C=chunk, PREC_O=OUTPUT_PRECISION, num_warps=w_par,
+        D=d, C=chunk, QX=_exact(q), KX=_exact(k), VX=_exact(v), num_warps=launch.grad_warps,
     )
     return dq, dk, dv, dg, dS0
 
