@@ -34,6 +34,7 @@ class Task:
     pairs: int = 16
     seq_len: int = 256
     vocab_size: int = 256  # keys from [1, 1 + V/2), values from [1 + V/2, V)
+    gap_power: float = 0.01  # query gaps ∝ gap^(gap_power − 1) (Zoology's power_a)
 
     def validate(self) -> None:
         half = (self.vocab_size - 1) // 2
@@ -45,7 +46,15 @@ class Task:
 
 
 def make_batch(task: Task, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs (batch, seq_len) and labels (IGNORE except at query positions, where the value is)."""
+    """Inputs (batch, seq_len) and labels (IGNORE except at query positions, where the value is).
+
+    Zoology's layout: ``k₁ v₁ … kₙ vₙ`` then the n keys again in random order, each at an even
+    offset of the query section drawn without replacement with probability ∝ gap^(gap_power − 1)
+    (most queries close to the pairs, some far), PAD everywhere else. Only the query *key* is in
+    the inputs: the label at its position is its value, i.e. the token the model must emit after
+    reading ``inputs[:p + 1]``; the value itself never appears in the query section (if it did,
+    "the one value not yet shown" would answer the last queries without any recall).
+    """
     half = (task.vocab_size - 1) // 2
     n, length = task.pairs, task.seq_len
     keys = torch.argsort(torch.rand(batch, half, generator=generator), dim=1)[:, :n] + 1
@@ -53,14 +62,14 @@ def make_batch(task: Task, batch: int, generator: torch.Generator) -> tuple[torc
     inputs = torch.full((batch, length), PAD, dtype=torch.long)
     labels = torch.full((batch, length), IGNORE, dtype=torch.long)
     inputs[:, 0 : 2 * n : 2], inputs[:, 1 : 2 * n : 2] = keys, values
-    # Query slots: n distinct even offsets in the rest, each a (query key, its value) pair.
     slots = (length - 2 * n) // 2
-    offsets = torch.argsort(torch.rand(batch, slots, generator=generator), dim=1)[:, :n] * 2 + 2 * n
+    gap_weights = torch.arange(1, slots + 1, dtype=torch.float64) ** (task.gap_power - 1)
+    gaps = torch.multinomial(gap_weights.expand(batch, slots), n, replacement=False, generator=generator)
+    positions = 2 * n + 2 * gaps
     order = torch.argsort(torch.rand(batch, n, generator=generator), dim=1)
     rows = torch.arange(batch)[:, None]
-    inputs[rows, offsets] = keys.gather(1, order)
-    inputs[rows, offsets + 1] = values.gather(1, order)
-    labels[rows, offsets] = values.gather(1, order)
+    inputs[rows, positions] = keys.gather(1, order)
+    labels[rows, positions] = values.gather(1, order)
     return inputs, labels
 
 

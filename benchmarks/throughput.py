@@ -11,6 +11,11 @@ Three measurements, each printed as a table and written to JSON:
 
     python benchmarks/throughput.py                      # everything (about 8 minutes on an H100)
     python benchmarks/throughput.py --only train --settings base:32:1024 --modes eager
+    python benchmarks/throughput.py --report a.json b.json  # one set of tables from several runs' JSON
+
+On a machine with two GPUs, the eager and compiled halves can run side by side, one process per GPU
+(``CUDA_VISIBLE_DEVICES=0 ... --modes eager`` and ``CUDA_VISIBLE_DEVICES=1 ... --only train --modes
+compiled``); every ratio is still between peers timed in the same process.
 
 Model FLOPs per token (forward + backward = 3× forward): ``6·N`` for the weights (N without the
 embedding, which is a lookup; the tied LM head counted once) plus the token mixing — attention
@@ -188,7 +193,16 @@ def main() -> None:
     parser.add_argument("--decode-batches", default="1,16")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/throughput.json"))
+    parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
+                        help="print the tables of these result files (written by earlier runs) and exit")
     args = parser.parse_args()
+    if args.report:
+        reports = [json.loads(path.read_text()) for path in args.report]
+        print_report({"device": " / ".join(dict.fromkeys(r["device"] for r in reports)),
+                      "torch": " / ".join(dict.fromkeys(r["torch"] for r in reports)),
+                      "date": " / ".join(dict.fromkeys(r["date"] for r in reports)),
+                      **{part: [row for r in reports for row in r[part]] for part in ("train", "op", "decode")}})
+        return
     if not torch.cuda.is_available():
         raise SystemExit("throughput.py measures GPU speed: no CUDA device found")
     parts = set(args.only or ("train", "op", "decode"))
@@ -226,6 +240,10 @@ def main() -> None:
                     report["decode"].append(row)
                     print(row, flush=True)
                     save()
+    print_report(report)
+
+
+def print_report(report: dict) -> None:
     print(f"\n# {report['device']}, torch {report['torch']}, {report['date']}")
     print_table("training step (bf16 autocast, AdamW)", report["train"])
     print_table("memory op, B H T D as given", report["op"])

@@ -34,7 +34,9 @@ chain of chunks gets longer; see benchmarks/notes_memory_kernel.md.)
   (their derivative is zero almost everywhere), the projection is the linear map
   Π = I − Q(1−M)Qᵀ, symmetric, so dS_L = Π dS'; then dS0 = e^{b_L} dS_L + Σ_t e^{b_t} q_t do_tᵀ.
   It saves dS_L of every chunk and returns the gradient of the incoming S.
-* ``_bwd_grad_kernel`` computes dq, dk, dv, dΓ of one (chunk, head) from S0 and dS_L.
+* ``_bwd_query_kernel`` computes dq and part of ∂b of one (chunk, head) from S0;
+  ``_bwd_key_kernel`` then dk, dv, the rest of ∂b and dΓ from dS_L. (One kernel computing all four
+  held ~10 live 64×64 fp32 tiles and spilled 540–610 registers; H200, 2026-11-30.)
 
 Token gradients of one chunk (D_ts = e^{b_t−b_s} for s ≤ t, 0 otherwise; A = (QKᵀ)⊙D·η,
 B = (dO Vᵀ)⊙D·η, G = A ⊙ (dO Vᵀ), h_s = w_s k_sᵀ dS_L v_s):
@@ -109,6 +111,14 @@ def _decay_mask(b, C: tl.constexpr):
 
 
 @triton.jit
+def _decay_mask_t(b, C: tl.constexpr):
+    """Dᵀ, built directly in the key-major orientation (row s, column t)."""
+    rows = tl.arange(0, C)
+    causal = rows[:, None] <= rows[None, :]
+    return tl.exp(tl.where(causal, b[None, :] - b[:, None], float("-inf")))
+
+
+@triton.jit
 def _tf32_split(x):
     """x = hi + lo with hi exactly representable in tf32 (10 mantissa bits): hi·y + lo·y on tf32
     matrix units is fp32-accurate when y is itself tf32-exact (bf16/fp16 data)."""
@@ -139,41 +149,6 @@ def _chunk_out(q, k, v, S0, b, eta_t, C: tl.constexpr, QX: tl.constexpr, KX: tl.
     A = _dot(q, tl.trans(k), QX, KX) * (_decay_mask(b, C) * eta_t)
     o = _dot(A, v, False, VX)
     return o + tl.exp(b)[:, None] * _dot(q, S0, QX, False)
-
-
-@triton.jit
-def _grads_intra(q, k, v, do, b, eta_t, C: tl.constexpr, QX: tl.constexpr, KX: tl.constexpr, VX: tl.constexpr):
-    """Intra-chunk parts of the token gradients: dq = B K, dk = Bᵀ Q, dv = Aᵀ dO, ∂b = ΣG rows − ΣG cols.
-
-    Written so that the C×C tiles die early (D, then dO Vᵀ, then A and B)."""
-    Dm = _decay_mask(b, C) * eta_t
-    A = _dot(q, tl.trans(k), QX, KX) * Dm
-    dov = _dot(do, tl.trans(v), False, VX)
-    G = A * dov
-    db = tl.sum(G, 1) - tl.sum(G, 0)
-    Bm = dov * Dm
-    dq = _dot(Bm, k, False, KX)
-    dk = _dot(tl.trans(Bm), q, False, QX)
-    dv = _dot(tl.trans(A), do, False, False)
-    return dq, dk, dv, db
-
-
-@triton.jit
-def _grads_state(q, k, v, do, S0, dS, b, b_last, eta_t, dq, dk, dv, db, C: tl.constexpr,
-                 KX: tl.constexpr, VX: tl.constexpr):
-    """Add the parts through S0 (the chunk's start state) and dS = ∂loss/∂S_L (module docstring)."""
-    eb = tl.exp(b)
-    w = tl.exp(b_last - b) * eta_t
-    do_s0t = _dot(do, tl.trans(S0), False, False)  # row t: S0 do_t
-    dq += eb[:, None] * do_s0t
-    db += eb * tl.sum(q * do_s0t, 1)
-    dk += w[:, None] * _dot(v, tl.trans(dS), VX, False)  # row s: dS v_s
-    k_ds = _dot(k, dS, KX, False)  # row s: dSᵀ k_s
-    dv += w[:, None] * k_ds
-    h = w * tl.sum(k_ds * v, 1)
-    through_end = tl.exp(b_last) * tl.sum(tl.sum(dS * S0, 1), 0) + tl.sum(h, 0)
-    db += tl.where(tl.arange(0, C) == C - 1, through_end, 0.0) - h
-    return dq, dk, dv, db
 
 
 @triton.jit
@@ -376,13 +351,48 @@ def _bwd_state_kernel(
 
 
 @triton.jit
-def _bwd_grad_kernel(
-    q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, s_start_ptr, mult_ptr, ds_end_ptr,
-    dq_ptr, dk_ptr, dv_ptr, dg_ptr,
+def _bwd_query_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, s_start_ptr, mult_ptr, dq_ptr, db_ptr,
     sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
     H, T, NT, off, eta,
     D: tl.constexpr, C: tl.constexpr, QX: tl.constexpr, KX: tl.constexpr, VX: tl.constexpr,
 ):
+    """dq and the intra-chunk and S0 parts of ∂b of one (chunk, head):
+    dq = B K + e^{b} ⊙ (dO S0ᵀ),  ∂b ⊇ Σ_s G_ts − Σ_s G_st + e^{b_t} q_t·(S0 do_t)."""
+    i = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    bi = bh // H
+    hi = bh % H
+    cols = tl.arange(0, D)
+    t, valid, q, k, v, gm, ga, em = _chunk_inputs(q_ptr, k_ptr, v_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h,
+                                                  sk_t, sv_b, sv_h, sv_t, bi, hi, bh, i, T, NT, off, D, C)
+    do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
+    b, _ = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
+    Dm = _decay_mask(b, C) * (eta * em)
+    dov = _dot(do, tl.trans(v), False, VX)
+    G = _dot(q, tl.trans(k), QX, KX) * Dm * dov
+    db = tl.sum(G, 1) - tl.sum(G, 0)
+    dq = _dot(dov * Dm, k, False, KX)
+    S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + cols[:, None] * D + cols[None, :])
+    do_s0t = _dot(do, tl.trans(S0), False, False)  # row t: S0 do_t
+    eb = tl.exp(b)
+    dq += eb[:, None] * do_s0t
+    db += eb * tl.sum(q * do_s0t, 1)
+    tl.store(dq_ptr + (bh * T + t[:, None]) * D + cols[None, :], dq.to(dq_ptr.dtype.element_ty), mask=valid[:, None])
+    tl.store(db_ptr + bh * T + t, db, mask=valid)
+
+
+@triton.jit
+def _bwd_key_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, s_start_ptr, mult_ptr, ds_end_ptr, db_ptr,
+    dk_ptr, dv_ptr, dg_ptr,
+    sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
+    H, T, NT, off, eta,
+    D: tl.constexpr, C: tl.constexpr, QX: tl.constexpr, KX: tl.constexpr, VX: tl.constexpr,
+):
+    """dk, dv of one (chunk, head) in the key-major orientation (Aᵀ = (K Qᵀ) ⊙ Dᵀ·η), the rest of
+    ∂b (the terms through dS_L) and dΓ = −gm · (reverse cumulative sum of ∂b):
+    dk = Bᵀ Q + w ⊙ (V dS_Lᵀ),  dv = Aᵀ dO + w ⊙ (K dS_L)."""
     i = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     bi = bh // H
@@ -393,12 +403,20 @@ def _bwd_grad_kernel(
                                                   sk_t, sv_b, sv_h, sv_t, bi, hi, bh, i, T, NT, off, D, C)
     do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
     b, b_last = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
-    dq, dk, dv, db = _grads_intra(q, k, v, do, b, eta * em, C, QX, KX, VX)
-    S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + mat)
+    DmT = _decay_mask_t(b, C) * (eta * em)
+    dv = _dot(_dot(k, tl.trans(q), KX, QX) * DmT, do, False, False)
+    dk = _dot(_dot(v, tl.trans(do), VX, False) * DmT, q, False, QX)
     dS = tl.load(ds_end_ptr + (bh * NT + i) * D * D + mat)
-    dq, dk, dv, db = _grads_state(q, k, v, do, S0, dS, b, b_last, eta * em, dq, dk, dv, db, C, KX, VX)
+    w = tl.exp(b_last - b) * (eta * em)
+    dk += w[:, None] * _dot(v, tl.trans(dS), VX, False)  # row s: dS v_s
+    k_ds = _dot(k, dS, KX, False)  # row s: dSᵀ k_s
+    dv += w[:, None] * k_ds
+    h = w * tl.sum(k_ds * v, 1)
+    S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + mat)
+    through_end = tl.exp(b_last) * tl.sum(tl.sum(dS * S0, 1), 0) + tl.sum(h, 0)
+    db = tl.load(db_ptr + bh * T + t, mask=valid, other=0.0) - h
+    db += tl.where(tl.arange(0, C) == C - 1, through_end, 0.0)
     tok = (bh * T + t[:, None]) * D + cols[None, :]
-    tl.store(dq_ptr + tok, dq.to(dq_ptr.dtype.element_ty), mask=valid[:, None])
     tl.store(dk_ptr + tok, dk.to(dk_ptr.dtype.element_ty), mask=valid[:, None])
     tl.store(dv_ptr + tok, dv.to(dv_ptr.dtype.element_ty), mask=valid[:, None])
     dg = -gm * tl.cumsum(db, 0, reverse=True)
@@ -427,9 +445,8 @@ def _rows_contiguous(x: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class LaunchSettings:
     """Warps of the kernels (the GPU benchmark compares settings): of the sequential per-head
-    kernels, of the forward output kernel and of the backward gradient kernel (both parallel over
-    (chunk, head)). 4 everywhere measured fastest at d = 64 (H200, 2026-11-30: 8 warps for the
-    gradient kernel 1.7× slower, for the state kernels 1.3–1.8×; notes_memory_kernel.md)."""
+    kernels, of the forward output kernel and of the backward gradient kernels (all three parallel
+    over (chunk, head)). See notes_memory_kernel.md for the measurements behind the defaults."""
 
     state_warps: int = 4
     out_warps: int = 4
@@ -500,8 +517,13 @@ def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gam
         q, gamma, do, basis.contiguous().float(), mult, keep, dS, ds_end, dS0, *_strides(q, gamma),
         H, T, NT, NB, off, D=d, C=chunk, num_warps=launch.state_warps,
     )
-    _bwd_grad_kernel[(NT, B * H)](
-        q, k, v, gamma, do, s_start, mult, ds_end, dq, dk, dv, dg, *_strides(q, k, v, gamma), H, T, NT, off, eta,
+    db = torch.empty(B, H, T, dtype=torch.float32, device=q.device)  # ∂b from the query side
+    _bwd_query_kernel[(NT, B * H)](
+        q, k, v, gamma, do, s_start, mult, dq, db, *_strides(q, k, v, gamma), H, T, NT, off, eta,
+        D=d, C=chunk, QX=_exact(q), KX=_exact(k), VX=_exact(v), num_warps=launch.grad_warps,
+    )
+    _bwd_key_kernel[(NT, B * H)](
+        q, k, v, gamma, do, s_start, mult, ds_end, db, dk, dv, dg, *_strides(q, k, v, gamma), H, T, NT, off, eta,
         D=d, C=chunk, QX=_exact(q), KX=_exact(k), VX=_exact(v), num_warps=launch.grad_warps,
     )
     return dq, dk, dv, dg, dS0
