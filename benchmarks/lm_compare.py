@@ -202,8 +202,9 @@ def write_report(args: argparse.Namespace, rows: list[dict], meta: dict) -> None
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "lm_compare.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     header = [f"{meta['date']}, {meta['device']}: `{meta['command']}`", "",
-              f"preset {args.preset}, batch {args.batch_size} × window {meta['n_seq']}, {meta['steps']} steps "
-              f"({meta['steps'] * args.batch_size * meta['n_seq']:,} tokens) per model, learning rate "
+              f"preset {args.preset}, batch {args.batch_size} × window {meta['n_seq']}, at most {meta['steps']} steps "
+              f"({meta['steps'] * args.batch_size * meta['n_seq']:,} tokens) per model (an epoch stops early when "
+              f"the split holds fewer batches: 'train tokens' is what ran), learning rate "
               f"{args.learning_rate:g}; best val = the best of {args.num_epochs} epoch-end validations "
               f"({args.val_batches} batches each); test = "
               + (f"the first {args.test_batches} batches of the test split." if args.test_batches

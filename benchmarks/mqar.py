@@ -1,21 +1,35 @@
 """Multi-query associative recall (MQAR): can the model look up values it was shown earlier?
 
-Each sequence starts with ``pairs`` key–value pairs ``k₁ v₁ k₂ v₂ …`` (keys and values drawn without
-repetition from disjoint ranges of the vocabulary); every key is then queried once, at a random
-position of the rest of the sequence, and the model must predict the value that followed it.
-Everything else is a pad token. Accuracy is the fraction of queries answered exactly (greedy).
+The task of Zoology (Arora et al. 2023) and Based: each sequence starts with ``pairs`` key–value
+pairs ``k₁ v₁ k₂ v₂ …`` (keys and values drawn without repetition from disjoint halves of the
+vocabulary); then every key is queried once, alone, at a power-law-distributed gap after the pairs,
+and the model must emit the value that followed it. Everything else is a pad token. Only the query
+positions carry a loss; accuracy is the fraction of queries answered exactly (greedy argmax).
 
 A model without memory (Phase 1) can only guess among the values (accuracy ≈ 1/pairs at best);
 attention and a working associative memory should approach 100%.
 
-    python benchmarks/mqar.py --device cuda                         # the headline check
-    python benchmarks/mqar.py --device cuda --sweep                 # pairs × length: where each breaks
+Recipe (the same for every arch): AdamW (β 0.9/0.98, weight decay 0.1 on matrices and embeddings),
+linear warmup over the first 10% of the steps then cosine decay to 0, gradient clipping at 1,
+dropout 0, bf16 autocast on CUDA. Progress (loss, accuracy on a fixed held-out batch) is printed
+every ``--log-every`` steps.
+
+    python benchmarks/mqar.py                         # the headline check: T 256, 16 pairs, d_model 128
+    python benchmarks/mqar.py --sweep                 # also pairs × length: where each arch breaks
+    OMP_NUM_THREADS=2 python benchmarks/mqar.py --device cpu --pairs 8 --seq-len 64 --vocab-size 64 \
+        --d-model 64 --steps 3000 --batch-size 64 --output benchmarks/results/mqar_cpu_small.json
+
+Writes ``--output`` (JSON: arguments and one entry per run, with its learning curve), the same
+stem with ``.md`` (a markdown table) and, when matplotlib is importable, ``.png`` (learning curves)
+and with ``--sweep`` ``_sweep.png`` (accuracy against pairs, one panel per length).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,20 +68,22 @@ def make_batch(task: Task, batch: int, generator: torch.Generator) -> tuple[torc
     the inputs: the label at its position is its value, i.e. the token the model must emit after
     reading ``inputs[:p + 1]``; the value itself never appears in the query section (if it did,
     "the one value not yet shown" would answer the last queries without any recall).
+
+    The tensors are made on ``generator``'s device (on a GPU: no host work or copy per step).
     """
     half = (task.vocab_size - 1) // 2
-    n, length = task.pairs, task.seq_len
-    keys = torch.argsort(torch.rand(batch, half, generator=generator), dim=1)[:, :n] + 1
-    values = torch.argsort(torch.rand(batch, half, generator=generator), dim=1)[:, :n] + 1 + half
-    inputs = torch.full((batch, length), PAD, dtype=torch.long)
-    labels = torch.full((batch, length), IGNORE, dtype=torch.long)
+    n, length, device = task.pairs, task.seq_len, generator.device
+    keys = torch.argsort(torch.rand(batch, half, generator=generator, device=device), dim=1)[:, :n] + 1
+    values = torch.argsort(torch.rand(batch, half, generator=generator, device=device), dim=1)[:, :n] + 1 + half
+    inputs = torch.full((batch, length), PAD, dtype=torch.long, device=device)
+    labels = torch.full((batch, length), IGNORE, dtype=torch.long, device=device)
     inputs[:, 0 : 2 * n : 2], inputs[:, 1 : 2 * n : 2] = keys, values
     slots = (length - 2 * n) // 2
-    gap_weights = torch.arange(1, slots + 1, dtype=torch.float64) ** (task.gap_power - 1)
+    gap_weights = torch.arange(1, slots + 1, dtype=torch.float64, device=device) ** (task.gap_power - 1)
     gaps = torch.multinomial(gap_weights.expand(batch, slots), n, replacement=False, generator=generator)
     positions = 2 * n + 2 * gaps
-    order = torch.argsort(torch.rand(batch, n, generator=generator), dim=1)
-    rows = torch.arange(batch)[:, None]
+    order = torch.argsort(torch.rand(batch, n, generator=generator, device=device), dim=1)
+    rows = torch.arange(batch, device=device)[:, None]
     inputs[rows, positions] = keys.gather(1, order)
     labels[rows, positions] = values.gather(1, order)
     return inputs, labels
@@ -80,19 +96,63 @@ def model_config(arch: str, task: Task, d_model: int, n_layers: int) -> ModelCon
                        ffn_dim=2 * d_model, dropout=0.0)
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, steps: int, warmup_fraction: float):
+    """AdamW with weight decay on matrices and embeddings only; linear warmup, then cosine to 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
+    warmup = max(1, round(warmup_fraction * steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], autocast) -> float:
+    """Fraction of query positions whose greedy prediction is the label."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with autocast:
+        for inputs, labels in batches:
+            predictions = model(inputs).logits.argmax(-1)
+            mask = labels != IGNORE
+            correct += (predictions[mask] == labels[mask]).sum().item()
+            total += mask.sum().item()
+    model.train(was_training)
+    return correct / total
+
+
+def held_out(task: Task, sequences: int, batch: int, seed: int, device: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator(device).manual_seed(seed)
+    sizes = [batch] * (sequences // batch) + ([sequences % batch] if sequences % batch else [])
+    return [make_batch(task, size, generator) for size in sizes]
+
+
 def train_and_evaluate(arch: str, task: Task, *, steps: int, batch: int, d_model: int, n_layers: int,
-                       lr: float, device: str, seed: int = 0, eval_batches: int = 8) -> dict:
+                       lr: float, device: str, weight_decay: float = 0.1, warmup_fraction: float = 0.1,
+                       seed: int = 0, eval_sequences: int = 2048, log_every: int = 0) -> dict:
+    """Train ``arch`` on fresh batches for ``steps`` steps; accuracy on ``eval_sequences`` unseen ones.
+
+    Every ``log_every`` steps (0: never) prints the loss and the accuracy on a fixed held-out batch
+    (recorded in the result's ``curve``)."""
     task.validate()
     torch.manual_seed(seed)
     model = build_model(model_config(arch, task, d_model, n_layers)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
-    generator = torch.Generator().manual_seed(seed)
+    optimizer, schedule = make_optimizer(model, lr, weight_decay, steps, warmup_fraction)
+    generator = torch.Generator(device).manual_seed(seed)
     autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.startswith("cuda"))
+    probe = held_out(task, min(256, eval_sequences), batch, seed + 2, device)
+    curve = []
     start = time.perf_counter()
     model.train()
-    for _ in range(steps):
-        inputs, labels = (t.to(device) for t in make_batch(task, batch, generator))
+    for step in range(1, steps + 1):
+        inputs, labels = make_batch(task, batch, generator)
         with autocast:
             logits = model(inputs).logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
@@ -101,19 +161,45 @@ def train_and_evaluate(arch: str, task: Task, *, steps: int, batch: int, d_model
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
+        if log_every and (step % log_every == 0 or step == steps):
+            curve.append({"step": step, "loss": round(loss.item(), 4), "accuracy": accuracy(model, probe, autocast)})
+            print(f"  {arch:12s} step {step:6d}/{steps}  loss {curve[-1]['loss']:.4f}  "
+                  f"accuracy {curve[-1]['accuracy']:.4f}  {time.perf_counter() - start:6.0f}s", flush=True)
     train_seconds = time.perf_counter() - start
-    model.eval()
-    correct = total = 0
-    eval_generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad(), autocast:
-        for _ in range(eval_batches):
-            inputs, labels = (t.to(device) for t in make_batch(task, batch, eval_generator))
-            predictions = model(inputs).logits.argmax(-1)
-            mask = labels != IGNORE
-            correct += (predictions[mask] == labels[mask]).sum().item()
-            total += mask.sum().item()
-    return {"arch": arch, "pairs": task.pairs, "seq_len": task.seq_len, "accuracy": correct / total,
-            "final_loss": loss.item(), "steps": steps, "train_seconds": round(train_seconds, 1)}
+    final = accuracy(model, held_out(task, eval_sequences, batch, seed + 1, device), autocast)
+    return {"arch": arch, "pairs": task.pairs, "seq_len": task.seq_len, "vocab_size": task.vocab_size,
+            "d_model": d_model, "n_layers": n_layers, "parameters": model.num_parameters(),
+            "accuracy": final, "final_loss": loss.item(), "steps": steps, "batch_size": batch,
+            "train_seconds": round(train_seconds, 1), "curve": curve}
+
+
+def markdown_table(results: list[dict]) -> str:
+    lines = ["| arch | pairs | T | vocab | d_model | steps | accuracy | 1/pairs | final loss | train s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        lines.append(f"| {r['arch']} | {r['pairs']} | {r['seq_len']} | {r['vocab_size']} | {r['d_model']} | "
+                     f"{r['steps']} | {100 * r['accuracy']:.1f}% | {100 / r['pairs']:.1f}% | "
+                     f"{r['final_loss']:.3f} | {r['train_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for r in results:
+        if r["curve"]:
+            ax.plot([c["step"] for c in r["curve"]], [c["accuracy"] for c in r["curve"]],
+                    label=f"{r['arch']} ({r['pairs']} pairs, T {r['seq_len']})")
+    ax.set(title="MQAR: held-out accuracy while training", xlabel="step", ylabel="accuracy", ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def plot_sweep(results: list[dict], path: Path) -> None:
@@ -135,46 +221,68 @@ def plot_sweep(results: list[dict], path: Path) -> None:
     axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Multi-query associative recall for phase2, phase1 and transformer.")
-    parser.add_argument("--archs", default="phase2,transformer,phase1")
-    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--archs", default="phase2,transformer,phase1", help="comma-separated, run one after another")
+    parser.add_argument("--pairs", type=int, default=16, help="key-value pairs per sequence")
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--vocab-size", type=int, default=256)
-    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--vocab-size", type=int, default=256, help="keys in the lower half, values in the upper")
+    parser.add_argument("--d-model", type=int, default=128, help="width (heads of 64)")
     parser.add_argument("--n-layers", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=3000, help="training steps per arch and setting")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak AdamW learning rate")
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--warmup-fraction", type=float, default=0.1, help="linear warmup, then cosine to 0")
+    parser.add_argument("--eval-sequences", type=int, default=2048, help="held-out sequences for the final accuracy")
+    parser.add_argument("--log-every", type=int, default=250, help="print progress every N steps (0: never)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sweep", action="store_true", help="also sweep pairs {4..128} x length {128..1024}")
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/mqar.json"))
+    parser.add_argument("--sweep", action="store_true",
+                        help="also sweep pairs {4..128} x length {128..1024} (vocab >= 4 x pairs + 1)")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/mqar.json"),
+                        help="JSON results; a .md table and .png plots are written next to it")
     args = parser.parse_args()
 
     settings = [(args.pairs, args.seq_len)]
     if args.sweep:
         settings += [(p, t) for t in (128, 256, 512, 1024) for p in (4, 8, 16, 32, 64, 128)
                      if 4 * p <= t and (p, t) != (args.pairs, args.seq_len)]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join(sys.argv)
+    device = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+              else f"cpu, {torch.get_num_threads()} threads")
+    environment = {"device": device, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    print(f"{command}\n{environment}", flush=True)
     results = []
     for pairs, length in settings:
-        task = Task(pairs=pairs, seq_len=length, vocab_size=max(args.vocab_size, 2 * pairs + 3))
+        task = Task(pairs=pairs, seq_len=length, vocab_size=max(args.vocab_size, 4 * pairs + 1))
         for arch in args.archs.split(","):
             result = train_and_evaluate(arch, task, steps=args.steps, batch=args.batch_size,
-                                        d_model=args.d_model, n_layers=args.n_layers,
-                                        lr=args.learning_rate, device=args.device)
+                                        d_model=args.d_model, n_layers=args.n_layers, lr=args.learning_rate,
+                                        weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
+                                        device=args.device, seed=args.seed, eval_sequences=args.eval_sequences,
+                                        log_every=args.log_every)
             results.append(result)
             print(f"{arch:12s} pairs {pairs:4d}  T {length:5d}  accuracy {result['accuracy']:.4f}  "
                   f"loss {result['final_loss']:.4f}  {result['train_seconds']:.0f}s", flush=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                       "results": results}, indent=2))
-    if args.sweep:
-        plot_sweep(results, args.output.with_suffix(".png"))
-    print(f"\n{'arch':12s} {'pairs':>5s} {'T':>5s} {'accuracy':>9s}")
-    for r in results:
-        print(f"{r['arch']:12s} {r['pairs']:5d} {r['seq_len']:5d} {r['accuracy']:9.4f}")
+            # Written after every run, so an interrupted sweep keeps what it finished.
+            args.output.write_text(json.dumps({"environment": environment, "command": command,
+                                               "args": {k: str(v) for k, v in vars(args).items()},
+                                               "results": results}, indent=2))
+    table = markdown_table(results)
+    args.output.with_suffix(".md").write_text(table)
+    try:
+        if any(r["curve"] for r in results):
+            plot_curves(results, args.output.with_suffix(".png"))
+        if args.sweep:
+            plot_sweep(results, args.output.with_name(args.output.stem + "_sweep.png"))
+    except ImportError:
+        print("matplotlib not importable: no plots")
+    print("\n" + table)
 
 
 if __name__ == "__main__":

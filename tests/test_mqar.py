@@ -1,8 +1,10 @@
-"""The MQAR benchmark's task generator (benchmarks/mqar.py)."""
+"""The MQAR benchmark (benchmarks/mqar.py): its task generator, its scoring, its training recipe."""
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,19 +13,86 @@ spec = importlib.util.spec_from_file_location("mqar", Path(__file__).parents[1] 
 mqar = sys.modules["mqar"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mqar)
 
+TASK = mqar.Task(pairs=8, seq_len=64, vocab_size=64)
 
-def test_every_query_asks_a_stored_key_and_its_label_is_that_keys_value():
-    task = mqar.Task(pairs=8, seq_len=64, vocab_size=64)
-    inputs, labels = mqar.make_batch(task, 16, torch.Generator().manual_seed(0))
+
+def batch(task=TASK, size=64, seed=0):
+    return mqar.make_batch(task, size, torch.Generator().manual_seed(seed))
+
+
+def test_every_key_is_queried_once_after_the_pairs_and_its_label_is_that_keys_value():
+    inputs, labels = batch()
+    n = TASK.pairs
     for row_in, row_lab in zip(inputs, labels):
-        context = dict(zip(row_in[0:16:2].tolist(), row_in[1:16:2].tolist()))
-        assert len(context) == 8 and len(set(context.values())) == 8
-        assert all(k <= 31 < v for k, v in context.items())  # disjoint key / value ranges
+        context = dict(zip(row_in[0 : 2 * n : 2].tolist(), row_in[1 : 2 * n : 2].tolist()))
+        assert len(context) == n and len(set(context.values())) == n
+        assert all(1 <= k <= 31 < v < 64 for k, v in context.items())  # disjoint key / value halves
         query_positions = (row_lab != mqar.IGNORE).nonzero().flatten().tolist()
-        assert len(query_positions) == 8 and min(query_positions) >= 16
+        assert len(query_positions) == n and min(query_positions) >= 2 * n
+        assert all((p - 2 * n) % 2 == 0 for p in query_positions)
         assert sorted(row_in[query_positions].tolist()) == sorted(context)
         for p in query_positions:
             assert row_lab[p].item() == context[row_in[p].item()]
+
+
+def test_the_query_section_holds_only_the_query_keys_and_pads():
+    # If the values followed their queries in the inputs, "the one value not shown yet" would answer
+    # the last query of every sequence without any recall (the old layout's 1/8 + … + 1/1 = 34%
+    # plateau at 8 pairs).
+    inputs, labels = batch()
+    queries = inputs[:, 2 * TASK.pairs :]
+    is_query = labels[:, 2 * TASK.pairs :] != mqar.IGNORE
+    assert (queries[~is_query] == mqar.PAD).all()
+    assert (queries[is_query] <= (TASK.vocab_size - 1) // 2).all()  # keys only, never a value
+
+
+def oracle_logits(inputs: torch.Tensor, vocab: int, shift: int = 0) -> torch.Tensor:
+    """A perfect causal recall model: at position p it reads inputs[:p + 1] only, finds the earlier
+    occurrence of inputs[p] and predicts the token that followed it. ``shift`` = 1 reads one token
+    too far (what a label misaligned by one would reward)."""
+    logits = torch.zeros(*inputs.shape, vocab)
+    for b, row in enumerate(inputs.tolist()):
+        for p in range(len(row) - shift):
+            seen = row[: p + 1 + shift]
+            earlier = [q for q in range(len(seen) - 1) if seen[q] == seen[-1]]
+            if earlier and row[p] != mqar.PAD:
+                logits[b, p, seen[earlier[0] + 1]] = 1.0
+    return logits
+
+
+class Oracle:
+    """Stands in for a model in ``mqar.accuracy`` (logits from ``oracle_logits``)."""
+
+    training = False
+
+    def __init__(self, shift: int):
+        self.shift = shift
+
+    def __call__(self, inputs):
+        return SimpleNamespace(logits=oracle_logits(inputs, TASK.vocab_size, self.shift))
+
+    def eval(self):
+        pass
+
+    def train(self, mode=True):
+        pass
+
+
+def test_labels_are_the_next_token_a_causal_reader_must_emit():
+    inputs, labels = batch(size=16)
+    no_autocast = torch.autocast("cpu", enabled=False)
+    assert mqar.accuracy(Oracle(shift=0), [(inputs, labels)], no_autocast) == 1.0
+    assert mqar.accuracy(Oracle(shift=1), [(inputs, labels)], no_autocast) == 0.0
+
+
+def test_query_gaps_follow_a_decreasing_power_law():
+    task = mqar.Task(pairs=4, seq_len=64, vocab_size=64)
+    _, labels = batch(task, size=2000, seed=1)
+    slots = (task.seq_len - 2 * task.pairs) // 2
+    gaps = ((labels != mqar.IGNORE).nonzero()[:, 1] - 2 * task.pairs) // 2
+    counts = torch.bincount(gaps, minlength=slots).float()
+    assert counts.sum() == 2000 * task.pairs
+    assert counts[0] > counts[slots // 2] > counts[-1] > 0  # near gaps favoured, far ones still drawn
 
 
 def test_bad_task_is_refused_with_the_field_name():
@@ -31,3 +100,32 @@ def test_bad_task_is_refused_with_the_field_name():
         mqar.Task(pairs=16, seq_len=32).validate()
     with pytest.raises(ValueError, match="pairs"):
         mqar.Task(pairs=200, vocab_size=64).validate()
+
+
+def test_warmup_then_cosine_and_decay_only_on_matrices():
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 4))
+    optimizer, schedule = mqar.make_optimizer(model, lr=1e-3, weight_decay=0.1, steps=100, warmup_fraction=0.1)
+    decayed, plain = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decayed["params"])
+    assert plain["weight_decay"] == 0.0 and all(p.dim() == 1 for p in plain["params"])
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(rates[:9], rates[1:10]))
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[55] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    assert rates[-1] < 1e-6
+
+
+@pytest.mark.parametrize("arch", ["phase2", "transformer", "phase1"])
+def test_a_short_training_run_returns_a_sane_result(arch):
+    task = mqar.Task(pairs=2, seq_len=16, vocab_size=16)
+    result = mqar.train_and_evaluate(arch, task, steps=4, batch=8, d_model=32, n_layers=1, lr=1e-3,
+                                     device="cpu", eval_sequences=20, log_every=2)
+    assert result["arch"] == arch and result["steps"] == 4 and result["pairs"] == 2
+    assert 0.0 <= result["accuracy"] <= 1.0 and math.isfinite(result["final_loss"])
+    assert [c["step"] for c in result["curve"]] == [2, 4]
+    assert result["parameters"] > 0
