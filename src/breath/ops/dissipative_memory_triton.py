@@ -278,10 +278,15 @@ def _fwd_state_kernel(
 
 
 @triton.jit
-def _chunk_inputs(q_ptr, k_ptr, v_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
-                  bi, hi, bh, i, T, NT, off, D: tl.constexpr, C: tl.constexpr):
-    """Rows of chunk i of one (batch, head): positions t, their mask, q, k, v and the chunk's
-    pending adjustments (gm, ga, em)."""
+def _chunk_inputs(q_ptr, k_ptr, v_ptr, g_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
+                  sg_b, sg_h, sg_t, H, T, NT, off, D: tl.constexpr, C: tl.constexpr):
+    """What a kernel parallel over (chunk i = program 0, batch·head = program 1) starts from: i, bh,
+    the chunk's positions t and their mask, its q, k, v rows, its log-decay b and b_L, and its
+    pending multipliers gm (of Γ) and em (of η)."""
+    i = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    bi = bh // H
+    hi = bh % H
     rows = tl.arange(0, C)
     cols = tl.arange(0, D)
     t = i * C - off + rows
@@ -292,7 +297,8 @@ def _chunk_inputs(q_ptr, k_ptr, v_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, s
     gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
     ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
     em = tl.load(mult_ptr + (bh * NT + i) * 3 + 2)
-    return t, valid, q, k, v, gm, ga, em
+    b, b_last = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
+    return i, bh, t, valid, q, k, v, b, b_last, gm, em
 
 
 @triton.jit
@@ -302,14 +308,10 @@ def _fwd_out_kernel(
     H, T, NT, off, eta,
     D: tl.constexpr, C: tl.constexpr, QX: tl.constexpr, KX: tl.constexpr, VX: tl.constexpr,
 ):
-    i = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    bi = bh // H
-    hi = bh % H
+    i, bh, t, valid, q, k, v, b, b_last, gm, em = _chunk_inputs(
+        q_ptr, k_ptr, v_ptr, g_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
+        sg_b, sg_h, sg_t, H, T, NT, off, D, C)
     cols = tl.arange(0, D)
-    t, valid, q, k, v, gm, ga, em = _chunk_inputs(q_ptr, k_ptr, v_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h,
-                                                  sk_t, sv_b, sv_h, sv_t, bi, hi, bh, i, T, NT, off, D, C)
-    b, _ = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
     S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + cols[:, None] * D + cols[None, :])
     o = _chunk_out(q, k, v, S0, b, eta * em, C, QX, KX, VX)
     tl.store(o_ptr + (bh * T + t[:, None]) * D + cols[None, :], o, mask=valid[:, None])
@@ -359,15 +361,11 @@ def _bwd_query_kernel(
 ):
     """dq and the intra-chunk and S0 parts of ∂b of one (chunk, head):
     dq = B K + e^{b} ⊙ (dO S0ᵀ),  ∂b ⊇ Σ_s G_ts − Σ_s G_st + e^{b_t} q_t·(S0 do_t)."""
-    i = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    bi = bh // H
-    hi = bh % H
+    i, bh, t, valid, q, k, v, b, b_last, gm, em = _chunk_inputs(
+        q_ptr, k_ptr, v_ptr, g_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
+        sg_b, sg_h, sg_t, H, T, NT, off, D, C)
     cols = tl.arange(0, D)
-    t, valid, q, k, v, gm, ga, em = _chunk_inputs(q_ptr, k_ptr, v_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h,
-                                                  sk_t, sv_b, sv_h, sv_t, bi, hi, bh, i, T, NT, off, D, C)
     do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
-    b, _ = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
     Dm = _decay_mask(b, C) * (eta * em)
     dov = _dot(do, tl.trans(v), False, VX)
     G = _dot(q, tl.trans(k), QX, KX) * Dm * dov
@@ -393,16 +391,12 @@ def _bwd_key_kernel(
     """dk, dv of one (chunk, head) in the key-major orientation (Aᵀ = (K Qᵀ) ⊙ Dᵀ·η), the rest of
     ∂b (the terms through dS_L) and dΓ = −gm · (reverse cumulative sum of ∂b):
     dk = Bᵀ Q + w ⊙ (V dS_Lᵀ),  dv = Aᵀ dO + w ⊙ (K dS_L)."""
-    i = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    bi = bh // H
-    hi = bh % H
+    i, bh, t, valid, q, k, v, b, b_last, gm, em = _chunk_inputs(
+        q_ptr, k_ptr, v_ptr, g_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
+        sg_b, sg_h, sg_t, H, T, NT, off, D, C)
     cols = tl.arange(0, D)
     mat = cols[:, None] * D + cols[None, :]
-    t, valid, q, k, v, gm, ga, em = _chunk_inputs(q_ptr, k_ptr, v_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h,
-                                                  sk_t, sv_b, sv_h, sv_t, bi, hi, bh, i, T, NT, off, D, C)
     do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
-    b, b_last = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
     DmT = _decay_mask_t(b, C) * (eta * em)
     dv = _dot(_dot(k, tl.trans(q), KX, QX) * DmT, do, False, False)
     dk = _dot(_dot(v, tl.trans(do), VX, False) * DmT, q, False, QX)
