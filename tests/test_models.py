@@ -180,6 +180,7 @@ def test_a_model_cast_to_bfloat16_runs_and_continues(arch):
     ("arch", "rnn"), ("d_model", 0), ("n_layers", -1), ("num_heads", 2.5), ("head_dim", 7),
     ("dropout", 1.0), ("resolvent", "acausal"), ("base_decay", 0.0), ("hebbian_eta", -0.1), ("snr_threshold", 0),
     ("resonance_threshold", 1.5), ("memory_chunk", 0), ("lyapunov_tolerance", 0.5), ("d_model", 2050),
+    ("memory_key_shift", "yes"), ("zeta_init", 1),
 ])
 def test_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field}: got {value!r}"):
@@ -189,3 +190,37 @@ def test_validation_names_the_field(field, value):
 def test_unknown_preset_lists_the_allowed():
     with pytest.raises(ValueError, match="small, base, large"):
         ModelConfig.preset("huge")
+
+
+def test_memory_key_shift_writes_the_previous_tokens_key():
+    """With the shift, the layer's op sees keys (0, k_0, …, k_{T−2}) and the next call starts from
+    k_{T−1}; without it, the keys of the same tokens. Checked against the op called directly."""
+    from breath.ops.dissipative_memory import dissipative_memory
+
+    model = tiny("phase2")
+    layer = model.blocks[0].memory
+    torch.manual_seed(3)
+    x, gamma = torch.randn(2, 13, 32), torch.rand(2, 13, 2) * 0.1
+    q, k, v = layer.qkv(x).view(2, 13, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    k = torch.nn.functional.normalize(k, dim=-1)
+    for shift, keys in ((True, torch.cat((torch.zeros_like(k[:, :, :1]), k[:, :, :-1]), 2)), (False, k)):
+        layer.key_shift = shift
+        y, state, _ = layer(x, gamma, 0, None)
+        o, memory, _ = dissipative_memory(q, keys, v, gamma.transpose(1, 2), layer.eta, layer.basis,
+                                          layer.consolidation)
+        expected = layer.out(layer.norm(o).transpose(1, 2).reshape(2, 13, -1))
+        torch.testing.assert_close(y, expected)
+        torch.testing.assert_close(state.memory.S, memory.S)
+        assert (state.last_key is None) if not shift else torch.equal(state.last_key, k[:, :, -1])
+
+
+def test_configs_saved_before_the_key_shift_load_without_it():
+    """A checkpoint or export written before ``memory_key_shift`` existed described a model without
+    the shift: loading it must rebuild that model, not today's default."""
+    from breath.train.config import checkpoint_options
+
+    saved = {k: v for k, v in ModelConfig().to_dict().items() if k != "memory_key_shift"}
+    assert ModelConfig().memory_key_shift is True
+    assert ModelConfig.from_dict(saved).memory_key_shift is False
+    assert checkpoint_options({"model": saved})["memory_key_shift"] is False
+    assert ModelConfig.from_dict({**saved, "memory_key_shift": True}).memory_key_shift is True

@@ -3,16 +3,24 @@
 
 Per head h (head_dim d), with Γ from the BK channel of the same head:
 
-    S_t = e^{−Γ_t} S_{t−1} + η k_t v_tᵀ        o_t = S_tᵀ q_t        y_t = W_o · RMSNorm(o_t)
+    S_t = e^{−Γ_t} S_{t−1} + η k_{t−1} v_tᵀ        o_t = S_tᵀ q_t        y_t = W_o · RMSNorm(o_t)
 
 consolidated (SNR filter, zeta resonance, Lyapunov monitor) at every absolute multiple of
-``memory_chunk``. Keys are L2-normalised: a write then adds exactly ``η²‖v‖²`` of energy, which
-bounds the memory without clamps, makes the Lyapunov bound (``Σ η²‖k‖²‖v‖²``) and the SNR scale-free,
-and lets retrieval score keys by cosine similarity. Queries need no scaling: the RMS norm after
-the read removes their scale.
+``memory_chunk``. The key written at t is the *previous* token's (``key_shift``, on by default;
+k_{−1} = 0): the memory then stores transitions "after something like x_{t−1} came v_t", and a
+query q_t retrieves what followed earlier occurrences of the current token — the associative
+recall that a key and a value taken from one token cannot do (a departure from the seed; see
+docs/model.md and QUALITY.md's MQAR section). Without the shift, S_t = e^{−Γ_t} S_{t−1} + η k_t v_tᵀ.
+
+Keys are L2-normalised: a write then adds exactly ``η²‖v‖²`` of energy, which bounds the memory
+without clamps, makes the Lyapunov bound (``Σ η²‖k‖²‖v‖²``) and the SNR scale-free, and lets
+retrieval score keys by cosine similarity. Queries need no scaling: the RMS norm after the read
+removes their scale.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +31,21 @@ from breath.ops.consolidation import ConsolidationConfig
 from breath.ops.dissipative_memory import MemoryState, dissipative_memory
 
 
+class MemoryLayerState(NamedTuple):
+    """What the layer carries between calls: the memory op's state and, with the key shift, the
+    last token's key (B, H, d), which the next call's first token writes with."""
+
+    memory: MemoryState
+    last_key: torch.Tensor | None
+
+
 class HebbianMemory(nn.Module):
     def __init__(self, d_model: int, num_heads: int, head_dim: int, eta: float,
-                 consolidation: ConsolidationConfig, use_triton: bool | None = None):
+                 consolidation: ConsolidationConfig, key_shift: bool = True, use_triton: bool | None = None):
         super().__init__()
         self.num_heads, self.head_dim, self.eta = num_heads, head_dim, eta
         self.consolidation = consolidation
+        self.key_shift = key_shift
         self.use_triton = use_triton
         self.qkv = nn.Linear(d_model, 3 * num_heads * head_dim, bias=False)
         self.norm = nn.RMSNorm(head_dim)
@@ -36,16 +53,21 @@ class HebbianMemory(nn.Module):
         # A deterministic function of head_dim (exact zeta zeros): not stored in checkpoints.
         self.register_buffer("basis", zeta_basis(head_dim), persistent=False)
 
-    def forward(self, x: torch.Tensor, gamma: torch.Tensor, pos: int, state: MemoryState | None
-                ) -> tuple[torch.Tensor, MemoryState, dict[str, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, pos: int, state: MemoryLayerState | None
+                ) -> tuple[torch.Tensor, MemoryLayerState, dict[str, torch.Tensor]]:
         """x (B, T, d_model), Γ (B, T, H) → (y (B, T, d_model), new state, per-boundary stats)."""
         batch, length, _ = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         # Normalise in at least float32: bf16 keys under autocast would carry ~1% norm error.
         k = F.normalize(k.to(torch.promote_types(k.dtype, torch.float32)), dim=-1)
-        o, state, stats = dissipative_memory(
+        last_key = None
+        if self.key_shift:
+            last_key = k[:, :, -1]
+            first = k.new_zeros(batch, self.num_heads, 1, self.head_dim) if state is None else state.last_key[:, :, None]
+            k = torch.cat((first, k[:, :, :-1]), dim=2)
+        o, memory_state, stats = dissipative_memory(
             q, k, v, gamma.transpose(1, 2), self.eta, self.basis, self.consolidation,
-            pos=pos, state=state, use_triton=self.use_triton,
+            pos=pos, state=None if state is None else state.memory, use_triton=self.use_triton,
         )
         o = self.norm(o.to(x.dtype)).transpose(1, 2).reshape(batch, length, -1)
-        return self.out(o), state, stats
+        return self.out(o), MemoryLayerState(memory_state, last_key), stats

@@ -14,6 +14,13 @@ from breath.layers.zeta import zeta_table_size
 
 ARCHS = ("phase2", "phase1", "transformer")
 RESOLVENTS = ("causal", "full")
+# Fields added after configs were first saved, with the value that keeps an older model's function.
+LEGACY_VALUES: dict[str, Any] = {"memory_key_shift": False}
+
+
+def upgrade_saved(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved model config (checkpoint, export) with the fields it predates filled in."""
+    return {**{k: v for k, v in LEGACY_VALUES.items() if k not in data}, **data}
 
 PRESETS: dict[str, dict[str, int]] = {
     "small": dict(d_model=256, n_layers=4, n_seq=512, num_heads=4, head_dim=64, ffn_dim=1024),
@@ -42,6 +49,9 @@ class ModelConfig:
     base_decay: float = 0.01
     hebbian_eta: float = 0.1
     memory_chunk: int = 64
+    # The memory writes the previous token's key with the current token's value (associative recall;
+    # a departure from the seed, docs/model.md). Configs saved before this field existed had no shift.
+    memory_key_shift: bool = True
     # Consolidation at every chunk boundary.
     snr_threshold: float = 2.0
     gamma_boost: float = 2.0
@@ -69,11 +79,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """A saved config; fields it predates take the value that reproduces the saved model."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"config: unknown model field(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return cls(**upgrade_saved(data))
 
     def validate(self) -> "ModelConfig":
         """Raise ``ValueError("<field>: <value> ... allowed ...")`` for the first bad field."""
@@ -104,6 +115,8 @@ class ModelConfig:
         check(self.lyapunov_gamma_step >= 0, "lyapunov_gamma_step", "a number >= 0")
         check(self.lyapunov_tolerance >= 1, "lyapunov_tolerance", "a number >= 1")
         check(self.use_triton in (None, True, False), "use_triton", "true, false or null (auto)")
+        for name in ("memory_key_shift", "zeta_position_embedding", "zeta_init"):
+            check(isinstance(getattr(self, name), bool), name, "true or false")
         # The zeta table must hold d_model/2 zeros for the position embedding and up to d_model
         # singular values for the zeta init (every block matrix has d_model on one side).
         zeros = zeta_table_size()

@@ -28,7 +28,7 @@ import yaml
 
 from breath.data.tokenizer import MIN_VOCAB_SIZE
 from breath.models import ModelConfig
-from breath.models.config import PRESETS
+from breath.models.config import PRESETS, upgrade_saved
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # No mps: the memory consolidation and the zeta tables compute in float64, which MPS lacks.
@@ -199,7 +199,7 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 def checkpoint_options(config: Mapping[str, Any]) -> dict[str, Any]:
     """The options saved in a checkpoint's ``config`` entry, as a flat dict (the resume layer)."""
-    model = {k: v for k, v in config.get("model", {}).items() if k in MODEL_OPTIONS}
+    model = {k: v for k, v in upgrade_saved(config.get("model", {})).items() if k in MODEL_OPTIONS}
     train = {k: v for k, v in config.get("train", {}).items() if k in TRAIN_OPTIONS and k != "resume"}
     return {**model, **train}
 
