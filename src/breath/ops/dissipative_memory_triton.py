@@ -447,23 +447,19 @@ class LaunchSettings:
     grad_warps: int = 4
 
 
-LAUNCH = LaunchSettings()  # the launchers' default (a benchmark may swap it to compare settings)
-
-
 def _exact(x: Tensor) -> bool:
     """Whether x's values are exactly representable in tf32 (so _dot needs no low half for it)."""
     return x.dtype in (torch.bfloat16, torch.float16)
 
 
 def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
-                   eta: float, off: int, cfg: ConsolidationConfig, launch: LaunchSettings | None = None
+                   eta: float, off: int, cfg: ConsolidationConfig, launch: LaunchSettings = LaunchSettings()
                    ) -> tuple[Tensor, ...]:
     """Run the forward kernels. Returns (o, S, scal, stat_f, flags, modes, s_start, mult, keep):
     o (B,H,T,d) fp32; S (B,H,d,d); scal (B,H,5) = gamma_mult, gamma_add, eta_mult, energy_start,
     bound; stat_f (B,H,nb,3) = snr, resonance_energy, energy; flags (B,H,nb,2) int8 = low_snr, stable;
     modes (B,H,nb) int64 resonant modes; s_start (B,H,nt,d,d) S at every chunk start; mult (B,H,nt,3)
-    the adjustments in force in every chunk; keep (B,H,nb,d) int8 mode masks. ``launch``: LAUNCH if None."""
-    launch = launch or LAUNCH
+    the adjustments in force in every chunk; keep (B,H,nb,d) int8 mode masks."""
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
     B, H, T, d = q.shape
     C = cfg.chunk
@@ -495,9 +491,8 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
 
 def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
                     s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int,
-                    launch: LaunchSettings | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                    launch: LaunchSettings = LaunchSettings()) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run the backward kernels: (dq, dk, dv, dgamma) in the inputs' dtypes and dS0 (fp32)."""
-    launch = launch or LAUNCH
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
     B, H, T, d = q.shape
     NT, NB = _grid_sizes(T, chunk, off)
