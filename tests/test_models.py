@@ -224,3 +224,14 @@ def test_configs_saved_before_the_key_shift_load_without_it():
     assert ModelConfig.from_dict(saved).memory_key_shift is False
     assert checkpoint_options({"model": saved})["memory_key_shift"] is False
     assert ModelConfig.from_dict({**saved, "memory_key_shift": True}).memory_key_shift is True
+
+
+@pytest.mark.parametrize("arch", ["phase2", "phase1"])
+def test_recurrent_state_owns_its_memory(arch):
+    """Every tensor of a phase2/phase1 state holds only its own elements: a view into the call's
+    activations would keep them alive, and the state would grow with the context it was built from."""
+    model = tiny(arch)
+    state = model(tokens(length=40)).state
+    for tensor in (t for layer in state.layers for t in torch.utils._pytree.tree_leaves(layer)
+                   if isinstance(t, torch.Tensor)):
+        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()

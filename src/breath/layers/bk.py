@@ -95,4 +95,5 @@ class BKCore(nn.Module):
         g = bk_resolvent(a, hop, hop, self.spectral_shift(), causal=self.causal, left=left,
                          use_triton=self.use_triton if self.causal else False)
         features = torch.cat((g.real, g.imag), dim=1).transpose(1, 2)  # (B, T, 2C)
-        return self.readout(features.to(x.dtype)), gamma, g[..., -1]
+        # clone: a view would keep all of g (B, C, T) alive inside the state
+        return self.readout(features.to(x.dtype)), gamma, g[..., -1].clone()

@@ -62,7 +62,7 @@ class HebbianMemory(nn.Module):
         k = F.normalize(k.to(torch.promote_types(k.dtype, torch.float32)), dim=-1)
         last_key = None
         if self.key_shift:
-            last_key = k[:, :, -1]
+            last_key = k[:, :, -1].clone()  # a view would keep all of k alive inside the state
             first = k.new_zeros(batch, self.num_heads, 1, self.head_dim) if state is None else state.last_key[:, :, None]
             k = torch.cat((first, k[:, :, :-1]), dim=2)
         o, memory_state, stats = dissipative_memory(
