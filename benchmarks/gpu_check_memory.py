@@ -152,7 +152,7 @@ def accuracy(B, H, T, pos, prefix, seed, d=D, chunk=CHUNK, model_dtypes=False):
     flat, flat_again = [tri[0], *tri[1], *tri[3]], [again[0], *again[1], *again[3]]
     finite = all(bool(torch.isfinite(x).all()) for x in flat)
     repeat = all(torch.equal(a, b) for a, b in zip(flat, flat_again))
-    return {"triton": compare(tri, ref64) | {"finite": finite, "bitwise_repeat": repeat},
+    return {"triton": compare(tri, ref64) | {"finite": finite, "bitwise_repeat": repeat, "bf16_grads": model_dtypes},
             "pytorch_fp32": compare(ref32, ref64)}
 
 
@@ -339,9 +339,9 @@ def main():
     print("compiled kernels:", *resource_report(), sep="\n", flush=True)
     kernel_rows = [row for rows in acc.values() for name, row in rows.items() if name != "pytorch_fp32"]
     worst_state = max(row[k] for row in kernel_rows for k in STATE_PATH)
-    worst_out = max(row[k] for key, rows in acc.items() for k in OUTPUTS
-                    if not (key[6] != "fp32" and k in BF16_GRADS) for row in [rows["triton"]])
-    worst_bf16 = max(rows["triton"][k] for key, rows in acc.items() if key[6] != "fp32" for k in BF16_GRADS)
+    # dq and dv of bf16 q and v come back in bf16: judged against bf16's rounding, not TOL_OUT
+    worst_out = max(row[k] for row in kernel_rows for k in OUTPUTS if not (row["bf16_grads"] and k in BF16_GRADS))
+    worst_bf16 = max(row[k] for row in kernel_rows if row["bf16_grads"] for k in BF16_GRADS)
     print(f"dq, dv returned in bf16 (q, v bf16): worst rel err {worst_bf16:.1e} (tol {TOL_BF16:g})")
     ok = worst_state < TOL_STATE and worst_out < TOL_OUT and worst_bf16 < TOL_BF16
     ok &= all(row["finite"] and row["bitwise_repeat"] for row in kernel_rows)
