@@ -14,7 +14,9 @@ as they must be at generation time. Its gap to the full-resolvent test loss is w
 gained by reading the future; its greedy sample shows what is left without it.
 
 Ablations of phase2: ``no-snr`` (--gamma-boost 1 --eta-boost 1), ``no-resonance``
-(--resonance-threshold 0), ``no-lyapunov`` (--lyapunov-gamma-step 0), ``full-resolvent``.
+(--resonance-threshold 0), ``no-lyapunov`` (--lyapunov-gamma-step 0), ``full-resolvent``,
+``no-conv`` (--memory-conv 0: the memory writes each token's own key and value, as DESIGN §5 and
+the seed do), and one alternative, ``key-shift`` (no convolution; the previous token's key).
 
     python benchmarks/lm_compare.py                                  # small preset, shakespeare, all models
     python benchmarks/lm_compare.py --datasets shakespeare,brown --max-steps 600 --num-epochs 4
@@ -47,6 +49,8 @@ ABLATIONS = {
     "no-resonance": ["--resonance-threshold", "0"],
     "no-lyapunov": ["--lyapunov-gamma-step", "0"],
     "full-resolvent": ["--resolvent", "full"],
+    "no-conv": ["--memory-conv", "0"],
+    "key-shift": ["--memory-conv", "0", "--memory-key-shift"],
 }
 PROMPT = "ROMEO:"
 

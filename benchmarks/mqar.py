@@ -27,6 +27,7 @@ and with ``--sweep`` ``_sweep.png`` (accuracy against pairs, one panel per lengt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -89,11 +90,28 @@ def make_batch(task: Task, batch: int, generator: torch.Generator) -> tuple[torc
     return inputs, labels
 
 
-def model_config(arch: str, task: Task, d_model: int, n_layers: int) -> ModelConfig:
+def model_config(arch: str, task: Task, d_model: int, n_layers: int, overrides: dict | None = None) -> ModelConfig:
     heads = max(1, d_model // 64)
-    return ModelConfig(arch=arch, vocab_size=task.vocab_size, d_model=d_model, n_layers=n_layers,
-                       n_seq=task.seq_len, num_heads=heads, head_dim=d_model // heads,
-                       ffn_dim=2 * d_model, dropout=0.0)
+    return ModelConfig(**{**dict(arch=arch, vocab_size=task.vocab_size, d_model=d_model, n_layers=n_layers,
+                                 n_seq=task.seq_len, num_heads=heads, head_dim=d_model // heads,
+                                 ffn_dim=2 * d_model, dropout=0.0), **(overrides or {})}).validate()
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["memory_conv=4", "memory_key_shift=false"]`` → ``{"memory_conv": 4, "memory_key_shift": False}``
+    (values read as JSON, else kept as strings)."""
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"--set: expected FIELD=VALUE with FIELD a ModelConfig field, got {item!r}; "
+                             f"fields: {', '.join(sorted(fields))}")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name] = value
+    return overrides
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, steps: int, warmup_fraction: float):
@@ -136,14 +154,15 @@ def held_out(task: Task, sequences: int, batch: int, seed: int, device: str) -> 
 
 def train_and_evaluate(arch: str, task: Task, *, steps: int, batch: int, d_model: int, n_layers: int,
                        lr: float, device: str, weight_decay: float = 0.1, warmup_fraction: float = 0.1,
-                       seed: int = 0, eval_sequences: int = 2048, log_every: int = 0) -> dict:
+                       seed: int = 0, eval_sequences: int = 2048, log_every: int = 0,
+                       overrides: dict | None = None) -> dict:
     """Train ``arch`` on fresh batches for ``steps`` steps; accuracy on ``eval_sequences`` unseen ones.
 
     Every ``log_every`` steps (0: never) prints the loss and the accuracy on a fixed held-out batch
-    (recorded in the result's ``curve``)."""
+    (recorded in the result's ``curve``). ``overrides`` are ModelConfig fields set on top of the task's."""
     task.validate()
     torch.manual_seed(seed)
-    model = build_model(model_config(arch, task, d_model, n_layers)).to(device)
+    model = build_model(model_config(arch, task, d_model, n_layers, overrides)).to(device)
     optimizer, schedule = make_optimizer(model, lr, weight_decay, steps, warmup_fraction)
     generator = torch.Generator(device).manual_seed(seed)
     autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.startswith("cuda"))
@@ -167,17 +186,19 @@ def train_and_evaluate(arch: str, task: Task, *, steps: int, batch: int, d_model
                   f"accuracy {curve[-1]['accuracy']:.4f}  {time.perf_counter() - start:6.0f}s", flush=True)
     train_seconds = time.perf_counter() - start
     final = accuracy(model, held_out(task, eval_sequences, batch, seed + 1, device), autocast)
-    return {"arch": arch, "pairs": task.pairs, "seq_len": task.seq_len, "vocab_size": task.vocab_size,
+    return {"arch": arch, "overrides": overrides or {}, "learning_rate": lr, "pairs": task.pairs, "seq_len": task.seq_len, "vocab_size": task.vocab_size,
             "d_model": d_model, "n_layers": n_layers, "parameters": model.num_parameters(),
             "accuracy": final, "final_loss": loss.item(), "steps": steps, "batch_size": batch,
             "train_seconds": round(train_seconds, 1), "curve": curve}
 
 
 def markdown_table(results: list[dict]) -> str:
-    lines = ["| arch | pairs | T | vocab | d_model | steps | accuracy | 1/pairs | final loss | train s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| arch | pairs | T | vocab | d_model | lr | steps | accuracy | 1/pairs | final loss | train s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
-        lines.append(f"| {r['arch']} | {r['pairs']} | {r['seq_len']} | {r['vocab_size']} | {r['d_model']} | "
+        label = r["arch"] + "".join(f" {k}={v}" for k, v in r.get("overrides", {}).items())
+        lines.append(f"| {label} | {r['pairs']} | {r['seq_len']} | {r['vocab_size']} | {r['d_model']} | "
+                     f"{r.get('learning_rate', '')} | "
                      f"{r['steps']} | {100 * r['accuracy']:.1f}% | {100 / r['pairs']:.1f}% | "
                      f"{r['final_loss']:.3f} | {r['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
@@ -241,12 +262,15 @@ def main() -> None:
     parser.add_argument("--log-every", type=int, default=250, help="print progress every N steps (0: never)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="ModelConfig fields for every model, e.g. --set memory_conv=4 memory_key_shift=false")
     parser.add_argument("--sweep", action="store_true",
                         help="also sweep pairs {4..128} x length {128..1024} (vocab >= 4 x pairs + 1)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/mqar.json"),
                         help="JSON results; a .md table and .png plots are written next to it")
     args = parser.parse_args()
 
+    overrides = parse_overrides(args.set)
     settings = [(args.pairs, args.seq_len)]
     if args.sweep:
         settings += [(p, t) for t in (128, 256, 512, 1024) for p in (4, 8, 16, 32, 64, 128)
@@ -265,7 +289,7 @@ def main() -> None:
                                         d_model=args.d_model, n_layers=args.n_layers, lr=args.learning_rate,
                                         weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
                                         device=args.device, seed=args.seed, eval_sequences=args.eval_sequences,
-                                        log_every=args.log_every)
+                                        log_every=args.log_every, overrides=overrides)
             results.append(result)
             print(f"{arch:12s} pairs {pairs:4d}  T {length:5d}  accuracy {result['accuracy']:.4f}  "
                   f"loss {result['final_loss']:.4f}  {result['train_seconds']:.0f}s", flush=True)

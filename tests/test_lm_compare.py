@@ -24,12 +24,15 @@ def model_fields(flags: list[str]) -> dict:
 def test_each_ablation_switches_off_exactly_its_mechanism():
     variants = lm_compare.variants(lm_compare.parse_args([]))
     assert list(variants) == ["phase1", "phase2", "transformer", "phase2 no-snr", "phase2 no-resonance",
-                              "phase2 no-lyapunov", "phase2 full-resolvent"]
+                              "phase2 no-lyapunov", "phase2 full-resolvent", "phase2 no-conv",
+                              "phase2 key-shift"]
     base = model_fields(variants["phase2"])
     expected = {"phase2 no-snr": {"gamma_boost": 1.0, "eta_boost": 1.0},
                 "phase2 no-resonance": {"resonance_threshold": 0.0},
                 "phase2 no-lyapunov": {"lyapunov_gamma_step": 0.0},
-                "phase2 full-resolvent": {"resolvent": "full"}}
+                "phase2 full-resolvent": {"resolvent": "full"},
+                "phase2 no-conv": {"memory_conv": 0},
+                "phase2 key-shift": {"memory_conv": 0, "memory_key_shift": True}}
     for name, changed in expected.items():
         fields = model_fields(variants[name])
         assert {k: v for k, v in fields.items() if base[k] != v} == changed, name

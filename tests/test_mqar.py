@@ -129,3 +129,10 @@ def test_a_short_training_run_returns_a_sane_result(arch):
     assert 0.0 <= result["accuracy"] <= 1.0 and math.isfinite(result["final_loss"])
     assert [c["step"] for c in result["curve"]] == [2, 4]
     assert result["parameters"] > 0
+
+
+def test_set_reads_model_fields_and_refuses_unknown_ones():
+    assert mqar.parse_overrides(["memory_conv=4", "memory_key_shift=false", "arch=phase2"]) == {
+        "memory_conv": 4, "memory_key_shift": False, "arch": "phase2"}
+    with pytest.raises(SystemExit, match="--set: .*'width=4'"):
+        mqar.parse_overrides(["width=4"])
