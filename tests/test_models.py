@@ -11,6 +11,10 @@ from breath import ModelConfig, build_model
 from breath.models.diagnostics import MEMORY_STATS
 
 ARCHS = ["phase2", "phase1", "transformer"]
+# The ground rules also hold for phase2's other memory writes: the seed's (no convolution) and the key shift.
+RULE_ARCHS = [*ARCHS, "phase2-plain", "phase2-shift"]
+VARIANTS = {"phase2-plain": dict(arch="phase2", memory_conv=0),
+            "phase2-shift": dict(arch="phase2", memory_conv=0, memory_key_shift=True)}
 DIAGNOSTICS = ["mean_gamma", "std_gamma", "min_gamma", "max_gamma", *MEMORY_STATS]
 
 
@@ -18,6 +22,7 @@ def tiny(arch, **overrides):
     """A model small enough for float64 checks, with 3+ memory chunks in a 40-token sequence."""
     fields = dict(vocab_size=97, d_model=32, n_layers=2, n_seq=32, num_heads=2, head_dim=8,
                   ffn_dim=64, dropout=0.0, memory_chunk=8, arch=arch)
+    fields.update(VARIANTS.get(arch, {}))
     fields.update(overrides)
     torch.manual_seed(0)
     return build_model(ModelConfig(**fields)).eval()
@@ -27,7 +32,7 @@ def tokens(batch=2, length=40, seed=1):
     return torch.randint(0, 97, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", RULE_ARCHS)
 def test_causal_earlier_logits_bit_identical(arch):
     model, ids = tiny(arch), tokens()
     base = model(ids).logits
@@ -39,7 +44,7 @@ def test_causal_earlier_logits_bit_identical(arch):
         assert not torch.equal(out[:, j], base[:, j])
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", RULE_ARCHS)
 def test_per_sequence_independence(arch):
     model = tiny(arch).double()
     ids = tokens(batch=3)
@@ -49,14 +54,14 @@ def test_per_sequence_independence(arch):
         assert torch.allclose(batched[i : i + 1], alone, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", RULE_ARCHS)
 def test_no_hidden_state_between_calls(arch):
     model, ids = tiny(arch), tokens()
     first, second = model(ids), model(ids)
     assert torch.equal(first.logits, second.logits)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", RULE_ARCHS)
 @pytest.mark.parametrize("pieces", [[1] * 40, [3, 13, 1, 7, 16], [8, 8, 24]])
 def test_recurrent_equals_parallel(arch, pieces):
     model, ids = tiny(arch).double(), tokens()
@@ -71,7 +76,7 @@ def test_recurrent_equals_parallel(arch, pieces):
     assert ((stepped - full).norm() / full.norm()).item() < 1e-9
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", RULE_ARCHS)
 def test_gradients_reach_every_parameter(arch):
     model = tiny(arch).train()
     ids = tokens()
@@ -180,7 +185,7 @@ def test_a_model_cast_to_bfloat16_runs_and_continues(arch):
     ("arch", "rnn"), ("d_model", 0), ("n_layers", -1), ("num_heads", 2.5), ("head_dim", 7),
     ("dropout", 1.0), ("resolvent", "acausal"), ("base_decay", 0.0), ("hebbian_eta", -0.1), ("snr_threshold", 0),
     ("resonance_threshold", 1.5), ("memory_chunk", 0), ("lyapunov_tolerance", 0.5), ("d_model", 2050),
-    ("memory_key_shift", "yes"), ("zeta_init", 1),
+    ("memory_key_shift", "yes"), ("zeta_init", 1), ("memory_conv", 1), ("memory_conv", True),
 ])
 def test_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field}: got {value!r}"):
@@ -192,16 +197,19 @@ def test_unknown_preset_lists_the_allowed():
         ModelConfig.preset("huge")
 
 
-def test_memory_key_shift_writes_the_previous_tokens_key():
-    """With the shift, the layer's op sees keys (0, k_0, …, k_{T−2}) and the next call starts from
-    k_{T−1}; without it, the keys of the same tokens. Checked against the op called directly."""
+@pytest.mark.parametrize("conv", [0, 3])
+def test_memory_layer_writes_what_its_options_say(conv):
+    """The layer's op sees q, k, v from the short convolution of the projections (none for conv=0);
+    with the key shift it sees keys (0, k_0, …, k_{T−2}) and the next call starts from k_{T−1}.
+    Checked against the op called directly."""
     from breath.ops.dissipative_memory import dissipative_memory
 
-    model = tiny("phase2")
+    model = tiny("phase2", memory_conv=conv)
     layer = model.blocks[0].memory
     torch.manual_seed(3)
     x, gamma = torch.randn(2, 13, 32), torch.rand(2, 13, 2) * 0.1
-    q, k, v = layer.qkv(x).view(2, 13, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    qkv = layer.qkv(x) if not conv else layer.conv(layer.qkv(x), None)[0]
+    q, k, v = qkv.view(2, 13, 3, 2, 8).permute(2, 0, 3, 1, 4)
     k = torch.nn.functional.normalize(k, dim=-1)
     for shift, keys in ((True, torch.cat((torch.zeros_like(k[:, :, :1]), k[:, :, :-1]), 2)), (False, k)):
         layer.key_shift = shift
@@ -212,21 +220,26 @@ def test_memory_key_shift_writes_the_previous_tokens_key():
         torch.testing.assert_close(y, expected)
         torch.testing.assert_close(state.memory.S, memory.S)
         assert (state.last_key is None) if not shift else torch.equal(state.last_key, k[:, :, -1])
+        assert (state.conv_tail is None) if not conv else state.conv_tail.shape == (2, conv - 1, 48)
 
 
-def test_configs_saved_before_the_key_shift_load_without_it():
-    """A checkpoint or export written before ``memory_key_shift`` existed described a model without
-    the shift: loading it must rebuild that model, not today's default."""
+@pytest.mark.parametrize("missing, shift", [(("memory_key_shift", "memory_conv"), None), (("memory_conv",), True)])
+def test_configs_saved_before_the_memory_options_load_as_saved(missing, shift):
+    """A checkpoint or export written before ``memory_key_shift`` (first sessions) or ``memory_conv``
+    (2026-11-30, when the key shift was the default) existed described a model without them: loading
+    it must rebuild that model, not today's default."""
     from breath.train.config import checkpoint_options
 
-    saved = {k: v for k, v in ModelConfig().to_dict().items() if k != "memory_key_shift"}
-    assert ModelConfig().memory_key_shift is True
-    assert ModelConfig.from_dict(saved).memory_key_shift is False
-    assert checkpoint_options({"model": saved})["memory_key_shift"] is False
-    assert ModelConfig.from_dict({**saved, "memory_key_shift": True}).memory_key_shift is True
+    saved = {k: v for k, v in ModelConfig().to_dict().items() if k not in missing}
+    if shift is not None:
+        saved["memory_key_shift"] = shift
+    assert ModelConfig().memory_conv == 4
+    for loaded in (ModelConfig.from_dict(saved).to_dict(), checkpoint_options({"model": saved})):
+        assert loaded["memory_conv"] == 0
+        assert loaded["memory_key_shift"] is bool(shift)
 
 
-@pytest.mark.parametrize("arch", ["phase2", "phase1"])
+@pytest.mark.parametrize("arch", ["phase2", "phase1", "phase2-shift"])
 def test_recurrent_state_owns_its_memory(arch):
     """Every tensor of a phase2/phase1 state holds only its own elements: a view into the call's
     activations would keep them alive, and the state would grow with the context it was built from."""

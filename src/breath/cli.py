@@ -90,6 +90,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(phase2, "base-decay", "floor of the forgetting rate Γ (Γ = softplus(.) + base_decay)", type=float)
     add(phase2, "hebbian-eta", "Hebbian write strength η", type=float)
     add(phase2, "memory-chunk", "tokens per memory chunk; consolidation runs at chunk ends", type=int)
+    add(phase2, "memory-conv", "width of a causal depthwise convolution on the memory's q, k, v (0: none)", type=int)
     switch(phase2, "memory-key-shift", "the memory writes the previous token's key with this token's value")
     add(phase2, "snr-threshold", "memories with SNR below it are forgotten faster", type=float)
     add(phase2, "gamma-boost", "Γ multiplier for the chunk after a low SNR", type=float)

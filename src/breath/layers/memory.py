@@ -3,14 +3,17 @@
 
 Per head h (head_dim d), with Γ from the BK channel of the same head:
 
-    S_t = e^{−Γ_t} S_{t−1} + η k_{t−1} v_tᵀ        o_t = S_tᵀ q_t        y_t = W_o · RMSNorm(o_t)
+    (q_t, k_t, v_t) = ShortConv_w(W_qkv x)_t             (causal, depthwise, width w = ``conv``)
+    S_t = e^{−Γ_t} S_{t−1} + η k_t v_tᵀ        o_t = S_tᵀ q_t        y_t = W_o · RMSNorm(o_t)
 
 consolidated (SNR filter, zeta resonance, Lyapunov monitor) at every absolute multiple of
-``memory_chunk``. The key written at t is the *previous* token's (``key_shift``, on by default;
-k_{−1} = 0): the memory then stores transitions "after something like x_{t−1} came v_t", and a
-query q_t retrieves what followed earlier occurrences of the current token — the associative
-recall that a key and a value taken from one token cannot do (a departure from the seed; see
-docs/model.md and QUALITY.md's MQAR section). Without the shift, S_t = e^{−Γ_t} S_{t−1} + η k_t v_tᵀ.
+``memory_chunk``. The convolution (:mod:`breath.layers.short_conv`) lets a key and its value see
+the few tokens before them, so a write can store "after something like x_{t−1} came v_t" and a
+query retrieves what followed earlier occurrences of the current token: the associative recall
+that a key and a value taken from one token alone cannot do (a departure from the seed; see
+docs/model.md and QUALITY.md). ``conv=0`` is the seed's write. ``key_shift`` is the fixed
+alternative, measured before the convolution: the key written at t is the previous token's
+(k_{−1} = 0), S_t = e^{−Γ_t} S_{t−1} + η k_{t−1} v_tᵀ.
 
 Keys are L2-normalised: a write then adds exactly ``η²‖v‖²`` of energy, which bounds the memory
 without clamps, makes the Lyapunov bound (``Σ η²‖k‖²‖v‖²``) and the SNR scale-free, and lets
@@ -26,28 +29,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from breath.layers.short_conv import ShortConv
 from breath.layers.zeta import zeta_basis
 from breath.ops.consolidation import ConsolidationConfig
 from breath.ops.dissipative_memory import MemoryState, dissipative_memory
 
 
 class MemoryLayerState(NamedTuple):
-    """What the layer carries between calls: the memory op's state and, with the key shift, the
-    last token's key (B, H, d), which the next call's first token writes with."""
+    """What the layer carries between calls: the memory op's state; with the key shift, the last
+    token's key (B, H, d), which the next call's first token writes with; with the short
+    convolution, its last ``conv − 1`` inputs (B, conv − 1, 3·H·d)."""
 
     memory: MemoryState
     last_key: torch.Tensor | None
+    conv_tail: torch.Tensor | None
 
 
 class HebbianMemory(nn.Module):
     def __init__(self, d_model: int, num_heads: int, head_dim: int, eta: float,
-                 consolidation: ConsolidationConfig, key_shift: bool = True, use_triton: bool | None = None):
+                 consolidation: ConsolidationConfig, conv: int = 0, key_shift: bool = False,
+                 use_triton: bool | None = None):
         super().__init__()
         self.num_heads, self.head_dim, self.eta = num_heads, head_dim, eta
         self.consolidation = consolidation
         self.key_shift = key_shift
         self.use_triton = use_triton
         self.qkv = nn.Linear(d_model, 3 * num_heads * head_dim, bias=False)
+        self.conv = ShortConv(3 * num_heads * head_dim, conv) if conv else None
         self.norm = nn.RMSNorm(head_dim)
         self.out = nn.Linear(num_heads * head_dim, d_model, bias=False)
         # A deterministic function of head_dim (exact zeta zeros): not stored in checkpoints.
@@ -57,7 +65,10 @@ class HebbianMemory(nn.Module):
                 ) -> tuple[torch.Tensor, MemoryLayerState, dict[str, torch.Tensor]]:
         """x (B, T, d_model), Γ (B, T, H) → (y (B, T, d_model), new state, per-boundary stats)."""
         batch, length, _ = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv, conv_tail = self.qkv(x), None
+        if self.conv is not None:
+            qkv, conv_tail = self.conv(qkv, None if state is None else state.conv_tail)
+        q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         # Normalise in at least float32: bf16 keys under autocast would carry ~1% norm error.
         k = F.normalize(k.to(torch.promote_types(k.dtype, torch.float32)), dim=-1)
         last_key = None
@@ -70,4 +81,4 @@ class HebbianMemory(nn.Module):
             pos=pos, state=None if state is None else state.memory, use_triton=self.use_triton,
         )
         o = self.norm(o.to(x.dtype)).transpose(1, 2).reshape(batch, length, -1)
-        return self.out(o), MemoryLayerState(memory_state, last_key), stats
+        return self.out(o), MemoryLayerState(memory_state, last_key, conv_tail), stats

@@ -15,7 +15,7 @@ from breath.layers.zeta import zeta_table_size
 ARCHS = ("phase2", "phase1", "transformer")
 RESOLVENTS = ("causal", "full")
 # Fields added after configs were first saved, with the value that keeps an older model's function.
-LEGACY_VALUES: dict[str, Any] = {"memory_key_shift": False}
+LEGACY_VALUES: dict[str, Any] = {"memory_key_shift": False, "memory_conv": 0}
 
 
 def upgrade_saved(data: dict[str, Any]) -> dict[str, Any]:
@@ -49,9 +49,14 @@ class ModelConfig:
     base_decay: float = 0.01
     hebbian_eta: float = 0.1
     memory_chunk: int = 64
-    # The memory writes the previous token's key with the current token's value (associative recall;
-    # a departure from the seed, docs/model.md). Configs saved before this field existed had no shift.
-    memory_key_shift: bool = True
+    # Width of a causal depthwise convolution on the memory's q, k, v (0: none): keys and values then
+    # see the few tokens before them, which associative recall needs (a departure from the seed,
+    # docs/model.md). Configs saved before this field existed had none.
+    memory_conv: int = 4
+    # The fixed alternative to the convolution: the memory writes the previous token's key with the
+    # current token's value. Off by default since the convolution measured better (QUALITY.md); kept
+    # so models trained with it (configs of 2026-11-30) still load and run.
+    memory_key_shift: bool = False
     # Consolidation at every chunk boundary.
     snr_threshold: float = 2.0
     gamma_boost: float = 2.0
@@ -114,6 +119,8 @@ class ModelConfig:
               "a number in [0, 1) (fraction of the mean mode energy; 0 keeps every mode)")
         check(self.lyapunov_gamma_step >= 0, "lyapunov_gamma_step", "a number >= 0")
         check(self.lyapunov_tolerance >= 1, "lyapunov_tolerance", "a number >= 1")
+        check(is_int(self.memory_conv) and (self.memory_conv == 0 or self.memory_conv >= 2), "memory_conv",
+              "0 (none) or an integer >= 2")
         check(self.use_triton in (None, True, False), "use_triton", "true, false or null (auto)")
         for name in ("memory_key_shift", "zeta_position_embedding", "zeta_init"):
             check(isinstance(getattr(self, name), bool), name, "true or false")

@@ -2,8 +2,8 @@
 memory driven by the same Γ, then an MLP (DESIGN §3)::
 
     x ← x + Dropout(W_bk · BKFeatures(LN₁ x))      # V − iΓ; Γ returned for reuse
-    x ← x + Dropout(Memory(LN₂ x, Γ))              # dissipative Hebbian memory (key of the previous
-                                                    # token, value of this one) + consolidation
+    x ← x + Dropout(Memory(LN₂ x, Γ))              # short conv → dissipative Hebbian memory
+                                                    # + consolidation
     x ← x + FFN(LN₃ x)
 """
 
@@ -37,8 +37,8 @@ class Phase2Block(nn.Module):
                          use_triton=cfg.use_triton)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.memory = HebbianMemory(cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.hebbian_eta,
-                                    consolidation_config(cfg), key_shift=cfg.memory_key_shift,
-                                    use_triton=cfg.use_triton)
+                                    consolidation_config(cfg), conv=cfg.memory_conv,
+                                    key_shift=cfg.memory_key_shift, use_triton=cfg.use_triton)
         self.ln3 = nn.LayerNorm(cfg.d_model)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
