@@ -38,6 +38,9 @@ from breath import ModelConfig, build_model
 
 ARCHS = ("phase2", "phase1", "transformer")
 DEFAULT_SETTINGS = ("base:4:1024", "base:32:1024", "base:4:8192", "large:8:2048")
+# --modes: eager, or torch.compile with one of its modes ("cudagraphs": CUDA graphs replay the whole
+# forward and backward, which removes the host's launch time; needs no host sync inside the model).
+COMPILE_MODES = {"compiled": "default", "cudagraphs": "reduce-overhead"}
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
 
 
@@ -77,7 +80,7 @@ def train_step_benchmark(arch: str, preset: str, batch: int, length: int, mode: 
     with torch.device("cuda"):  # build on the GPU: the zeta init's SVDs run there
         model = build_model(cfg).cuda()  # .cuda() also moves the (CPU-cached) zeta basis buffers
     n_params = model.num_parameters()
-    step_model = torch.compile(model) if mode == "compiled" else model
+    step_model = model if mode == "eager" else torch.compile(model, mode=COMPILE_MODES[mode])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     ids = torch.randint(0, vocab, (batch, length + 1), device="cuda")
 
@@ -188,7 +191,8 @@ def main() -> None:
     parser.add_argument("--archs", default=",".join(ARCHS))
     parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS),
                         help="training settings preset:batch:length")
-    parser.add_argument("--modes", default="eager,compiled")
+    parser.add_argument("--modes", default="eager,compiled",
+                        help=f"comma-separated: eager, {', '.join(COMPILE_MODES)} (default: eager,compiled)")
     parser.add_argument("--vocab-size", type=int, default=10000)
     parser.add_argument("--contexts", default="1024,8192,32768")
     parser.add_argument("--decode-batches", default="1,16")
@@ -197,6 +201,9 @@ def main() -> None:
     parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
                         help="print the tables of these result files (written by earlier runs) and exit")
     args = parser.parse_args()
+    bad = [m for m in args.modes.split(",") if m != "eager" and m not in COMPILE_MODES]
+    if bad:
+        parser.error(f"--modes: unknown {', '.join(bad)}; allowed: eager, {', '.join(COMPILE_MODES)}")
     if args.report:
         reports = [json.loads(path.read_text()) for path in args.report]
         print_report({"device": " / ".join(dict.fromkeys(r["device"] for r in reports)),
