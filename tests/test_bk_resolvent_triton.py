@@ -136,3 +136,51 @@ def test_matches_pytorch_function_in_complex64():
     out_t = bk_resolvent(*args, left=_f32(s), use_triton=True)
     out_p = bk_resolvent(*args, left=_f32(s), use_triton=False)
     torch.testing.assert_close(out_t, out_p, rtol=1e-5, atol=1e-5 * out_p.abs().max().item())
+
+
+@pytest.mark.parametrize("hermitian", [False, True])
+@pytest.mark.parametrize("T", [1, 9])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_bkcore_real_path_matches_complex_path(hermitian, T, with_state):
+    """BKCore with the kernel (real (re, im) inputs, no complex tensor) against the PyTorch complex
+    path: same features, last g and gradients of the input, the state and every parameter."""
+    from breath.layers.bk import BKCore
+
+    torch.manual_seed(0)
+    layers = [BKCore(16, 3, 0.05, hermitian=hermitian, use_triton=use).to(DEV) for use in (True, False)]
+    layers[1].load_state_dict(layers[0].state_dict())
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, T, 16, generator=g).to(DEV)
+    g_prev = torch.randn(2, 3, 2, generator=g).abs().to(DEV) if with_state else None  # Im g > 0
+    w = torch.randn(2, T, 16, generator=g).to(DEV)
+
+    def run(layer):
+        xs = [x.clone().requires_grad_(), None if g_prev is None else g_prev.clone().requires_grad_()]
+        features, _, g_last = layer(*xs)
+        ((features * w).sum() + g_last.square().sum()).backward()
+        return [features, g_last] + [v.grad for v in xs if v is not None] + [p.grad for p in layer.parameters()]
+
+    got, want = run(layers[0]), run(layers[1])
+    for a, b in zip(got, want, strict=True):
+        _close(a, b)
+
+
+@pytest.mark.parametrize("pieces", [[3, 13, 1, 7, 16], [1] * 8])
+def test_phase2_recurrent_equals_parallel_with_kernels(pieces):
+    """The model's ground rule with every kernel (BK and memory) chosen: feeding the sequence in
+    pieces with the state gives the logits of one pass, to float32 rounding."""
+    from breath import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="phase2", vocab_size=97, d_model=32, n_layers=2, n_seq=32, num_heads=2,
+                                    head_dim=16, ffn_dim=64, memory_chunk=16, dropout=0.0, use_triton=True)).to(DEV)
+    ids = torch.randint(0, 97, (2, sum(pieces)), generator=torch.Generator().manual_seed(1)).to(DEV)
+    with torch.no_grad():
+        full = model(ids).logits
+        state, outs, start = None, [], 0
+        for size in pieces:
+            out = model(ids[:, start : start + size], state=state)
+            outs.append(out.logits)
+            state, start = out.state, start + size
+    stepped = torch.cat(outs, dim=1)
+    assert ((stepped - full).norm() / full.norm()).item() < 1e-5

@@ -15,6 +15,11 @@ The features ``(Re g, Im g)`` are mapped back to the model width by ``W_bk``.
 
 With ``hermitian=True`` (the Phase 1 baseline) there is no Γ: ``a = V`` is real and only ``Im z``
 keeps the recursion bounded.
+
+When the causal resolvent runs on the Triton kernel (float32) the layer hands the kernel real
+``(re, im)`` tensors it builds itself, and the state ``g`` is kept as such a real pair in every case:
+inductor cannot generate code for complex operators, and each would run as a separate eager kernel
+in every compiled step.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from breath.ops.bk_resolvent import bk_resolvent
+from breath.ops.bk_resolvent import bk_resolvent, uses_triton
 
 _IM_Z_FLOOR = 1e-3  # ε in Im z ≥ ε
 _IM_Z_INIT = 1.0
@@ -64,36 +69,72 @@ class BKCore(nn.Module):
         """The parameters' precision, at least float32 (there is no complex bfloat16)."""
         return torch.promote_types(self.hopping.dtype, torch.float32)
 
-    def spectral_shift(self) -> torch.Tensor:
-        """``z_c = Re z_c + i (ε + softplus(·))`` (C,), complex of :meth:`compute_dtype`."""
+    def spectral_shift_parts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Re z_c, Im z_c)`` with ``Im z_c = ε + softplus(·)``, (C,) each, in :meth:`compute_dtype`."""
         dtype = self.compute_dtype()
-        return torch.complex(self.shift_re.to(dtype), _IM_Z_FLOOR + F.softplus(self.shift_im.to(dtype)))
+        return self.shift_re.to(dtype), _IM_Z_FLOOR + F.softplus(self.shift_im.to(dtype))
+
+    def spectral_shift(self) -> torch.Tensor:
+        """``z_c`` (C,), complex of :meth:`compute_dtype`."""
+        return torch.complex(*self.spectral_shift_parts())
 
     def forward(self, x: torch.Tensor, g_prev: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """x (B, T, d) → (features (B, T, d), Γ (B, T, C) or None, last g (B, C) for the next call).
+        """x (B, T, d) → (features (B, T, d), Γ (B, T, C) or None, last g (B, C, 2) for the next call).
 
-        ``g_prev`` is the previous call's last Green's function; it enters as the self-energy
-        ``h² g_prev`` of the chain's earlier part, so a split sequence gives the same ``g``.
+        ``g_prev`` is the previous call's last Green's function as a real (B, C, 2) tensor of
+        (Re g, Im g); it enters as the self-energy ``h² g_prev`` of the chain's earlier part, so a
+        split sequence gives the same ``g``.
         """
         # The resolvent runs in float32 (float64 for a float64 model) whatever the autocast or
         # parameter dtype: it is a continued fraction, and bf16's 8-bit mantissa would dominate it.
         dtype = self.compute_dtype()
         potential = self.potential(x).to(dtype)
-        if self.forgetting is None:
-            gamma = None
-            diagonal = torch.complex(potential, torch.zeros_like(potential))
-        else:
-            gamma = F.softplus(self.forgetting(x).to(dtype)) + self.base_decay
-            diagonal = torch.complex(potential, -gamma)
-        a = diagonal.transpose(1, 2)  # (B, C, T): chains along the last dim
-        hop = self.hopping.to(dtype).view(-1, 1)  # b = c = h_c at every link (broadcast over batch, t)
+        gamma = None if self.forgetting is None else F.softplus(self.forgetting(x).to(dtype)) + self.base_decay
         if g_prev is not None and not self.causal:
             raise ValueError("resolvent='full' sees the whole window at once: it cannot continue a "
                              "sequence from a state (use the causal resolvent)")
-        left = None if g_prev is None else hop.squeeze(-1).square() * g_prev
-        g = bk_resolvent(a, hop, hop, self.spectral_shift(), causal=self.causal, left=left,
-                         use_triton=self.use_triton if self.causal else False)
+        # the choice bk_resolvent itself would make for these inputs (complex64 for float32)
+        triton = uses_triton(self.use_triton if self.causal else False, self.causal,
+                             torch.promote_types(dtype, torch.complex64), potential)
+        resolvent = self._resolvent_real if triton else self._resolvent_complex
+        features, g_last = resolvent(potential, gamma, g_prev)
+        return self.readout(features.to(x.dtype)), gamma, g_last
+
+    def _resolvent_complex(self, potential: torch.Tensor, gamma: torch.Tensor | None,
+                           g_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Re g, Im g) features (B, T, 2C) and the last g (B, C, 2) from :func:`bk_resolvent`'s
+        PyTorch Functions on ``a = V − iΓ`` (``a = V`` when Hermitian): any dtype, causal or full."""
+        a = torch.complex(potential, torch.zeros_like(potential) if gamma is None else -gamma)
+        hop = self.hopping.to(potential.dtype).view(-1, 1)  # b = c = h_c at every link (broadcast over batch, t)
+        left = None if g_prev is None else hop.squeeze(-1).square() * torch.view_as_complex(g_prev)
+        g = bk_resolvent(a.transpose(1, 2), hop, hop, self.spectral_shift(), causal=self.causal, left=left,
+                         use_triton=False)  # (B, C, T): chains along the last dim
         features = torch.cat((g.real, g.imag), dim=1).transpose(1, 2)  # (B, T, 2C)
         # clone: a view would keep all of g (B, C, T) alive inside the state
-        return self.readout(features.to(x.dtype)), gamma, g[..., -1].clone()
+        return features, torch.view_as_real(g[..., -1].clone())
+
+    def _resolvent_real(self, potential: torch.Tensor, gamma: torch.Tensor | None,
+                        g_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same features and last g from the causal Triton kernel, with no complex tensor in the
+        forward or backward graph. The kernel reads time-major (T, N, 2) (re, im) parts, chain
+        ``n = b·C + c``::
+
+            e_t = a_t − z = (V_t − Re z,  −Γ_t − Im z)      (Hermitian: −Im z)
+            β   = h²      = (h², 0)                          (every link, t < T − 1)
+            σ   = h² g_prev
+        """
+        from breath.ops.bk_resolvent_triton import bk_causal_triton_real  # imports triton: only once chosen
+
+        B, T, C = potential.shape
+        z_re, z_im = self.spectral_shift_parts()
+        e_im = -z_im if gamma is None else -gamma - z_im
+        time_major = lambda x: x.expand(B, T, C).transpose(0, 1)  # noqa: E731  (B, T, C) → (T, B, C)
+        e = torch.stack((time_major(potential - z_re), time_major(e_im)), dim=-1).view(T, B * C, 2)
+        hop2 = self.hopping.to(potential.dtype).square()
+        beta = torch.stack((hop2, torch.zeros_like(hop2)), dim=-1).expand(T - 1, B, C, 2).reshape(T - 1, B * C, 2)
+        sigma = None if g_prev is None else (hop2.unsqueeze(-1) * g_prev).reshape(B * C, 2)
+        g = bk_causal_triton_real(e, beta, sigma).view(T, B, C, 2)
+        features = g.permute(1, 0, 3, 2).reshape(B, T, 2 * C)  # (B, T, 2C): all Re g, then all Im g
+        # clone: a view would keep all of g alive inside the state
+        return features, g[-1].clone()

@@ -64,7 +64,7 @@ from torch import Tensor
 
 from breath.ops.backend import kernels_fit, triton_available
 
-__all__ = ["bk_resolvent", "bk_resolvent_reference"]
+__all__ = ["bk_resolvent", "bk_resolvent_reference", "uses_triton"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,18 +270,30 @@ class _BKFull(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_triton_ok(e: Tensor, causal: bool) -> None:
+def _check_triton_ok(dtype: torch.dtype, x: Tensor, causal: bool) -> None:
     if not causal:
         raise NotImplementedError("bk_resolvent: the Triton kernel is causal only; use use_triton=False "
                                   "(or None) with causal=False")
-    if e.dtype != torch.complex64:
+    if dtype != torch.complex64:
         raise TypeError("bk_resolvent: the Triton kernel computes in float32; give complex64/float32 inputs "
-                        f"(the compute dtype here is {e.dtype}) or use use_triton=False")
+                        f"(the compute dtype here is {dtype}) or use use_triton=False")
     if not triton_available():
         raise RuntimeError("bk_resolvent: use_triton=True but `import triton` fails")
-    if not e.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+    if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError("bk_resolvent: use_triton=True needs CUDA tensors, or TRITON_INTERPRET=1 (set before "
                            "triton is imported) to run the kernel in Triton's CPU interpreter")
+
+
+def uses_triton(use_triton: bool | None, causal: bool, dtype: torch.dtype, x: Tensor) -> bool:
+    """Whether :func:`bk_resolvent` runs the Triton kernel for its argument ``use_triton``, a resolvent
+    that is ``causal`` or not, the complex compute dtype ``dtype`` and inputs on ``x``'s device (see
+    its docstring); raises when ``use_triton=True`` asks for a kernel that cannot run. Callers that
+    build the kernel's inputs themselves (``BKCore``'s real-valued path) decide by this same rule."""
+    if use_triton is None:
+        return causal and dtype == torch.complex64 and kernels_fit(x)
+    if use_triton:
+        _check_triton_ok(dtype, x, causal)
+    return use_triton
 
 
 def bk_resolvent(
@@ -324,10 +336,7 @@ def bk_resolvent(
     T = e.shape[-1]
     N = math.prod(batch)
 
-    if use_triton is None:
-        use_triton = causal and e.dtype == torch.complex64 and kernels_fit(e)
-    if use_triton:
-        _check_triton_ok(e, causal)
+    use_triton = uses_triton(use_triton, causal, e.dtype, e)
 
     # time-major (T, N) contiguous layout for the sequential loops
     e_tn = e.movedim(-1, 0).reshape(T, N).contiguous()
