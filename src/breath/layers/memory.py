@@ -55,7 +55,7 @@ class HebbianMemory(nn.Module):
         self.key_shift = key_shift
         self.use_triton = use_triton
         self.qkv = nn.Linear(d_model, 3 * num_heads * head_dim, bias=False)
-        self.conv = ShortConv(3 * num_heads * head_dim, conv) if conv else None
+        self.conv = ShortConv(3 * num_heads * head_dim, conv, use_triton=use_triton) if conv else None
         self.norm = nn.RMSNorm(head_dim)
         self.out = nn.Linear(num_heads * head_dim, d_model, bias=False)
         # A deterministic function of head_dim (exact zeta zeros): not stored in checkpoints.

@@ -15,27 +15,25 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from breath.ops.short_conv import short_conv
 
 
 class ShortConv(nn.Module):
-    def __init__(self, channels: int, width: int):
+    """Taps ``weight`` (channels, width); ``use_triton`` picks the op's path (None: automatic,
+    see :func:`breath.ops.short_conv.short_conv`)."""
+
+    def __init__(self, channels: int, width: int, use_triton: bool | None = None):
         super().__init__()
         if width < 2:
             raise ValueError(f"ShortConv: width must be >= 2, got {width}")
         self.width = width
+        self.use_triton = use_triton
         # nn.Conv1d's default init for a depthwise filter: uniform in ±1/√width.
         bound = 1 / math.sqrt(width)
         self.weight = nn.Parameter(torch.empty(channels, width).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor, tail: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, C) and the previous call's last w−1 inputs (None: zeros) → (y (B, T, C), new tail)."""
-        if tail is None:
-            tail = x.new_zeros(x.shape[0], self.width - 1, x.shape[2])
-        padded, length = torch.cat((tail.to(x.dtype), x), dim=1), x.shape[1]
-        weight = self.weight.to(x.dtype)
-        # A sum of shifted products, not F.conv1d: torch.compile fuses it with the SiLU into one kernel.
-        y = sum(weight[:, j] * padded[:, j : j + length] for j in range(self.width))
-        # clone: a view would keep the whole padded input alive inside the state
-        return F.silu(y), padded[:, -(self.width - 1):].clone()
+        return short_conv(x, self.weight, tail, use_triton=self.use_triton)
