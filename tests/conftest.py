@@ -27,3 +27,19 @@ def breath_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = root / "breath-cache"
     cache.mkdir(exist_ok=True)
     return cache
+
+
+def _logits_in_pieces(model: torch.nn.Module, ids: torch.Tensor, pieces: list[int]):
+    """(logits, final state) of ``ids`` fed to ``model`` in consecutive pieces of the given sizes,
+    each call continuing from the previous call's state: recurrent = parallel compares it with one call."""
+    state, outs, start = None, [], 0
+    for size in pieces:
+        out = model(ids[:, start : start + size], state=state)
+        outs.append(out.logits)
+        state, start = out.state, start + size
+    return torch.cat(outs, dim=1), state
+
+
+@pytest.fixture
+def logits_in_pieces():
+    return _logits_in_pieces

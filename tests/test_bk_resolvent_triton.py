@@ -166,7 +166,7 @@ def test_bkcore_real_path_matches_complex_path(hermitian, T, with_state):
 
 
 @pytest.mark.parametrize("pieces", [[3, 13, 1, 7, 16], [1] * 8])
-def test_phase2_recurrent_equals_parallel_with_kernels(pieces):
+def test_phase2_recurrent_equals_parallel_with_kernels(pieces, logits_in_pieces):
     """The model's ground rule with every kernel (BK and memory) chosen: feeding the sequence in
     pieces with the state gives the logits of one pass, to float32 rounding."""
     from breath import ModelConfig, build_model
@@ -177,10 +177,5 @@ def test_phase2_recurrent_equals_parallel_with_kernels(pieces):
     ids = torch.randint(0, 97, (2, sum(pieces)), generator=torch.Generator().manual_seed(1)).to(DEV)
     with torch.no_grad():
         full = model(ids).logits
-        state, outs, start = None, [], 0
-        for size in pieces:
-            out = model(ids[:, start : start + size], state=state)
-            outs.append(out.logits)
-            state, start = out.state, start + size
-    stepped = torch.cat(outs, dim=1)
+        stepped, _ = logits_in_pieces(model, ids, pieces)
     assert ((stepped - full).norm() / full.norm()).item() < 1e-5

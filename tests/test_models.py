@@ -63,15 +63,10 @@ def test_no_hidden_state_between_calls(arch):
 
 @pytest.mark.parametrize("arch", RULE_ARCHS)
 @pytest.mark.parametrize("pieces", [[1] * 40, [3, 13, 1, 7, 16], [8, 8, 24]])
-def test_recurrent_equals_parallel(arch, pieces):
+def test_recurrent_equals_parallel(arch, pieces, logits_in_pieces):
     model, ids = tiny(arch).double(), tokens()
     full = model(ids).logits
-    state, outs, start = None, [], 0
-    for size in pieces:
-        out = model(ids[:, start : start + size], state=state)
-        outs.append(out.logits)
-        state, start = out.state, start + size
-    stepped = torch.cat(outs, dim=1)
+    stepped, state = logits_in_pieces(model, ids, pieces)
     assert state.pos == ids.shape[1]
     assert ((stepped - full).norm() / full.norm()).item() < 1e-9
 
