@@ -243,3 +243,34 @@ def test_recurrent_state_owns_its_memory(arch):
     for tensor in (t for layer in state.layers for t in torch.utils._pytree.tree_leaves(layer)
                    if isinstance(t, torch.Tensor)):
         assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+
+
+def test_unit_keys_are_f_normalize_with_a_smaller_backward():
+    """UnitKeys gives F.normalize's values and gradients (a zero row included, where the floor ε
+    makes it linear), and keeps no float32 copy of a bf16 input for the backward."""
+    from breath.layers.memory import UnitKeys
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 8, dtype=torch.float64)
+    x[0, 0, 0] = 0
+    weight = torch.randn_like(x)
+
+    def value_and_grad(fn):
+        leaf = x.clone().requires_grad_()
+        y = fn(leaf)
+        (y * weight).sum().backward()
+        return y.detach(), leaf.grad
+
+    ours = value_and_grad(UnitKeys.apply)
+    reference = value_and_grad(lambda t: torch.nn.functional.normalize(t, dim=-1))
+    torch.testing.assert_close(ours[0], reference[0], rtol=1e-15, atol=0)
+    torch.testing.assert_close(ours[1], reference[1], rtol=1e-12, atol=0)
+    assert torch.autograd.gradcheck(UnitKeys.apply, (x[1:].clone().requires_grad_(),))
+
+    saved = []
+    low = torch.randn(2, 3, 5, 8, dtype=torch.bfloat16, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = UnitKeys.apply(low)
+    assert y.dtype == torch.float32 and [t.shape[-1] for t in saved] == [8, 1]  # y and ‖x‖ only
+    y.sum().backward()
+    assert low.grad.dtype == torch.bfloat16
