@@ -192,12 +192,16 @@ def train_and_evaluate(arch: str, task: Task, *, steps: int, batch: int, d_model
             "train_seconds": round(train_seconds, 1), "curve": curve}
 
 
+def run_label(result: dict) -> str:
+    """The arch and any ``--set`` overrides of a run, e.g. ``phase2 memory_conv=0``."""
+    return result["arch"] + "".join(f" {k}={v}" for k, v in result.get("overrides", {}).items())
+
+
 def markdown_table(results: list[dict]) -> str:
     lines = ["| arch | pairs | T | vocab | d_model | lr | steps | accuracy | 1/pairs | final loss | train s |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
-        label = r["arch"] + "".join(f" {k}={v}" for k, v in r.get("overrides", {}).items())
-        lines.append(f"| {label} | {r['pairs']} | {r['seq_len']} | {r['vocab_size']} | {r['d_model']} | "
+        lines.append(f"| {run_label(r)} | {r['pairs']} | {r['seq_len']} | {r['vocab_size']} | {r['d_model']} | "
                      f"{r.get('learning_rate', '')} | "
                      f"{r['steps']} | {100 * r['accuracy']:.1f}% | {100 / r['pairs']:.1f}% | "
                      f"{r['final_loss']:.3f} | {r['train_seconds']:.0f} |")
@@ -214,7 +218,7 @@ def plot_curves(results: list[dict], path: Path) -> None:
     for r in results:
         if r["curve"]:
             ax.plot([c["step"] for c in r["curve"]], [c["accuracy"] for c in r["curve"]],
-                    label=f"{r['arch']} ({r['pairs']} pairs, T {r['seq_len']})")
+                    label=f"{run_label(r)} ({r['pairs']} pairs, T {r['seq_len']})")
     ax.set(title="MQAR: held-out accuracy while training", xlabel="step", ylabel="accuracy", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
