@@ -274,3 +274,25 @@ def test_unit_keys_are_f_normalize_with_a_smaller_backward():
     assert y.dtype == torch.float32 and [t.shape[-1] for t in saved] == [8, 1]  # y and ‖x‖ only
     y.sum().backward()
     assert low.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("op", ["bk_resolvent", "dissipative_memory", "short_conv"])
+def test_kernels_asked_for_on_cpu_say_how_to_run_them(op, monkeypatch):
+    """use_triton=True on CPU tensors outside Triton's interpreter: one clear error naming the op and
+    the way out, not Triton's "0 active drivers"."""
+    pytest.importorskip("triton")
+    from breath.ops.bk_resolvent import bk_resolvent
+    from breath.ops.consolidation import ConsolidationConfig
+    from breath.ops.dissipative_memory import dissipative_memory
+    from breath.ops.short_conv import short_conv
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x = torch.randn(1, 1, 4, 16)
+    calls = {
+        "bk_resolvent": lambda: bk_resolvent(torch.randn(2, 4, dtype=torch.complex64), 1.0, 1.0, 1j, use_triton=True),
+        "dissipative_memory": lambda: dissipative_memory(x, x, x, torch.rand(1, 1, 4), 0.1, torch.eye(16),
+                                                         ConsolidationConfig(chunk=16), use_triton=True),
+        "short_conv": lambda: short_conv(x[0], torch.randn(16, 4), use_triton=True),
+    }
+    with pytest.raises(RuntimeError, match=f"^{op}: use_triton=True needs CUDA tensors, or TRITON_INTERPRET=1"):
+        calls[op]()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import torch
@@ -32,3 +33,14 @@ def triton_available() -> bool:
     except Exception:  # an unusable install can fail with more than ImportError
         return False
     return True
+
+
+def require_kernels(x: torch.Tensor, op: str) -> None:
+    """Raise a clear error when ``use_triton=True`` asks ``op``'s kernels to run where they cannot:
+    without Triton, or on CPU tensors outside Triton's interpreter (Triton's own error there is
+    "0 active drivers")."""
+    if not triton_available():
+        raise RuntimeError(f"{op}: use_triton=True but `import triton` fails")
+    if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(f"{op}: use_triton=True needs CUDA tensors, or TRITON_INTERPRET=1 (set before triton "
+                           "is imported) to run the kernels in Triton's CPU interpreter")

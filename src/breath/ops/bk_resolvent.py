@@ -57,12 +57,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 
 import torch
 from torch import Tensor
 
-from breath.ops.backend import kernels_fit, triton_available
+from breath.ops.backend import kernels_fit, require_kernels
 
 __all__ = ["bk_resolvent", "bk_resolvent_reference", "uses_triton"]
 
@@ -277,11 +276,7 @@ def _check_triton_ok(dtype: torch.dtype, x: Tensor, causal: bool) -> None:
     if dtype != torch.complex64:
         raise TypeError("bk_resolvent: the Triton kernel computes in float32; give complex64/float32 inputs "
                         f"(the compute dtype here is {dtype}) or use use_triton=False")
-    if not triton_available():
-        raise RuntimeError("bk_resolvent: use_triton=True but `import triton` fails")
-    if not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("bk_resolvent: use_triton=True needs CUDA tensors, or TRITON_INTERPRET=1 (set before "
-                           "triton is imported) to run the kernel in Triton's CPU interpreter")
+    require_kernels(x, "bk_resolvent")
 
 
 def uses_triton(use_triton: bool | None, causal: bool, dtype: torch.dtype, x: Tensor) -> bool:

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from breath.ops.backend import MEMORY_KERNEL_CHUNKS, MEMORY_KERNEL_HEAD_DIMS, kernels_fit
+from breath.ops.backend import MEMORY_KERNEL_CHUNKS, MEMORY_KERNEL_HEAD_DIMS, kernels_fit, require_kernels
 from breath.ops.consolidation import STAT_NAMES, ConsolidationConfig, consolidate
 
 
@@ -162,6 +162,7 @@ def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: floa
                       and cfg.chunk in MEMORY_KERNEL_CHUNKS
                       and (state.S.dtype if state is not None else q.dtype) != torch.float64)
     if use_triton:
+        require_kernels(q, "dissipative_memory")
         # Imported here: tests set TRITON_INTERPRET before triton is first imported.
         from breath.ops.dissipative_memory_triton import dissipative_memory_triton
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from breath.ops.backend import kernels_fit
+from breath.ops.backend import kernels_fit, require_kernels
 
 
 def new_tail(x: Tensor, tail: Tensor | None, width: int) -> Tensor:
@@ -59,6 +59,7 @@ def short_conv(x: Tensor, weight: Tensor, tail: Tensor | None = None,
     if use_triton is None:
         use_triton = kernels_fit(x) and x.dtype != torch.float64
     if use_triton:
+        require_kernels(x, "short_conv")
         # Imported here: tests set TRITON_INTERPRET before triton is first imported.
         from breath.ops.short_conv_triton import short_conv_triton
 
