@@ -53,8 +53,8 @@ class UnitKeys(torch.autograd.Function):
 
         dx = (dy − y (y·dy)) / ‖x‖        (dy / ε where ‖x‖ < ε, where y = x / ε is linear),
 
-    not the float32 copy of x that F.normalize keeps: y is kept by the memory op anyway, so this
-    saves a (B, H, T, d) float32 tensor per layer (8 MB at base B4 T1024)."""
+    not the float32 copy of x that F.normalize keeps. Without the key shift the memory op keeps y
+    anyway, so this saves a (B, H, T, d) float32 tensor per layer (8 MB at base B4 T1024)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,8 @@ PRESETS: dict[str, dict[str, int]] = {
 
 @dataclass
 class ModelConfig:
-    """Architecture and Phase 2 mechanism settings (defaults: the seed's command-line defaults)."""
+    """Architecture and Phase 2 mechanism settings (defaults: the seed's command-line defaults, plus
+    the options it does not have, such as ``memory_conv``, at the values we measured best)."""
 
     vocab_size: int = 10000
     d_model: int = 512
