@@ -14,14 +14,30 @@ linear warmup over the first 10% of the steps then cosine decay to 0, gradient c
 dropout 0, bf16 autocast on CUDA. Progress (loss, accuracy on a fixed held-out batch) is printed
 every ``--log-every`` steps.
 
+``--mix PAIRS:LEN …`` trains on a mixture, as Zoology does (its training sets are dominated by short,
+easy sequences such as 4 pairs in 64 tokens): each batch is split evenly between the headline task and
+each listed setting, whose sequences are right-padded to the headline length (PAD inputs, IGNORE
+labels; a causal model reads them as the shorter sequences they are). The hope is that easy rows
+let attention form its induction circuit early; in the one test so far (CPU, QUALITY.md) they did
+not: the transformer stayed at chance with the mixture and escaped without it. The mixture is the same for every
+arch, and evaluation (progress and final accuracy) stays on the headline task. With ``--sweep`` a
+sweep setting gets the mixed items that fit it (LEN ≤ its length); the others are skipped, and the
+printout says which.
+
+``--report A.json B.json …`` trains nothing: it merges the results of earlier runs (each written by
+``--output``, e.g. one per GPU of a split sweep) into ``--output`` and its table and plots.
+
     python benchmarks/mqar.py                         # the headline check: T 256, 16 pairs, d_model 128
     python benchmarks/mqar.py --sweep                 # also pairs × length: where each arch breaks
+    python benchmarks/mqar.py --mix 4:64 8:128        # train on a Zoology-like mixture of easier settings
+    python benchmarks/mqar.py --report a.json b.json --output merged.json   # merge earlier runs
     OMP_NUM_THREADS=2 python benchmarks/mqar.py --device cpu --pairs 8 --seq-len 64 --vocab-size 64 \
         --d-model 64 --steps 3000 --batch-size 64 --output benchmarks/results/mqar_cpu_small.json
 
 Writes ``--output`` (JSON: arguments and one entry per run, with its learning curve), the same
 stem with ``.md`` (a markdown table) and, when matplotlib is importable, ``.png`` (learning curves)
-and with ``--sweep`` ``_sweep.png`` (accuracy against pairs, one panel per length).
+and, when the results span several (pairs, length) settings, ``_sweep.png`` (accuracy against pairs,
+one panel per length).
 """
 
 from __future__ import annotations
@@ -90,6 +106,53 @@ def make_batch(task: Task, batch: int, generator: torch.Generator) -> tuple[torc
     return inputs, labels
 
 
+def mix_problem(pairs: int, length: int, task: Task) -> str | None:
+    """The rule a mixed setting (``pairs`` in ``length`` tokens) of ``task`` breaks, or None."""
+    half = (task.vocab_size - 1) // 2
+    if length > task.seq_len:
+        return f"LEN <= seq_len {task.seq_len}"
+    if 4 * pairs > length:
+        return "4 * PAIRS <= LEN (room for the pairs and their queries)"
+    if pairs > half:
+        return f"PAIRS <= {half}, the distinct keys of vocab {task.vocab_size}"
+    return None
+
+
+def parse_mix(items: list[str], task: Task) -> list[tuple[int, int]]:
+    """``["4:64", "8:128"]`` → ``[(4, 64), (8, 128)]``, each checked against the headline ``task``."""
+    mix = []
+    for item in items:
+        pairs, sep, length = item.partition(":")
+        if not (sep and pairs.isdigit() and length.isdigit() and int(pairs) > 0):
+            raise SystemExit(f"--mix: expected PAIRS:LEN with positive integers, got {item!r}")
+        problem = mix_problem(int(pairs), int(length), task)
+        if problem:
+            raise SystemExit(f"--mix: {item!r} breaks the rule {problem} of the headline task "
+                             f"({task.pairs} pairs, seq_len {task.seq_len}, vocab {task.vocab_size})")
+        mix.append((int(pairs), int(length)))
+    return mix
+
+
+def make_mixed_batch(task: Task, mix: list[tuple[int, int]], batch: int,
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch split as evenly as possible between ``task`` and each (pairs, seq_len) of ``mix``.
+
+    Rows come in that order (the first ``batch % (1 + len(mix))`` settings get one row more); a mixed
+    setting's rows are right-padded to ``task.seq_len`` with PAD inputs and IGNORE labels. Without a
+    mix this is ``make_batch(task, batch, generator)``, same random stream included."""
+    if not mix:
+        return make_batch(task, batch, generator)
+    tasks = [task] + [dataclasses.replace(task, pairs=p, seq_len=t) for p, t in mix]
+    inputs, labels = [], []
+    for i, part in enumerate(tasks):
+        rows = batch // len(tasks) + (i < batch % len(tasks))
+        if rows:
+            x, y = make_batch(part, rows, generator)
+            inputs.append(F.pad(x, (0, task.seq_len - part.seq_len), value=PAD))
+            labels.append(F.pad(y, (0, task.seq_len - part.seq_len), value=IGNORE))
+    return torch.cat(inputs), torch.cat(labels)
+
+
 def model_config(arch: str, task: Task, d_model: int, n_layers: int, overrides: dict | None = None) -> ModelConfig:
     heads = max(1, d_model // 64)
     return ModelConfig(**{**dict(arch=arch, vocab_size=task.vocab_size, d_model=d_model, n_layers=n_layers,
@@ -155,12 +218,18 @@ def held_out(task: Task, sequences: int, batch: int, seed: int, device: str) -> 
 def train_and_evaluate(arch: str, task: Task, *, steps: int, batch: int, d_model: int, n_layers: int,
                        lr: float, device: str, weight_decay: float = 0.1, warmup_fraction: float = 0.1,
                        seed: int = 0, eval_sequences: int = 2048, log_every: int = 0,
-                       overrides: dict | None = None) -> dict:
+                       overrides: dict | None = None, mix: list[tuple[int, int]] | None = None) -> dict:
     """Train ``arch`` on fresh batches for ``steps`` steps; accuracy on ``eval_sequences`` unseen ones.
 
     Every ``log_every`` steps (0: never) prints the loss and the accuracy on a fixed held-out batch
-    (recorded in the result's ``curve``). ``overrides`` are ModelConfig fields set on top of the task's."""
+    (recorded in the result's ``curve``). ``overrides`` are ModelConfig fields set on top of the task's;
+    ``mix`` lists (pairs, seq_len) settings trained on alongside ``task`` (see ``make_mixed_batch``);
+    progress and final accuracy are on ``task`` alone."""
     task.validate()
+    mix = [tuple(m) for m in mix or []]
+    for pairs, length in mix:
+        if problem := mix_problem(pairs, length, task):
+            raise ValueError(f"mix: {pairs}:{length} breaks the rule {problem}")
     torch.manual_seed(seed)
     model = build_model(model_config(arch, task, d_model, n_layers, overrides)).to(device)
     optimizer, schedule = make_optimizer(model, lr, weight_decay, steps, warmup_fraction)
@@ -171,7 +240,7 @@ def train_and_evaluate(arch: str, task: Task, *, steps: int, batch: int, d_model
     start = time.perf_counter()
     model.train()
     for step in range(1, steps + 1):
-        inputs, labels = make_batch(task, batch, generator)
+        inputs, labels = make_mixed_batch(task, mix, batch, generator)
         with autocast:
             logits = model(inputs).logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
@@ -186,15 +255,18 @@ def train_and_evaluate(arch: str, task: Task, *, steps: int, batch: int, d_model
                   f"accuracy {curve[-1]['accuracy']:.4f}  {time.perf_counter() - start:6.0f}s", flush=True)
     train_seconds = time.perf_counter() - start
     final = accuracy(model, held_out(task, eval_sequences, batch, seed + 1, device), autocast)
-    return {"arch": arch, "overrides": overrides or {}, "learning_rate": lr, "pairs": task.pairs, "seq_len": task.seq_len, "vocab_size": task.vocab_size,
+    return {"arch": arch, "overrides": overrides or {}, "mix": [list(m) for m in mix], "learning_rate": lr,
+            "pairs": task.pairs, "seq_len": task.seq_len, "vocab_size": task.vocab_size,
             "d_model": d_model, "n_layers": n_layers, "parameters": model.num_parameters(),
             "accuracy": final, "final_loss": loss.item(), "steps": steps, "batch_size": batch,
             "train_seconds": round(train_seconds, 1), "curve": curve}
 
 
 def run_label(result: dict) -> str:
-    """The arch and any ``--set`` overrides of a run, e.g. ``phase2 memory_conv=0``."""
-    return result["arch"] + "".join(f" {k}={v}" for k, v in result.get("overrides", {}).items())
+    """The arch, any ``--set`` overrides and any ``--mix`` of a run, e.g. ``phase2 memory_conv=0 mix 4:64,8:128``."""
+    mix = result.get("mix") or []
+    return (result["arch"] + "".join(f" {k}={v}" for k, v in result.get("overrides", {}).items())
+            + (" mix " + ",".join(f"{p}:{t}" for p, t in mix) if mix else ""))
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -236,17 +308,43 @@ def plot_sweep(results: list[dict], path: Path) -> None:
     lengths = sorted({r["seq_len"] for r in results})
     fig, axes = plt.subplots(1, len(lengths), figsize=(4.5 * len(lengths), 3.5), squeeze=False)
     for ax, length in zip(axes[0], lengths):
-        for arch in sorted({r["arch"] for r in results}):
-            rows = sorted((r for r in results if r["arch"] == arch and r["seq_len"] == length),
+        for label in sorted({run_label(r) for r in results}):
+            rows = sorted((r for r in results if run_label(r) == label and r["seq_len"] == length),
                           key=lambda r: r["pairs"])
-            ax.plot([r["pairs"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=arch)
+            ax.plot([r["pairs"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=label)
         ax.set(title=f"MQAR, T = {length}", xlabel="key-value pairs", ylabel="accuracy", ylim=(0, 1.02))
         ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)
-    axes[0][0].legend()
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def write_outputs(results: list[dict], output: Path) -> str:
+    """The ``.md`` table and the plots next to ``output`` (the sweep plot when the results span more
+    than one (pairs, seq_len) setting); returns the table."""
+    table = markdown_table(results)
+    output.with_suffix(".md").write_text(table)
+    try:
+        if any(r["curve"] for r in results):
+            plot_curves(results, output.with_suffix(".png"))
+        if len({(r["pairs"], r["seq_len"]) for r in results}) > 1:
+            plot_sweep(results, output.with_name(output.stem + "_sweep.png"))
+    except ImportError:
+        print("matplotlib not importable: no plots")
+    return table
+
+
+def merge_reports(paths: list[Path]) -> dict:
+    """The results, environments and commands of several ``--output`` JSON files (merged ones too)."""
+    merged = {"inputs": [str(p) for p in paths], "environments": [], "commands": [], "results": []}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        merged["environments"] += data.get("environments", [data.get("environment")])
+        merged["commands"] += data.get("commands", [data.get("command")])
+        merged["results"] += data["results"]
+    return merged
 
 
 def main() -> None:
@@ -268,16 +366,32 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="ModelConfig fields for every model, e.g. --set memory_conv=4 memory_key_shift=false")
+    parser.add_argument("--mix", nargs="+", default=[], metavar="PAIRS:LEN",
+                        help="also train on these settings (each batch split evenly with the headline task, "
+                             "rows right-padded), e.g. --mix 4:64 8:128; evaluation stays on the headline task")
+    parser.add_argument("--report", nargs="+", type=Path, metavar="JSON",
+                        help="train nothing: merge these --output files of earlier runs into --output, .md, plots")
     parser.add_argument("--sweep", action="store_true",
-                        help="also sweep pairs {4..128} x length {128..1024} (vocab >= 4 x pairs + 1)")
+                        help="also sweep --sweep-pairs x --sweep-lengths where 4 x pairs <= length "
+                             "(vocab >= 4 x pairs + 1)")
+    parser.add_argument("--sweep-pairs", type=int, nargs="+", default=[4, 8, 16, 32, 64, 128])
+    parser.add_argument("--sweep-lengths", type=int, nargs="+", default=[128, 256, 512, 1024])
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/mqar.json"),
                         help="JSON results; a .md table and .png plots are written next to it")
     args = parser.parse_args()
 
+    if args.report:
+        merged = merge_reports(args.report)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(merged, indent=2))
+        print(write_outputs(merged["results"], args.output))
+        return
     overrides = parse_overrides(args.set)
+    mix = parse_mix(args.mix, Task(pairs=args.pairs, seq_len=args.seq_len,
+                                   vocab_size=max(args.vocab_size, 4 * args.pairs + 1)))
     settings = [(args.pairs, args.seq_len)]
     if args.sweep:
-        settings += [(p, t) for t in (128, 256, 512, 1024) for p in (4, 8, 16, 32, 64, 128)
+        settings += [(p, t) for t in args.sweep_lengths for p in args.sweep_pairs
                      if 4 * p <= t and (p, t) != (args.pairs, args.seq_len)]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join(sys.argv)
@@ -288,12 +402,15 @@ def main() -> None:
     results = []
     for pairs, length in settings:
         task = Task(pairs=pairs, seq_len=length, vocab_size=max(args.vocab_size, 4 * pairs + 1))
+        fitting = [m for m in mix if not mix_problem(*m, task)]
+        for p, t in sorted(set(mix) - set(fitting)):
+            print(f"pairs {pairs} T {length}: --mix item {p}:{t} skipped, it breaks {mix_problem(p, t, task)}")
         for arch in args.archs.split(","):
             result = train_and_evaluate(arch, task, steps=args.steps, batch=args.batch_size,
                                         d_model=args.d_model, n_layers=args.n_layers, lr=args.learning_rate,
                                         weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction,
                                         device=args.device, seed=args.seed, eval_sequences=args.eval_sequences,
-                                        log_every=args.log_every, overrides=overrides)
+                                        log_every=args.log_every, overrides=overrides, mix=fitting)
             results.append(result)
             print(f"{arch:12s} pairs {pairs:4d}  T {length:5d}  accuracy {result['accuracy']:.4f}  "
                   f"loss {result['final_loss']:.4f}  {result['train_seconds']:.0f}s", flush=True)
@@ -301,16 +418,7 @@ def main() -> None:
             args.output.write_text(json.dumps({"environment": environment, "command": command,
                                                "args": {k: str(v) for k, v in vars(args).items()},
                                                "results": results}, indent=2))
-    table = markdown_table(results)
-    args.output.with_suffix(".md").write_text(table)
-    try:
-        if any(r["curve"] for r in results):
-            plot_curves(results, args.output.with_suffix(".png"))
-        if args.sweep:
-            plot_sweep(results, args.output.with_name(args.output.stem + "_sweep.png"))
-    except ImportError:
-        print("matplotlib not importable: no plots")
-    print("\n" + table)
+    print("\n" + write_outputs(results, args.output))
 
 
 if __name__ == "__main__":

@@ -136,3 +136,105 @@ def test_set_reads_model_fields_and_refuses_unknown_ones():
         "memory_conv": 4, "memory_key_shift": False, "arch": "phase2"}
     with pytest.raises(SystemExit, match="--set: .*'width=4'"):
         mqar.parse_overrides(["width=4"])
+
+
+def rows_are_valid_recall_sequences(inputs, labels, task, length):
+    """Each row: ``task.pairs`` pairs, every key queried once after them (label = its value, only at
+    query positions), PAD inputs and IGNORE labels from ``task.seq_len`` to ``length``."""
+    n = task.pairs
+    assert inputs.shape[1] == labels.shape[1] == length
+    assert (inputs[:, task.seq_len :] == mqar.PAD).all() and (labels[:, task.seq_len :] == mqar.IGNORE).all()
+    for row_in, row_lab in zip(inputs, labels):
+        context = dict(zip(row_in[0 : 2 * n : 2].tolist(), row_in[1 : 2 * n : 2].tolist()))
+        assert len(context) == n
+        query_positions = (row_lab != mqar.IGNORE).nonzero().flatten().tolist()
+        assert len(query_positions) == n and min(query_positions) >= 2 * n and max(query_positions) < task.seq_len
+        assert all((p - 2 * n) % 2 == 0 for p in query_positions)
+        assert [row_lab[p].item() for p in query_positions] == [context[row_in[p].item()] for p in query_positions]
+        is_query = torch.zeros(length, dtype=torch.bool)
+        is_query[query_positions] = True
+        assert (row_in[2 * n :][~is_query[2 * n :]] == mqar.PAD).all()
+
+
+def test_a_mixed_batch_splits_its_rows_evenly_and_pads_the_shorter_settings():
+    task = mqar.Task(pairs=8, seq_len=64, vocab_size=64)
+    mix = [(2, 16), (4, 32)]
+    inputs, labels = mqar.make_mixed_batch(task, mix, 23, torch.Generator().manual_seed(0))
+    assert inputs.shape == labels.shape == (23, 64) and inputs.dtype == labels.dtype == torch.long
+    start = 0
+    for rows, (pairs, length) in zip([8, 8, 7], [(8, 64), *mix]):  # 23 = 8 + 8 + 7, headline rows first
+        part = mqar.Task(pairs=pairs, seq_len=length, vocab_size=64)
+        rows_are_valid_recall_sequences(inputs[start : start + rows], labels[start : start + rows], part, 64)
+        start += rows
+
+
+def test_without_a_mix_the_batch_and_random_stream_are_unchanged():
+    plain = mqar.make_batch(TASK, 16, generator := torch.Generator().manual_seed(3))
+    after_plain = torch.rand(4, generator=generator)
+    mixed = mqar.make_mixed_batch(TASK, [], 16, generator := torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(plain, mixed))
+    assert torch.equal(after_plain, torch.rand(4, generator=generator))
+
+
+@pytest.mark.parametrize("item, message", [
+    ("4x64", "expected PAIRS:LEN"),
+    ("0:64", "expected PAIRS:LEN"),
+    ("4:128", "LEN <= seq_len 64"),
+    ("8:16", r"4 \* PAIRS <= LEN"),
+    ("16:64", "PAIRS <= 15, the distinct keys of vocab 32"),
+])
+def test_bad_mix_items_are_refused_naming_the_item_and_the_rule(item, message):
+    task = mqar.Task(pairs=4, seq_len=64, vocab_size=32)
+    assert mqar.parse_mix(["2:16", "4:64"], task) == [(2, 16), (4, 64)]
+    with pytest.raises(SystemExit, match=f"^--mix: .*{message}") as refused:
+        mqar.parse_mix(["2:16", item], task)
+    assert repr(item) in str(refused.value)
+
+
+def test_the_command_line_refuses_a_mix_longer_than_the_headline(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["mqar.py", "--seq-len", "64", "--pairs", "8", "--mix", "4:128"])
+    with pytest.raises(SystemExit, match="--mix: '4:128' breaks the rule LEN <= seq_len 64"):
+        mqar.main()
+
+
+def test_report_merges_earlier_runs_without_training(tmp_path, monkeypatch):
+    tiny = dict(steps=2, batch=8, d_model=16, n_layers=1, lr=1e-3, device="cpu", eval_sequences=8, log_every=1)
+    paths = []
+    for name, task, mix in [("a", mqar.Task(pairs=2, seq_len=16, vocab_size=16), [(1, 8)]),
+                            ("b", mqar.Task(pairs=4, seq_len=16, vocab_size=16), None)]:
+        result = mqar.train_and_evaluate("transformer", task, mix=mix, **tiny)
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(mqar.json.dumps({"environment": {"device": name}, "command": f"run {name}",
+                                              "results": [result]}))
+    assert mqar.json.loads(paths[0].read_text())["results"][0]["mix"] == [[1, 8]]
+    output = tmp_path / "merged.json"
+    monkeypatch.setattr(sys, "argv", ["mqar.py", "--report", *map(str, paths), "--output", str(output)])
+    monkeypatch.setattr(mqar, "train_and_evaluate", None)  # trains nothing
+    mqar.main()
+    merged = mqar.json.loads(output.read_text())
+    assert merged["commands"] == ["run a", "run b"]
+    assert merged["environments"] == [{"device": "a"}, {"device": "b"}]
+    assert [(r["pairs"], r["mix"]) for r in merged["results"]] == [(2, [[1, 8]]), (4, [])]
+    table = output.with_suffix(".md").read_text().splitlines()
+    assert len(table) == 4 and "| transformer mix 1:8 | 2 | 16 |" in table[2] and "| transformer | 4 | 16 |" in table[3]
+    pytest.importorskip("matplotlib")
+    assert output.with_suffix(".png").exists() and (tmp_path / "merged_sweep.png").exists()
+
+
+def test_a_sweep_trains_each_setting_on_the_mixed_items_that_fit_it(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def fake_run(arch, task, *, mix, **_):
+        seen[task.pairs, task.seq_len] = mix
+        return {"arch": arch, "mix": [list(m) for m in mix], "pairs": task.pairs, "seq_len": task.seq_len,
+                "vocab_size": task.vocab_size, "d_model": 8, "accuracy": 0.5, "final_loss": 1.0, "steps": 1,
+                "train_seconds": 0.0, "curve": []}
+
+    monkeypatch.setattr(mqar, "train_and_evaluate", fake_run)
+    monkeypatch.setattr(mqar, "write_outputs", lambda results, output: "")
+    monkeypatch.setattr(sys, "argv", ["mqar.py", "--archs", "transformer", "--sweep", "--device", "cpu",
+                                      "--mix", "4:64", "8:256", "--output", str(tmp_path / "s.json")])
+    mqar.main()
+    assert seen[16, 256] == seen[4, 1024] == [(4, 64), (8, 256)]
+    assert seen[4, 128] == [(4, 64)]
+    assert "pairs 4 T 128: --mix item 8:256 skipped, it breaks LEN <= seq_len 128" in capsys.readouterr().out
