@@ -9,14 +9,14 @@ Three measurements, each printed as a table and written to JSON:
 3. Decoding: tokens/s, state size and peak memory of one-token steps after a 1K/8K/32K-token
    context (prefilled in one pass), phase2 (recurrent state) vs transformer (KV cache), batch 1 and 16.
 
-    python benchmarks/throughput.py                      # everything (over 15 minutes on an H200; see below)
+    python benchmarks/throughput.py                      # everything (over 10 minutes on an H200; see below)
     python benchmarks/throughput.py --only train --settings base:32:1024 --modes eager
     python benchmarks/throughput.py --report a.json b.json  # one set of tables from several runs' JSON
 
 On a machine with two GPUs, the eager and compiled halves can run side by side, one process per GPU
 (``CUDA_VISIBLE_DEVICES=0 ... --modes eager`` and ``CUDA_VISIBLE_DEVICES=1 ... --only train --modes
-compiled``); every ratio is still between peers timed in the same process. On 2026-11-30 (H200) the
-eager half took about 8 minutes and the compiled half (phase2 and transformer) over 7.
+compiled``); every ratio is still between peers timed in the same process. On 2026-11-30 (evening, two
+H200s) both halves, side by side, took 371 s.
 
 Model FLOPs per token (forward + backward = 3× forward): ``6·N`` for the weights (N without the
 embedding, which is a lookup; the tied LM head counted once) plus the token mixing — attention
