@@ -1,37 +1,56 @@
-"""Where a training step's GPU time goes: the top CUDA kernels of one step, by self time.
+"""Where a step's time goes: a training step's GPU kernels, or a decoding step's host work.
 
     PYTHONPATH=src python benchmarks/profile_step.py --arch phase2 --preset base --batch 32 --length 1024
+    PYTHONPATH=src python benchmarks/profile_step.py --arch phase2 --decode 8192 --batch 1
 
-Runs a few warm-up steps (forward + backward + AdamW, bf16 autocast, like ``throughput.py``), then
-profiles ``--steps`` steps with ``torch.profiler`` and prints each kernel's share of the GPU time.
+Training (default): a few warm-up steps (forward + backward + AdamW, bf16 autocast, like
+``throughput.py``), then ``--steps`` steps under ``torch.profiler``; prints each CUDA kernel's share
+of the GPU time.
+
+Decoding (``--decode CONTEXT``): prefill CONTEXT tokens in one pass, warm up across a chunk boundary,
+then profile ``--steps`` one-token steps (a whole chunk, so boundary steps are included at their
+real rate). One-token steps are bound by the host, so it prints what the host does per step: the
+wall time, the operators that launch work (counted at the dispatcher, views excluded) and the top
+operators by host time; on a GPU also the kernels launched and the GPU time. Runs on the CPU too
+(``--device cpu``), where the PyTorch reference path runs instead of the Triton kernels.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from breath import ModelConfig, build_model
 
+# Operators that only reinterpret a tensor (no kernel, no allocation worth counting).
+VIEW_OPS = frozenset({
+    "alias", "as_strided", "detach", "diagonal", "expand", "imag", "permute", "real", "reshape",
+    "_reshape_alias", "select", "slice", "split", "split_with_sizes", "squeeze", "t", "transpose",
+    "unbind", "unsqueeze", "view", "_unsafe_view", "view_as_complex", "view_as_real",
+})
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="phase2", choices=("phase2", "phase1", "transformer"))
-    parser.add_argument("--preset", default="base")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--length", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--top", type=int, default=25)
-    args = parser.parse_args()
 
-    torch.manual_seed(0)
-    cfg = ModelConfig.preset(args.preset, arch=args.arch, vocab_size=10000, n_seq=args.length, dropout=0.0)
-    with torch.device("cuda"):
-        model = build_model(cfg).cuda()
+class OperatorCount(TorchDispatchMode):
+    """Counts the ATen operators that reach the dispatcher (views excluded), by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        if name not in VIEW_OPS:
+            self.counts[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def profile_training(model, cfg: ModelConfig, args) -> None:
     step_model = torch.compile(model) if args.compile else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.length + 1), device="cuda")
@@ -58,6 +77,90 @@ def main() -> None:
     for e in sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:args.top]:
         print(f"{e.self_device_time_total / total:6.1%}  {e.self_device_time_total / args.steps / 1e3:8.3f}  "
               f"{e.count / args.steps:10.0f}  {e.key[:110]}")
+
+
+def profile_decoding(model, cfg: ModelConfig, args) -> dict:
+    """Profile ``args.steps`` one-token steps after an ``args.decode``-token prefill; returns the numbers."""
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", torch.bfloat16, enabled=cuda)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.decode), device=device)
+    with torch.no_grad(), autocast:
+        out = model(ids)
+        token = ids[:, -1:]
+
+        def step():
+            nonlocal out, token
+            out = model(token, state=out.state)
+            token = out.logits[:, -1:].argmax(-1)
+
+        for _ in range(cfg.memory_chunk + 1):  # crosses a chunk boundary: its kernels compile here
+            step()
+        with OperatorCount() as counter:
+            for _ in range(args.steps):
+                step()
+        sync()
+        begin = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        sync()
+        wall = (time.perf_counter() - begin) / args.steps
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            for _ in range(args.steps):
+                step()
+            sync()
+    events = prof.key_averages()
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    result = {"wall_ms_per_step": wall * 1e3,
+              "operators_per_step": sum(counter.counts.values()) / args.steps,
+              "kernels_per_step": sum(e.count for e in kernels) / args.steps if cuda else None,
+              "gpu_ms_per_step": sum(e.self_device_time_total for e in kernels) / args.steps / 1e3 if cuda else None}
+    print(f"\n{args.arch} {args.preset} decoding, batch {args.batch}, after {args.decode} tokens, on {device} "
+          f"({args.steps} steps): {result['wall_ms_per_step']:.2f} ms per step (wall), "
+          f"{result['operators_per_step']:.0f} operators per step" +
+          (f", {result['kernels_per_step']:.0f} kernels and {result['gpu_ms_per_step']:.2f} ms of GPU time per step"
+           if cuda else ""))
+    print("operators per step: " + ", ".join(f"{name} {n / args.steps:.1f}"
+                                                for name, n in counter.counts.most_common(args.top)))
+    host = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
+    print(f"\n{'host ms/step':>12}  {'calls/step':>10}  operator (by self host time)")
+    for e in sorted(host, key=lambda e: e.self_cpu_time_total, reverse=True)[:args.top]:
+        print(f"{e.self_cpu_time_total / args.steps / 1e3:12.3f}  {e.count / args.steps:10.1f}  {e.key[:100]}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="phase2", choices=("phase2", "phase1", "transformer"))
+    parser.add_argument("--preset", default="base")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--length", type=int, default=1024, help="training: tokens per sequence")
+    parser.add_argument("--decode", type=int, metavar="CONTEXT",
+                        help="profile one-token decoding steps after a CONTEXT-token prefill instead of training")
+    parser.add_argument("--steps", type=int, help="profiled steps (default: 3 training steps, 64 decoding steps)")
+    parser.add_argument("--compile", action="store_true", help="training: torch.compile the model")
+    parser.add_argument("--device", default="cuda", help="decoding only: cuda or cpu")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args(argv)
+    if args.decode is None and not args.device.startswith("cuda"):
+        parser.error("--device: training steps are profiled on cuda only; use --decode to profile on the CPU")
+    if args.decode is not None and args.compile:
+        parser.error("--compile: profiles compiled training steps only; drop it with --decode")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("profile_step.py: no CUDA device found (decoding can be profiled with --device cpu)")
+    args.steps = args.steps or (64 if args.decode is not None else 3)
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset(args.preset, arch=args.arch, vocab_size=10000,
+                             n_seq=args.length, dropout=0.0)
+    with torch.device(args.device):
+        model = build_model(cfg).to(args.device)
+    if args.decode is not None:
+        return profile_decoding(model.eval(), cfg, args)
+    profile_training(model, cfg, args)
+    return None
 
 
 if __name__ == "__main__":
