@@ -24,6 +24,11 @@ arch, and evaluation (progress and final accuracy) stays on the headline task. W
 sweep setting gets the mixed items that fit it (LEN ≤ its length); the others are skipped, and the
 printout says which.
 
+``--filler random`` fills the inputs that are neither pairs nor queries with random tokens instead of
+PAD, as Zoology's ``random_non_queries`` does, but never with one of the sequence's keys (see
+``make_batch``); the labels are the same. It did not help the transformer leave its plateau
+(16 pairs, T 128, batch 64, CPU, two seeds: at chance after 1500 steps).
+
 ``--report A.json B.json …`` trains nothing: it merges the results of earlier runs (each written by
 ``--output``, e.g. one per GPU of a split sweep) into ``--output`` and its table and plots.
 
@@ -58,6 +63,7 @@ from breath import ModelConfig, build_model
 
 PAD = 0
 IGNORE = -100
+FILLERS = ("pad", "random")
 
 
 @dataclass(frozen=True)
@@ -66,11 +72,14 @@ class Task:
     seq_len: int = 256
     vocab_size: int = 256  # keys from [1, 1 + V/2), values from [1 + V/2, V)
     gap_power: float = 0.01  # query gaps ∝ gap^(gap_power − 1) (Zoology's power_a)
+    filler: str = "pad"  # what fills the rest of the inputs: "pad" or "random" (see make_batch)
 
     def validate(self) -> None:
         half = (self.vocab_size - 1) // 2
         if self.pairs > half:
             raise ValueError(f"pairs: {self.pairs} exceeds the {half} distinct keys of vocab {self.vocab_size}")
+        if self.filler not in FILLERS:
+            raise ValueError(f"filler: got {self.filler!r}; allowed: {' | '.join(FILLERS)}")
         if 4 * self.pairs > self.seq_len:
             raise ValueError(f"seq_len: {self.seq_len} too short for {self.pairs} pairs and queries "
                              f"(needs >= {4 * self.pairs})")
@@ -85,6 +94,15 @@ def make_batch(task: Task, batch: int, generator: torch.Generator) -> tuple[torc
     the inputs: the label at its position is its value, i.e. the token the model must emit after
     reading ``inputs[:p + 1]``; the value itself never appears in the query section (if it did,
     "the one value not yet shown" would answer the last queries without any recall).
+
+    ``task.filler == "random"`` (Zoology's ``random_non_queries``) replaces those PADs, in the inputs
+    only, by tokens drawn uniformly from the vocabulary *except this sequence's keys*, after every
+    other draw (keys, values, gaps and order are those of "pad" with the same generator; labels are
+    unchanged). Zoology draws from the whole vocabulary and does nothing about a filler equal to a
+    key: at its vocabulary of 8192 that is 16/8192 = 0.2% of the filler at 16 pairs, but at ours
+    (128) it would be 12.5%, a second, unlabelled occurrence of a queried key followed by a random
+    token — a distractor for a lookup (and a wrong key→token write for a recurrent memory) that
+    Zoology never had. Values and PAD may still be drawn: they are never looked up.
 
     The tensors are made on ``generator``'s device (on a GPU: no host work or copy per step).
     """
@@ -103,6 +121,15 @@ def make_batch(task: Task, batch: int, generator: torch.Generator) -> tuple[torc
     rows = torch.arange(batch, device=device)[:, None]
     inputs[rows, positions] = keys.gather(1, order)
     labels[rows, positions] = values.gather(1, order)
+    if task.filler == "random":
+        # Uniform over the vocab minus the n keys: draw r in [0, V - n), then step r over each key
+        # ≤ it, in increasing order (the r-th token that is not a key).
+        filler = torch.randint(0, task.vocab_size - n, (batch, length), generator=generator, device=device)
+        for key in keys.sort(dim=1).values.unbind(1):
+            filler += filler >= key[:, None]
+        rest = labels == IGNORE
+        rest[:, : 2 * n] = False
+        inputs[rest] = filler[rest]
     return inputs, labels
 
 
@@ -256,17 +283,19 @@ def train_and_evaluate(arch: str, task: Task, *, steps: int, batch: int, d_model
     train_seconds = time.perf_counter() - start
     final = accuracy(model, held_out(task, eval_sequences, batch, seed + 1, device), autocast)
     return {"arch": arch, "overrides": overrides or {}, "mix": [list(m) for m in mix], "learning_rate": lr,
-            "pairs": task.pairs, "seq_len": task.seq_len, "vocab_size": task.vocab_size,
+            "pairs": task.pairs, "seq_len": task.seq_len, "vocab_size": task.vocab_size, "filler": task.filler,
             "d_model": d_model, "n_layers": n_layers, "parameters": model.num_parameters(),
             "accuracy": final, "final_loss": loss.item(), "steps": steps, "batch_size": batch,
             "train_seconds": round(train_seconds, 1), "curve": curve}
 
 
 def run_label(result: dict) -> str:
-    """The arch, any ``--set`` overrides and any ``--mix`` of a run, e.g. ``phase2 memory_conv=0 mix 4:64,8:128``."""
+    """The arch, any ``--set`` overrides, any ``--mix`` and a random filler of a run, e.g.
+    ``phase2 memory_conv=0 mix 4:64,8:128 random filler``."""
     mix = result.get("mix") or []
     return (result["arch"] + "".join(f" {k}={v}" for k, v in result.get("overrides", {}).items())
-            + (" mix " + ",".join(f"{p}:{t}" for p, t in mix) if mix else ""))
+            + (" mix " + ",".join(f"{p}:{t}" for p, t in mix) if mix else "")
+            + (" random filler" if result.get("filler", "pad") != "pad" else ""))
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -353,6 +382,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=16, help="key-value pairs per sequence")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--vocab-size", type=int, default=256, help="keys in the lower half, values in the upper")
+    parser.add_argument("--filler", choices=FILLERS, default="pad",
+                        help="the inputs that are neither pairs nor queries: PAD, or random tokens other than "
+                             "the sequence's keys (Zoology's random_non_queries); labels are the same")
     parser.add_argument("--d-model", type=int, default=128, help="width (heads of 64)")
     parser.add_argument("--n-layers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3000, help="training steps per arch and setting")
@@ -388,7 +420,7 @@ def main() -> None:
         return
     overrides = parse_overrides(args.set)
     mix = parse_mix(args.mix, Task(pairs=args.pairs, seq_len=args.seq_len,
-                                   vocab_size=max(args.vocab_size, 4 * args.pairs + 1)))
+                                   vocab_size=max(args.vocab_size, 4 * args.pairs + 1), filler=args.filler))
     settings = [(args.pairs, args.seq_len)]
     if args.sweep:
         settings += [(p, t) for t in args.sweep_lengths for p in args.sweep_pairs
@@ -401,7 +433,7 @@ def main() -> None:
     print(f"{command}\n{environment}", flush=True)
     results = []
     for pairs, length in settings:
-        task = Task(pairs=pairs, seq_len=length, vocab_size=max(args.vocab_size, 4 * pairs + 1))
+        task = Task(pairs=pairs, seq_len=length, vocab_size=max(args.vocab_size, 4 * pairs + 1), filler=args.filler)
         fitting = [m for m in mix if not mix_problem(*m, task)]
         for p, t in sorted(set(mix) - set(fitting)):
             print(f"pairs {pairs} T {length}: --mix item {p}:{t} skipped, it breaks {mix_problem(p, t, task)}")

@@ -78,6 +78,27 @@ class Oracle:
         pass
 
 
+def test_random_filler_replaces_only_the_pads_with_tokens_that_are_not_keys():
+    assert mqar.Task().filler == "pad"  # the default: the layout above, random stream included
+    random_task = mqar.Task(pairs=8, seq_len=64, vocab_size=64, filler="random")
+    padded, labels = batch(size=200, seed=5)
+    filled, filled_labels = batch(random_task, size=200, seed=5)
+    assert torch.equal(labels, filled_labels)  # same pairs, queries, gaps and labels
+    was_pad = padded == mqar.PAD
+    assert torch.equal(filled[~was_pad], padded[~was_pad])  # pairs and queries untouched
+    assert not was_pad[:, : 2 * TASK.pairs].any() and not was_pad[labels != mqar.IGNORE].any()
+    filler = filled.masked_fill(~was_pad, -1)
+    assert ((filler >= 0) & (filler < 64)).sum() == was_pad.sum()
+    keys = padded[:, 0 : 2 * TASK.pairs : 2]
+    assert not (filler[:, :, None] == keys[:, None, :]).any()  # never a second occurrence of a key
+    assert (filler > (64 - 1) // 2).any() and ((filler > 0) & (filler <= (64 - 1) // 2)).any()  # keys' half too
+    assert (filled[was_pad] != mqar.PAD).float().mean() > 0.9
+    no_autocast = torch.autocast("cpu", enabled=False)
+    assert mqar.accuracy(Oracle(shift=0), [(filled[:8], labels[:8])], no_autocast) == 1.0
+    with pytest.raises(ValueError, match="filler"):
+        mqar.Task(filler="noise").validate()
+
+
 def test_labels_are_the_next_token_a_causal_reader_must_emit():
     inputs, labels = batch(size=16)
     no_autocast = torch.autocast("cpu", enabled=False)
