@@ -43,3 +43,20 @@ def _logits_in_pieces(model: torch.nn.Module, ids: torch.Tensor, pieces: list[in
 @pytest.fixture
 def logits_in_pieces():
     return _logits_in_pieces
+
+
+def _compiled_matches_eager(f, x: torch.Tensor) -> None:
+    """``f(x)`` (a scalar) compiled with ``fullgraph=True`` — so any graph break fails — gives the
+    eager value and the eager gradient of x."""
+    x_eager, x_comp = x.clone().requires_grad_(), x.clone().requires_grad_()
+    eager = f(x_eager)
+    eager.backward()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")(x_comp)
+    compiled.backward()
+    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(x_comp.grad, x_eager.grad)
+
+
+@pytest.fixture
+def compiled_matches_eager():
+    return _compiled_matches_eager
