@@ -2,7 +2,9 @@
 
 token embedding (+ zeta position embedding) → blocks → final LayerNorm → LM head (tied to the
 embedding). Architectures differ only in their block; each block maps
-``(x, pos, layer_state) → (x, new_layer_state, layer_stats)``.
+``(x, pos, layer_state, positions) → (x, new_layer_state, layer_stats)``, where ``pos`` is the host
+int of the first token's absolute position and ``positions`` None or the (T,) device tensor of all
+of them (see :meth:`CausalLM.forward`).
 """
 
 from __future__ import annotations
@@ -58,22 +60,37 @@ class CausalLM(nn.Module):
                     zeta_init_(block.get_submodule(name).weight)
 
     def forward(self, input_ids: torch.Tensor, state: ModelState | None = None,
-                return_diagnostics: bool = False) -> ModelOutput:
-        """input_ids (B, T) → logits (B, T, vocab); ``state`` continues an earlier call."""
+                return_diagnostics: bool = False, positions: torch.Tensor | None = None) -> ModelOutput:
+        """input_ids (B, T) → logits (B, T, vocab); ``state`` continues an earlier call.
+
+        ``positions``: the tokens' absolute positions as a (T,) int64 tensor on the model's device
+        (default: ``arange(state.pos, state.pos + T)``, built here when needed). A CUDA-graph decode
+        step (:mod:`breath.decoding`) passes it so that every position-dependent value (position
+        embedding, rotary angles, KV-cache slots) is read from device memory and one captured step
+        replays at any position; ``state.pos`` then decides only host control flow (where the
+        memory consolidates), so a replay must have the chunk phase of the capture.
+        """
         pos = 0 if state is None else state.pos
         x = self.embed(input_ids)
         if self.pe_gain is not None:
-            positions = torch.arange(pos, pos + input_ids.shape[1], device=input_ids.device)
+            if positions is None:
+                positions = torch.arange(pos, pos + input_ids.shape[1], device=input_ids.device)
             x = x + self.pe_gain * zeta_position_embedding(positions, self.pe_gammas).to(x.dtype)
         x = self.drop(x)
         new_layers, layer_stats = [], []
         for i, block in enumerate(self.blocks):
-            x, layer_state, stats = block(x, pos, None if state is None else state.layers[i])
+            x, layer_state, stats = block(x, pos, None if state is None else state.layers[i], positions)
             new_layers.append(layer_state)
             layer_stats.append(stats)
         logits = self.head(self.ln_f(x))
         diagnostics = summarize(layer_stats) if return_diagnostics else {}
         return ModelOutput(logits, ModelState(pos + input_ids.shape[1], tuple(new_layers)), diagnostics)
+
+    def reserve(self, state: ModelState, capacity: int) -> ModelState:
+        """``state`` ready to be continued up to ``capacity`` tokens in all without reallocating.
+        Recurrent states have a constant size: this returns them as they are (the transformer's
+        KV cache overrides it)."""
+        return state
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -25,7 +25,7 @@ class Phase1Block(nn.Module):
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, pos: int, g_prev: torch.Tensor | None):
+    def forward(self, x: torch.Tensor, pos: int, g_prev: torch.Tensor | None, positions: torch.Tensor | None = None):
         features, _, g_last = self.bk(self.ln1(x), g_prev)
         x = x + self.drop(features)
         x = x + self.ffn(self.ln2(x))

@@ -43,7 +43,7 @@ class Phase2Block(nn.Module):
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, pos: int, state: tuple | None):
+    def forward(self, x: torch.Tensor, pos: int, state: tuple | None, positions: torch.Tensor | None = None):
         g_prev, memory_state = (None, None) if state is None else state
         features, gamma, g_last = self.bk(self.ln1(x), g_prev)
         x = x + self.drop(features)

@@ -5,7 +5,9 @@
     x ← x + FFN(LN₂ x)
 
 Its state is the KV cache, so ``model(next_ids, state=out.state)`` continues a sequence like the
-other architectures. No zeta init or zeta position embedding: it is the standard recipe.
+other architectures. The cache is preallocated and written in place (see
+:class:`~breath.layers.attention.CausalSelfAttention`); :meth:`TransformerLM.reserve` sizes it for
+a whole generation up front. No zeta init or zeta position embedding: it is the standard recipe.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from breath.layers.attention import CausalSelfAttention
+from breath.layers.attention import CausalSelfAttention, reserve_cache
 from breath.layers.ffn import FeedForward
 from breath.models.config import ModelConfig
 from breath.models.lm import CausalLM
+from breath.models.output import ModelState
 
 
 class TransformerBlock(nn.Module):
@@ -28,8 +31,8 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, pos: int, cache: tuple | None):
-        y, cache = self.attn(self.ln1(x), pos, cache)
+    def forward(self, x: torch.Tensor, pos: int, cache: tuple | None, positions: torch.Tensor | None = None):
+        y, cache = self.attn(self.ln1(x), pos, cache, positions)
         x = x + self.drop(y)
         x = x + self.ffn(self.ln2(x))
         return x, cache, {}
@@ -41,3 +44,8 @@ class TransformerLM(CausalLM):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg, [TransformerBlock(cfg) for _ in range(cfg.n_layers)],
                          position_embedding=False)
+
+    def reserve(self, state: ModelState, capacity: int) -> ModelState:
+        """The KV caches of ``state`` in buffers of ``capacity`` positions (one copy, now): every
+        later token is then written in place, with no reallocation, up to ``capacity``."""
+        return ModelState(state.pos, tuple(reserve_cache(cache, state.pos, capacity) for cache in state.layers))

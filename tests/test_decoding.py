@@ -1,0 +1,127 @@
+"""breath.decoding: the static-buffer decode step (what a CUDA graph replays) against plain model
+calls and a full re-run, and the transformer's preallocated KV cache.
+
+On the CPU the decoder runs its step eagerly on the same buffers and with the same frozen host
+positions as the graphs; the graphs themselves are checked on a GPU by tests/gpu/test_decode_graphs.py.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # for the Triton-kernel case; set before triton is imported
+
+import pytest  # noqa: E402
+
+from breath import ModelConfig, build_model  # noqa: E402
+from breath.decoding import Decoder  # noqa: E402
+from breath.models import ModelState  # noqa: E402
+
+ARCHS = ["phase2", "phase1", "transformer", "phase2-shift"]
+VARIANTS = {"phase2-shift": dict(arch="phase2", memory_conv=0, memory_key_shift=True)}
+
+
+def tiny(arch, **overrides):
+    """float64, memory chunks of 8: a 30-token decode crosses several boundaries."""
+    fields = dict(vocab_size=97, d_model=32, n_layers=2, n_seq=32, num_heads=2, head_dim=8, ffn_dim=64,
+                  dropout=0.0, memory_chunk=8, arch=arch)
+    fields.update(VARIANTS.get(arch, {}), **overrides)
+    torch.manual_seed(0)
+    return build_model(ModelConfig(**fields)).double().eval()
+
+
+def copy_state(state: ModelState) -> ModelState:
+    return ModelState(state.pos, torch.utils._pytree.tree_map(
+        lambda t: t.clone() if isinstance(t, torch.Tensor) else t, state.layers))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("prompt_length", [3, 11])
+@torch.no_grad()
+def test_decoder_steps_equal_plain_calls_and_a_full_rerun(arch, prompt_length):
+    """30 steps from a 3- or 11-token prompt (chunk 8: both kinds of step, each replayed at several
+    positions after its first): the same logits as plain ``model(token, state)`` calls (with the
+    same KV-cache capacity), bit for bit, and as one forward of the whole sequence. The 3-token
+    prompt has crossed no boundary, so its memory state still has fields sharing one zeros tensor."""
+    model, steps = tiny(arch), 30
+    ids = torch.randint(0, 97, (2, prompt_length + steps), generator=torch.Generator().manual_seed(1))
+    prefill = model(ids[:, :prompt_length])
+    plain, state, decoded = [], model.reserve(copy_state(prefill.state), prompt_length + steps), []
+    decoder = Decoder(model, prefill.state, capacity=prompt_length + steps)
+    for t in range(prompt_length, prompt_length + steps):
+        out = model(ids[:, t:t + 1], state=state)
+        plain.append(out.logits)
+        state = out.state
+        decoded.append(decoder.step(ids[:, t:t + 1]).clone())
+    decoded, plain = torch.cat(decoded, 1), torch.cat(plain, 1)
+    assert torch.equal(decoded, plain)
+    full = model(ids).logits[:, prompt_length:]
+    assert ((decoded - full).norm() / full.norm()).item() < 1e-12
+    assert decoder.pos == decoder.state.pos == prompt_length + steps
+    # the decoder's state continues like the plain one
+    tail = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(model(tail, state=decoder.state).logits, model(tail, state=state).logits,
+                               rtol=1e-12, atol=1e-12)
+
+
+@torch.no_grad()
+def test_decoder_with_the_triton_memory_kernel():
+    """The memory kernel gets the host position (its place in the chunk): a step replayed at other
+    places of the chunk, as a graph does, still equals plain calls."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    model = tiny("phase2", num_heads=1, head_dim=16, memory_chunk=16, use_triton=True).float()
+    ids = torch.randint(0, 97, (1, 5 + 20), generator=torch.Generator().manual_seed(1))
+    prefill = model(ids[:, :5])
+    decoder = Decoder(model, copy_state(prefill.state), capacity=ids.shape[1])
+    state = prefill.state
+    for t in range(5, ids.shape[1]):
+        out = model(ids[:, t:t + 1], state=state)
+        state = out.state
+        assert torch.equal(decoder.step(ids[:, t:t + 1]), out.logits)
+
+
+@torch.no_grad()
+def test_kv_cache_is_preallocated_and_written_in_place():
+    model = tiny("transformer")
+    ids = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(1))
+    state = model.reserve(model(ids[:, :4]).state, 20)
+    buffers = [t.data_ptr() for cache in state.layers for t in cache]
+    assert all(t.shape[2] == 20 for cache in state.layers for t in cache)
+    outs = []
+    for t in range(4, 20):
+        out = model(ids[:, t:t + 1], state=state)
+        state = out.state
+        outs.append(out.logits)
+    assert [t.data_ptr() for cache in state.layers for t in cache] == buffers  # no copy, no reallocation
+    torch.testing.assert_close(torch.cat(outs, 1), model(ids).logits[:, 4:], rtol=1e-12, atol=1e-12)
+
+
+@torch.no_grad()
+def test_kv_cache_grows_by_doubling_without_a_reserve():
+    model = tiny("transformer")
+    ids = torch.randint(0, 97, (1, 12), generator=torch.Generator().manual_seed(1))
+    state, capacities = model(ids[:, :3]).state, []
+    for t in range(3, 12):
+        state = model(ids[:, t:t + 1], state=state).state
+        capacities.append(state.layers[0][0].shape[2])
+    assert capacities == [6, 6, 6, 12, 12, 12, 12, 12, 12]
+
+
+@torch.no_grad()
+def test_decoder_refuses_what_it_cannot_do():
+    model = tiny("phase1")
+    state = model(torch.tensor([[1, 2, 3]])).state
+    with pytest.raises(ValueError, match="^cuda_graphs: got True"):
+        Decoder(model, state, capacity=8, cuda_graphs=True)
+    with pytest.raises(ValueError, match="^capacity: got 3"):
+        Decoder(model, state, capacity=3)
+    decoder = Decoder(model, state, capacity=4)
+    decoder.step(torch.tensor([[4]]))
+    with pytest.raises(ValueError, match="^capacity: the decoder was built for 4 tokens"):
+        decoder.step(torch.tensor([[5]]))
+    with pytest.raises(ValueError, match="^capacity: got 2"):
+        tiny("transformer").reserve(tiny("transformer")(torch.tensor([[1, 2, 3]])).state, 2)
+    full = tiny("phase2", resolvent="full")
+    with pytest.raises(ValueError, match="resolvent='full'"):
+        Decoder(full, state, capacity=8)
