@@ -3,9 +3,10 @@
     breath generate checkpoints/phase2 --prompt "ROMEO:" --max-new-tokens 200 --temperature 0.8 --top-p 0.95
 
 The prompt is prefilled in chunks of the training window, then tokens come one at a time, each
-step feeding only the new token with the state the previous call returned: for phase2 and phase1
-that state is recurrent (Green's functions and fast-weight memories, constant in size however long
-the output), for the transformer it is the KV cache. A model trained with the full (non-causal)
+step feeding only the new token with the state the previous step left: for phase2 and phase1 that
+state is recurrent (Green's functions and fast-weight memories, constant in size however long the
+output), for the transformer it is the KV cache (preallocated for prompt + new tokens). On CUDA
+the steps replay CUDA graphs (:mod:`breath.decoding`). A model trained with the full (non-causal)
 resolvent cannot continue a state, so it re-reads the whole sequence for every token.
 
 Text goes to stdout as the tokens are produced. Tokens are byte-level BPE pieces, so one character
@@ -28,6 +29,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from breath.data.tokenizer import EOT
+from breath.decoding import Decoder
 from breath.models import ModelState
 from breath.sampling import SamplingSettings, sample
 from breath.train.checkpoint import RUN_ARGUMENT, load_run
@@ -70,40 +72,44 @@ class StreamDecoder:
 class Step:
     token: int
     logits: torch.Tensor  # (V,) the logits the token was drawn from (on the CPU, in the model's dtype)
-    state: ModelState | None  # the state those logits came with (None: the full resolvent keeps none)
+    # the state those logits came with (None: the full resolvent keeps none); the decoder's buffers,
+    # valid until the next step
+    state: ModelState | None
 
 
 @torch.no_grad()
 def generate(model: nn.Module, prompt: list[int], max_new_tokens: int, settings: SamplingSettings,
              generator: torch.Generator | None = None, stop_token: int | None = None,
-             prefill_chunk: int | None = None) -> Iterator[Step]:
+             prefill_chunk: int | None = None, cuda_graphs: bool | None = None) -> Iterator[Step]:
     """Yield up to ``max_new_tokens`` tokens continuing ``prompt`` (a non-empty list of ids).
 
     The prompt is fed in chunks of ``prefill_chunk`` tokens (default: the training window), then
-    one token per step with the returned state. Sampling runs on the CPU with ``generator``, so a
-    seed gives the same text on any device (for the same logits). Stops after ``stop_token``.
+    one token per step through a :class:`~breath.decoding.Decoder` (CUDA graphs on CUDA unless
+    ``cuda_graphs`` is False). Sampling runs on the CPU with ``generator``, so a seed gives the
+    same text on any device (for the same logits). Stops after ``stop_token``.
     """
     if not prompt:
         raise ValueError("prompt: empty; allowed: at least one token")
     device = next(model.parameters()).device
     ids = torch.tensor([prompt], device=device)
     recurrent = model.cfg.resolvent == "causal"
-    state = None
+    state = decoder = None
     if recurrent:
         for chunk in ids.split(prefill_chunk or model.cfg.n_seq, dim=1):
             out = model(chunk, state=state)
             state = out.state
+        decoder = Decoder(model, state, capacity=len(prompt) + max_new_tokens, cuda_graphs=cuda_graphs)
+        logits = out.logits[0, -1].cpu()
     for step in range(max_new_tokens):
         if not recurrent:  # the full resolvent: every step re-reads the whole sequence
-            out = model(ids)
-        logits = out.logits[0, -1].cpu()
+            logits = model(ids).logits[0, -1].cpu()
         token = sample(logits[None], settings, generator)
-        yield Step(int(token), logits, out.state if recurrent else None)
+        yield Step(int(token), logits, decoder.state if recurrent else None)
         if int(token) == stop_token or step == max_new_tokens - 1:
             return
         token = token.to(device)[None]
         if recurrent:
-            out = model(token, state=out.state)
+            logits = decoder.step(token)[0, -1].cpu()
         else:
             ids = torch.cat((ids, token), dim=1)
 
@@ -162,7 +168,9 @@ def run(options: dict[str, Any]) -> None:
     sys.stdout.write(decoder.flush() + "\n")
     sys.stdout.flush()
     elapsed = time.perf_counter() - started
-    notes = [f"{count} tokens in {elapsed:.2f} s ({count / max(elapsed, 1e-9):.1f} tokens/s)"]
+    graphs = device.type == "cuda" and model.cfg.resolvent == "causal"
+    notes = [f"{count} tokens in {elapsed:.2f} s ({count / max(elapsed, 1e-9):.1f} tokens/s, "
+             f"{'CUDA-graph' if graphs else 'eager'} steps)"]
     if step.state is not None:
         notes.append(f"state {step.state.nbytes() / 2**10:.1f} KiB")
     if step.token == eot:
