@@ -6,8 +6,10 @@ Three measurements, each printed as a table and written to JSON:
    model-FLOPs utilisation, for every (preset, batch, length) setting, eager and compiled.
 2. Op level: forward and forward+backward time of the dissipative-memory op (Triton vs the PyTorch
    chunked reference), and flash-linear-attention's ``chunk_simple_gla`` forward when importable.
-3. Decoding: tokens/s, state size and peak memory of one-token steps after a 1K/8K/32K-token
-   context (prefilled in one pass), phase2 (recurrent state) vs transformer (KV cache), batch 1 and 16.
+3. Decoding (``--only decode``, ~6 min): ms/token, tokens/s, state size and peak memory of
+   one-token steps after a 1K/32K/128K-token context, batch 1/16/64, phase2 and phase1 (recurrent
+   state) vs transformer (KV cache preallocated, written in place), each eager and through CUDA
+   graphs (``breath.decoding``), with the graphs' speed-up; ends with the issue-15 targets.
 
     python benchmarks/throughput.py                      # everything (over 10 minutes on an H200; see below)
     python benchmarks/throughput.py --only train --settings base:32:1024 --modes eager
@@ -34,7 +36,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from torch.utils._pytree import tree_map
+
 from breath import ModelConfig, build_model
+from breath.decoding import Decoder
+from breath.models import ModelState
 
 ARCHS = ("phase2", "phase1", "transformer")
 DEFAULT_SETTINGS = ("base:4:1024", "base:32:1024", "base:4:8192", "large:8:2048")
@@ -142,35 +148,114 @@ def op_benchmark(batch: int, heads: int, length: int, dim: int, chunk: int) -> l
     return rows
 
 
+DECODE_PREFILL_CHUNK = 4096  # tokens per prefill call: a long context is prefilled through the state
+
+
+def copy_state(state: ModelState, batch: int = 1) -> ModelState:
+    """A copy of a batch-1 state with ``batch`` rows (each a copy of the one row: decoding time
+    does not depend on the values)."""
+    return ModelState(state.pos, tree_map(
+        lambda t: t.expand(batch, *t.shape[1:]).clone() if isinstance(t, torch.Tensor) else t, state.layers))
+
+
+def kv_cache_bytes(cfg: ModelConfig, batch: int, capacity: int) -> int:
+    """Keys and values of every layer in bf16: 2 · layers · batch · heads · capacity · head_dim · 2."""
+    return 2 * cfg.n_layers * batch * cfg.num_heads * capacity * cfg.head_dim * 2
+
+
+def decode_steps(step, token: torch.Tensor, count: int) -> tuple[float, torch.Tensor]:
+    """Seconds per step of ``count`` greedy steps (host and device: synchronised before and after)."""
+    torch.cuda.synchronize()
+    begin = time.perf_counter()
+    for _ in range(count):
+        token = step(token)[:, -1:].argmax(-1)
+    torch.cuda.synchronize()
+    return (time.perf_counter() - begin) / count, token
+
+
 @torch.no_grad()
-def decode_benchmark(arch: str, preset: str, batch: int, context: int, new_tokens: int, vocab: int) -> dict:
+def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[int], new_tokens: int,
+                     vocab: int) -> list[dict]:
+    """One-token steps after each context, eager (``model(token, state)``) and CUDA graphs
+    (:class:`breath.decoding.Decoder`), bf16 autocast. The contexts are one batch-1 sequence,
+    prefilled once in chunks of DECODE_PREFILL_CHUNK tokens; a batch repeats its state. Each mode
+    first runs memory_chunk + 1 untimed steps, so every kind of step (a chunk boundary included)
+    is compiled, and captured, before timing."""
     torch.manual_seed(0)
     cfg = ModelConfig.preset(preset, arch=arch, vocab_size=vocab, dropout=0.0)
     with torch.device("cuda"):
         model = build_model(cfg).cuda().eval()
-    ids = torch.randint(0, vocab, (batch, context), device="cuda")
+    ids = torch.randint(0, vocab, (1, max(contexts)), device="cuda")
+    warmup, rows = cfg.memory_chunk + 1, []
     with torch.autocast("cuda", torch.bfloat16):
-        state = model(ids, state=None).state  # prefill in one parallel pass
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        token = ids[:, -1:]
-        for _ in range(cfg.memory_chunk + 1):  # warm-up across a chunk boundary: its kernels compile here
-            state = model(token, state=state).state
-        torch.cuda.synchronize()
-        begin = time.perf_counter()
-        for _ in range(new_tokens):
-            out = model(token, state=state)
-            state, token = out.state, out.logits[:, -1:].argmax(-1)
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - begin
-    result = {"arch": arch, "preset": preset, "batch": batch, "context": context,
-              "decode_tokens_per_s": round(batch * new_tokens / seconds, 1),
-              "ms_per_step": round(seconds / new_tokens * 1e3, 2),
-              "state_MB": round(state.nbytes() / 1e6, 1),
-              "decode_peak_GB": round(torch.cuda.max_memory_allocated() / 1e9, 2)}
-    del model, state
+        snapshots, state, start = {}, None, 0
+        for end in sorted({*range(DECODE_PREFILL_CHUNK, max(contexts), DECODE_PREFILL_CHUNK), *contexts}):
+            state = model(ids[:, start:end], state=state).state
+            if end in contexts:
+                snapshots[end] = model.reserve(copy_state(state), end) if arch == "transformer" else copy_state(state)
+            start = end
+        del state
+        for context in contexts:
+            for batch in batches:
+                capacity = context + 2 * (warmup + new_tokens)
+                row = {"arch": arch, "preset": preset, "batch": batch, "context": context}
+                need = kv_cache_bytes(cfg, batch, capacity) if arch == "transformer" else 0
+                if need > 0.9 * torch.cuda.mem_get_info()[0]:
+                    rows.append({**row, "error": f"skipped: the KV cache needs {need / 1e9:.1f} GB, "
+                                                 f"{torch.cuda.mem_get_info()[0] / 1e9:.1f} GB free"})
+                    print(rows[-1], flush=True)
+                    continue
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                try:
+                    # reserved at batch 1, then repeated: one allocation of the big cache
+                    state = copy_state(model.reserve(snapshots[context], capacity), batch)
+                    token = ids[:, -1:].expand(batch, 1)
+
+                    def eager(token):
+                        nonlocal state
+                        out = model(token, state=state)
+                        state = out.state
+                        return out.logits
+
+                    _, token = decode_steps(eager, token, warmup)
+                    eager_s, token = decode_steps(eager, token, new_tokens)
+                    decoder = Decoder(model, state, capacity, cuda_graphs=True)
+                    _, token = decode_steps(decoder.step, token, warmup)
+                    graph_s, token = decode_steps(decoder.step, token, new_tokens)
+                except torch.cuda.OutOfMemoryError:
+                    rows.append({**row, "error": "out of memory"})
+                    print(rows[-1], flush=True)
+                    continue
+                finally:
+                    state = decoder = None
+                for mode, seconds in (("eager", eager_s), ("graph", graph_s)):
+                    rows.append({**row, "mode": mode, "ms_per_token": round(seconds * 1e3, 3),
+                                 "tokens_per_s": round(batch / seconds, 1),
+                                 "state_MB": round(snapshots[context].nbytes() * batch / 1e6, 1),
+                                 "peak_GB": round(torch.cuda.max_memory_allocated() / 1e9, 2)})
+                rows[-1]["graph_speedup"] = round(eager_s / graph_s, 1)
+                print(rows[-2], rows[-1], sep="\n", flush=True)
+    del model, snapshots
     torch.cuda.empty_cache()
-    return result
+    return rows
+
+
+def decode_summary(rows: list[dict]) -> list[str]:
+    """The issue-15 targets read off the graph rows: phase2 batch-1 ms/token per context (flat,
+    ≤ 1 ms) and phase2 / transformer tokens/s per (batch, context) (≥ 5 at batch 64, 32K)."""
+    graph = {(r["arch"], r["batch"], r["context"]): r for r in rows if r.get("mode") == "graph"}
+    lines = []
+    ones = [r for (arch, batch, _), r in sorted(graph.items()) if arch == "phase2" and batch == 1]
+    if ones:
+        lines.append("phase2 batch 1, ms/token (graph): " +
+                     ", ".join(f"{r['context']}: {r['ms_per_token']}" for r in ones))
+    for (arch, batch, context), r in sorted(graph.items()):
+        other = graph.get(("transformer", batch, context))
+        if arch == "phase2" and other:
+            lines.append(f"batch {batch}, context {context}: phase2 / transformer tokens/s (graph) = "
+                         f"{r['tokens_per_s'] / other['tokens_per_s']:.1f}")
+    return lines
 
 
 def print_table(title: str, rows: list[dict]) -> None:
@@ -194,9 +279,9 @@ def main() -> None:
     parser.add_argument("--modes", default="eager,compiled",
                         help=f"comma-separated: eager, {', '.join(COMPILE_MODES)} (default: eager,compiled)")
     parser.add_argument("--vocab-size", type=int, default=10000)
-    parser.add_argument("--contexts", default="1024,8192,32768")
-    parser.add_argument("--decode-batches", default="1,16")
-    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--contexts", default="1024,32768,131072", help="decoding contexts (comma-separated)")
+    parser.add_argument("--decode-batches", default="1,16,64")
+    parser.add_argument("--new-tokens", type=int, default=64, help="timed decoding steps per mode")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/throughput.json"))
     parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
                         help="print the tables of these result files (written by earlier runs) and exit")
@@ -241,13 +326,10 @@ def main() -> None:
             report["op"] += op_benchmark(batch, 8, length, 64, 64)
             save()
     if "decode" in parts:
-        for batch in map(int, args.decode_batches.split(",")):
-            for context in map(int, args.contexts.split(",")):
-                for arch in ("phase2", "transformer"):
-                    row = decode_benchmark(arch, "base", batch, context, args.new_tokens, args.vocab_size)
-                    report["decode"].append(row)
-                    print(row, flush=True)
-                    save()
+        batches, contexts = [int(b) for b in args.decode_batches.split(",")], [int(c) for c in args.contexts.split(",")]
+        for arch in archs:
+            report["decode"] += decode_benchmark(arch, "base", batches, contexts, args.new_tokens, args.vocab_size)
+            save()
     print_report(report)
 
 
@@ -255,7 +337,10 @@ def print_report(report: dict) -> None:
     print(f"\n# {report['device']}, torch {report['torch']}, {report['date']}")
     print_table("training step (bf16 autocast, AdamW)", report["train"])
     print_table("memory op, B H T D as given", report["op"])
-    print_table("decoding (base preset)", report["decode"])
+    print_table("decoding (base preset, bf16 autocast; ms and tokens/s per one-token step of the batch)",
+                report["decode"])
+    for line in decode_summary(report["decode"]):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ time is the step's time. So (the approach of mamba's ``cg=True`` generation):
 * Graphs (CUDA). Each kind of step is captured into a CUDA graph the first time it is needed, after
   two warm-up runs on a side stream (Triton kernels compile and the allocator settles there, outside
   any timed region); the graphs share one memory pool. A replay is a token copy and one graph launch.
-  The capture records the autocast setting in force at that first step.
+  The capture records the autocast setting in force at that first step (without autocast's weight
+  cache, so a bf16-autocast graph casts the float32 weights in every replay; a model cast to bf16
+  has nothing to cast).
 
 On the CPU (or with ``cuda_graphs=False``) the same step runs eagerly on the same buffers, with the
 same frozen host positions, so the CPU tests check exactly what a graph replays.
@@ -126,13 +128,17 @@ class Decoder:
 
     def _capture(self, host_pos: int) -> tuple[torch.cuda.CUDAGraph, Tensor]:
         """A CUDA graph of one step (compute and commit) at ``host_pos``'s kind, and its logits."""
+        # Autocast's cache of cast weights is freed when the caller's autocast block ends, and a
+        # graph that read it would replay on freed memory: the graph casts the weights itself.
+        autocast = torch.autocast("cuda", torch.get_autocast_dtype("cuda"), torch.is_autocast_enabled("cuda"),
+                                  cache_enabled=False)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(side), autocast:
             for _ in range(2):  # warm-up: compiles kernels; nothing is committed
                 self._compute(host_pos)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph, pool=self._pool), autocast:
             logits = self._commit(self._compute(host_pos))
         return graph, logits
