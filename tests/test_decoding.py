@@ -126,3 +126,12 @@ def test_decoder_refuses_what_it_cannot_do():
     full = tiny("phase2", resolvent="full")
     with pytest.raises(ValueError, match="resolvent='full'"):
         Decoder(full, state, capacity=8)
+
+
+@torch.no_grad()
+def test_decoder_refuses_a_step_that_changes_the_states_dtype():
+    """A prefill without autocast and steps under it would change the state's dtype: said, not cast."""
+    model = tiny("phase2").float()
+    decoder = Decoder(model, model(torch.tensor([[1, 2, 3]])).state, capacity=8)
+    with torch.autocast("cpu", torch.bfloat16), pytest.raises(RuntimeError, match="same autocast setting"):
+        decoder.step(torch.tensor([[4]]))

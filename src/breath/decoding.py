@@ -121,8 +121,13 @@ class Decoder:
         if spec != self._spec or any((leaf is None) != (buffer is None) for leaf, buffer in zip(leaves, self._buffers)):
             raise RuntimeError(f"Decoder: a step changed the state's structure from {self._spec} to {spec}")
         for buffer, leaf in zip(self._buffers, leaves):
-            if leaf is not buffer:  # None stays None; the KV cache is written in place already
-                buffer.copy_(leaf)
+            if leaf is buffer or leaf is None:  # the KV cache is written in place already
+                continue
+            if leaf.shape != buffer.shape or leaf.dtype != buffer.dtype:
+                raise RuntimeError(f"Decoder: a step returned a state tensor {tuple(leaf.shape)} {leaf.dtype} for a "
+                                   f"buffer {tuple(buffer.shape)} {buffer.dtype}: run the prefill and the steps "
+                                   "under the same autocast setting")
+            buffer.copy_(leaf)
         self._position.add_(1)
         return out.logits
 
