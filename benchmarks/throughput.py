@@ -6,10 +6,11 @@ Three measurements, each printed as a table and written to JSON:
    model-FLOPs utilisation, for every (preset, batch, length) setting, eager and compiled.
 2. Op level: forward and forward+backward time of the dissipative-memory op (Triton vs the PyTorch
    chunked reference), and flash-linear-attention's ``chunk_simple_gla`` forward when importable.
-3. Decoding (``--only decode``, ~6 min): ms/token, tokens/s, state size and peak memory of
-   one-token steps after a 1K/32K/128K-token context, batch 1/16/64, phase2 and phase1 (recurrent
-   state) vs transformer (KV cache preallocated, written in place), each eager and through CUDA
-   graphs (``breath.decoding``), with the graphs' speed-up; ends with the issue-15 targets.
+3. Decoding (``--only decode``; estimated at ~6 min on an H200, not yet run there): ms/token,
+   tokens/s, state size and peak memory of one-token steps after a 1K/32K/128K-token context,
+   batch 1/16/64, phase2 and phase1 (recurrent state) vs transformer (KV cache preallocated,
+   written in place), each eager and through CUDA graphs (``breath.decoding``), with the graphs'
+   speed-up; ends with the issue-15 targets.
 
     python benchmarks/throughput.py                      # everything (over 10 minutes on an H200; see below)
     python benchmarks/throughput.py --only train --settings base:32:1024 --modes eager
@@ -200,12 +201,12 @@ def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[
                 capacity = context + 2 * (warmup + new_tokens)
                 row = {"arch": arch, "preset": preset, "batch": batch, "context": context}
                 need = kv_cache_bytes(cfg, batch, capacity) if arch == "transformer" else 0
+                torch.cuda.empty_cache()
                 if need > 0.9 * torch.cuda.mem_get_info()[0]:
                     rows.append({**row, "error": f"skipped: the KV cache needs {need / 1e9:.1f} GB, "
                                                  f"{torch.cuda.mem_get_info()[0] / 1e9:.1f} GB free"})
                     print(rows[-1], flush=True)
                     continue
-                torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
                 try:
                     # reserved at batch 1, then repeated: one allocation of the big cache

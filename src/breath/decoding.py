@@ -4,8 +4,8 @@
     logits = decoder.step(token)          # token (B, 1) → logits (B, 1, V); decoder.state continues
 
 A recurrent model's state has a constant size, so every new token costs the same small amount of
-GPU work at any context; an eager step, though, launches some 600 small operators, and their host
-time is the step's time. So (the approach of mamba's ``cg=True`` generation):
+GPU work at any context; an eager phase2 step, though, dispatches some 600 small operators, and
+their host time is the step's time. So (the approach of mamba's ``cg=True`` generation):
 
 * Static buffers. The prefill state's tensors become the decoder's buffers (the transformer's KV
   cache first gets room for ``capacity`` tokens, :meth:`~breath.models.lm.CausalLM.reserve`). A
@@ -48,7 +48,7 @@ class Decoder:
     Takes over ``state``'s tensors: they are updated in place (pass a copy to keep the original).
     ``cuda_graphs``: None (default) replays CUDA graphs on CUDA and runs eagerly elsewhere; True
     requires CUDA; False always runs eagerly. The logits a step returns, and :attr:`state`, are
-    the decoder's buffers: read them before the next step.
+    the decoder's buffers: read them before the next step. :attr:`pos` is the next token's position.
     """
 
     def __init__(self, model: CausalLM, state: ModelState, capacity: int, cuda_graphs: bool | None = None):
