@@ -397,13 +397,14 @@ def fake_builtin(monkeypatch):
     good = fake_shakespeare_archive()
     payload = {"bytes": good, "calls": 0}
     spec = corpora.BUILTINS["shakespeare"]
+    (archive,) = spec.archives
 
     def fetch(dest):
         payload["calls"] += 1
-        (dest / spec.archive).write_bytes(payload["bytes"])
+        (dest / archive.file).write_bytes(payload["bytes"])
 
-    monkeypatch.setitem(corpora.BUILTINS, "shakespeare", dataclasses.replace(
-        spec, sha256=hashlib.sha256(good).hexdigest(), fetch=fetch))
+    fake = dataclasses.replace(archive, sha256=hashlib.sha256(good).hexdigest(), fetch=fetch)
+    monkeypatch.setitem(corpora.BUILTINS, "shakespeare", dataclasses.replace(spec, archives=(fake,)))
     return payload
 
 
