@@ -302,7 +302,7 @@ def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, encoding: str = "utf-8"
 GUTENBERG_SHAKESPEARE = {"shakespeare-caesar": "julius_caesar", "shakespeare-hamlet": "hamlet",
                          "shakespeare-macbeth": "macbeth"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # control characters but tab and newline
-_REUTERS_SIGN_OFF = re.compile(r"\n\s*Reuter\s*$", re.IGNORECASE)  # a last line "Reuter"/"REUTER"
+_REUTERS_SIGN_OFF = re.compile(r"(\s*\bReuter)+\s*$", re.IGNORECASE)  # "Reuter"/"REUTER" closing a story
 
 
 def _gutenberg(tar: tarfile.TarFile) -> Iterator[Document]:
@@ -324,15 +324,15 @@ def _gutenberg(tar: tarfile.TarFile) -> Iterator[Document]:
 def _reuters(tar: tarfile.TarFile) -> Iterator[Document]:
     """The 21,578 Reuters-21578 newswire stories (`package/data/fullFileStream/NNN.str`, one JSON
     object a line): `title`, a blank line, `body`; id `reuters-<id>`. Control characters (the
-    SGML end-of-text mark) and the closing "Reuter" sign-off are removed; stories with neither
-    title nor body are skipped."""
+    SGML end-of-text mark) and the closing "Reuter" sign-off (in a few stories twice, or in the
+    title) are removed; stories left without text are skipped."""
     for member in _members(tar, "package/data/fullFileStream/[0-9][0-9][0-9].str"):
         for line in _read(tar, member).splitlines():
             if not line.strip():
                 continue
             story = json.loads(line)
-            body = _REUTERS_SIGN_OFF.sub("", _CONTROL.sub("", story.get("body", "")))
-            text = "\n\n".join(part for part in (_CONTROL.sub("", story.get("title", "")).strip(), body) if part)
+            parts = (story.get("title", "").strip(), story.get("body", ""))
+            text = _REUTERS_SIGN_OFF.sub("", _CONTROL.sub("", "\n\n".join(part for part in parts if part)))
             if text.strip():
                 yield Document(f"reuters-{int(story['id']):05d}", _normalise_whitespace(text))
 
