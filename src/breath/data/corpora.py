@@ -247,6 +247,16 @@ def _extract_brown(tar: tarfile.TarFile) -> Iterator[Document]:
             yield Document(name, brown_text(tar.extractfile(member).read().decode("utf-8")))
 
 
+def _members(tar: tarfile.TarFile, pattern: str) -> list[tarfile.TarInfo]:
+    """The archive's files matching the glob `pattern`, in name order."""
+    return sorted((m for m in tar.getmembers() if m.isfile() and PurePosixPath(m.name).match(pattern)),
+                  key=lambda m: m.name)
+
+
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, encoding: str = "utf-8") -> str:
+    return tar.extractfile(member).read().decode(encoding)
+
+
 # Penn Treebank as Mikolov's LM version: md5 of each split's text, as the issue/DESIGN.md give them.
 PTB_MD5 = {"train": "f26c4b92c5fdc7b3f8c7cdcb991d8420", "val": "aa0affc06ff7c36e977d7cd49e3839bf",
            "test": "8b80168b89c18661a38ef683c0dc3721"}
@@ -271,13 +281,11 @@ def _extract_ptb(tar: tarfile.TarFile) -> Iterator[Document]:
     """The three splits of `penn` in `treebank/__init__.py`, one document each, ids `train`,
     `val`, `test` (the package's `valid`), checked against their md5 (`PTB_MD5`).
 
-    The text is Mikolov's: lower case, numbers as `N`, the 9,999 words outside the top 10,000
+    The text is Mikolov's: lower case, numbers as `N`, words outside its 10,000-word vocabulary
     as `<unk>`, one sentence a line with a space before and after. train ends in one extra
     newline, which is dropped (the published token counts do not include it)."""
-    member = next((m for m in tar.getmembers() if PurePosixPath(m.name).match("*/treebank/__init__.py")), None)
-    if member is None:
-        raise DataError("the treebank archive has no treebank/__init__.py")
-    texts = _string_literals(tar.extractfile(member).read().decode("utf-8"), "penn")
+    (member,) = _members(tar, "*/treebank/__init__.py")
+    texts = _string_literals(_read(tar, member), "penn")
     texts["train"] = texts.get("train", "").removesuffix("\n")
     for split, key in (("train", "train"), ("val", "valid"), ("test", "test")):
         text = texts.get(key, "")
@@ -285,16 +293,6 @@ def _extract_ptb(tar: tarfile.TarFile) -> Iterator[Document]:
         if digest != PTB_MD5[split]:
             raise DataError(f"the Penn Treebank {key} text has md5 {digest}, expected {PTB_MD5[split]}")
         yield Document(split, text)
-
-
-def _members(tar: tarfile.TarFile, pattern: str) -> list[tarfile.TarInfo]:
-    """The archive's files matching the glob `pattern`, in name order."""
-    return sorted((m for m in tar.getmembers() if m.isfile() and PurePosixPath(m.name).match(pattern)),
-                  key=lambda m: m.name)
-
-
-def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, encoding: str = "utf-8") -> str:
-    return tar.extractfile(member).read().decode(encoding)
 
 
 # The Gutenberg selection's Shakespeare plays (First Folio spellings) and the works of the
@@ -338,8 +336,8 @@ def _reuters(tar: tarfile.TarFile) -> Iterator[Document]:
 
 
 def _sotu(tar: tarfile.TarFile) -> Iterator[Document]:
-    """The 233 State of the Union addresses 1790–2021 (`package/data/*.txt`, one paragraph-less
-    text each), id `sotu-<year>_<president>_<party>`."""
+    """The 233 State of the Union addresses 1790–2021 (`package/data/*.txt`, most of them one
+    line without paragraph breaks), id `sotu-<year>_<president>_<party>`."""
     for member in _members(tar, "package/data/*.txt"):
         text = _CONTROL.sub("", _read(tar, member))
         yield Document(f"sotu-{PurePosixPath(member.name).stem}", _normalise_whitespace(text))
