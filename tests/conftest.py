@@ -29,6 +29,18 @@ def breath_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
+@pytest.fixture(scope="session")
+def corpus_cache() -> Path:
+    """The real data cache ($BREATH_CACHE, else ~/.cache/breath) for the tests of the larger
+    built-in corpora (ptb, english): they are fetched and extracted once per machine, not once per
+    test session. Their content is pinned by checksums, so tests share it with real runs."""
+    from breath.data.corpora import resolve_cache_dir
+
+    cache = resolve_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
 def _logits_in_pieces(model: torch.nn.Module, ids: torch.Tensor, pieces: list[int]):
     """(logits, final state) of ``ids`` fed to ``model`` in consecutive pieces of the given sizes,
     each call continuing from the previous call's state: recurrent = parallel compares it with one call."""

@@ -24,6 +24,7 @@ from tokenizers import Tokenizer
 
 from breath import ModelConfig, build_model
 from breath.cli import build_parser, main
+from breath.data.corpora import FetchError
 from breath.data.windows import prepare_data
 from breath.train.checkpoint import CHECKPOINT_KEYS, save_checkpoint
 from breath.train.config import OPTION_TYPES
@@ -71,6 +72,45 @@ def run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
                                  "--cache-dir", str(cache), "--output-dir", str(output))
     assert code == 0, stderr
     return {"dir": output, "stdout": stdout, "stderr": stderr}
+
+
+@pytest.fixture(scope="module")
+def ptb_cache(corpus_cache: Path, breath_cache: Path) -> Path:
+    """The real data cache with ptb word-tokenized (the lock is the one tests/test_data.py takes)."""
+    with FileLock(str(breath_cache / "ptb.lock")):
+        try:
+            prepare_data("ptb", 10000, 64, cache_dir=corpus_cache)
+        except FetchError as exc:  # only a failed download skips
+            pytest.skip(f"offline? cannot fetch the built-in corpus 'ptb': {exc}")
+    return corpus_cache
+
+
+def test_ptb_trains_word_level_and_evaluates_per_word(ptb_cache: Path, tmp_path: Path):
+    tiny = [arg for pair in zip(TINY[::2], TINY[1::2]) if pair[0] != "--vocab-size" for arg in pair]
+    code, _, stderr = train(*tiny, "--dataset", "ptb", "--num-epochs", "1", "--cache-dir", str(ptb_cache),
+                            "--output-dir", str(tmp_path))
+    assert code == 0, stderr
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (config["train"]["tokenizer"], config["model"]["vocab_size"]) == ("word", 10000)  # ptb's default
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["eval", str(tmp_path), "--num-batches", "2", "--output", str(tmp_path / "eval.json")])
+    assert code == 0, err.getvalue()
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["split_words"] == result["split_tokens"] == 82_430  # one token per word and <eos>
+    assert result["word_perplexity"] == pytest.approx(result["perplexity"], rel=1e-12)
+    assert f"per-word perplexity {result['word_perplexity']:.2f}" in out.getvalue()
+
+    prompt = "the company said"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["generate", str(tmp_path), "--prompt", prompt, "--max-new-tokens", "12", "--temperature", "0"])
+    assert code == 0 and out.getvalue().startswith(prompt)
+    text = out.getvalue()[:-1]  # generate ends the output with a newline of its own
+    tokenizer = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert len(tokenizer.encode(text[len(prompt):]).ids) == 12  # twelve whole words (or <eos>s)...
+    assert tokenizer.decode(tokenizer.encode(text).ids) == text  # ...joined as the tokenizer joins them
 
 
 def test_outputs_and_their_keys(run):

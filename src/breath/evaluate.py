@@ -9,6 +9,13 @@ length cap). Every window starts from an empty state, so position p of a window 
 context, and the loss at each position, averaged over the windows, shows whether the model keeps
 using longer context. Writes ``eval_<split>.json`` (the numbers) and ``eval_<split>.png`` (the loss
 by position) next to the checkpoint, or ``--output FILE.json`` and the PNG beside it.
+
+Besides the token perplexity it reports the per-word perplexity, which compares across tokenizers
+and with published results: exp(total loss of the split / words of the split), with words counted
+as on the Penn Treebank (whitespace-separated words plus one ``<eos>`` per line end, see
+``count_words``). The total loss is the mean token loss of the evaluated windows times the
+split's tokens. With the word tokenizer (one token per word and line end) the two perplexities
+are the same; on ptb that is the number the literature reports.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from breath.data.corpora import DataError, SPLITS, load_corpus, split_documents
+from breath.data.corpora import DataError, SPLITS, count_words, load_corpus, split_documents
 from breath.data.windows import WindowDataset, encode_split, make_loader
 from breath.models.config import RESOLVENTS
 from breath.train import plots
@@ -81,8 +88,15 @@ def position_bands(position_loss: list[float]) -> list[tuple[int, int, float]]:
     return bands
 
 
-def split_tokens(loaded: Run, dataset: str, split: str, cache_dir: str | None) -> torch.Tensor:
-    """``split`` of ``dataset`` encoded with the run's tokenizer (cached like training's tokens)."""
+def word_perplexity(loss: float, tokens: int, words: int) -> float:
+    """exp(loss · tokens / words): the perplexity per word of a text of ``words`` words that the
+    tokenizer cuts into ``tokens`` tokens, at a mean loss of ``loss`` nats per token."""
+    return perplexity(loss * tokens / words)
+
+
+def split_tokens(loaded: Run, dataset: str, split: str, cache_dir: str | None) -> tuple[torch.Tensor, int]:
+    """``split`` of ``dataset`` encoded with the run's tokenizer (cached like training's tokens),
+    and its number of words (``count_words``)."""
     try:
         corpus = load_corpus(dataset, cache_dir)
     except DataError as exc:
@@ -90,7 +104,8 @@ def split_tokens(loaded: Run, dataset: str, split: str, cache_dir: str | None) -
     documents = split_documents(corpus)[split]
     # The vocabulary size only names the cache file; its name also carries the tokenizer's hash.
     vocab_size = loaded.train_options["vocab_size"]
-    return encode_split(loaded.tokenizer, corpus, vocab_size, split, documents, cache_dir)
+    tokens = encode_split(loaded.tokenizer, corpus, vocab_size, split, documents, cache_dir)
+    return tokens, sum(count_words(doc.text) for doc in documents)
 
 
 def default_output(loaded: Run, dataset: str, split: str, resolvent: str | None) -> Path:
@@ -144,7 +159,7 @@ def run(options: dict[str, Any]) -> None:
         loaded, dataset, options["split"], options["resolvent"])
     prepare_output_dir(output.parent, option="--output")
 
-    tokens = split_tokens(loaded, dataset, options["split"], options["cache_dir"] or train["cache_dir"])
+    tokens, words = split_tokens(loaded, dataset, options["split"], options["cache_dir"] or train["cache_dir"])
     try:
         windows = WindowDataset(tokens, n_seq)
     except ValueError as exc:
@@ -158,8 +173,10 @@ def run(options: dict[str, Any]) -> None:
     result = evaluate(model, windows, batch_size, options["num_batches"])
     elapsed = time.perf_counter() - started
     bands = position_bands(result.position_loss)
-    say(f"loss {result.loss:.4f}  perplexity {perplexity(result.loss):.2f}  "
-        f"({result.windows:,} windows, {result.tokens:,} tokens, {result.tokens / elapsed:,.0f} tokens/s)")
+    per_word = word_perplexity(result.loss, len(tokens), words)
+    say(f"loss {result.loss:.4f}  perplexity {perplexity(result.loss):.2f}  per-word perplexity {per_word:.2f}  "
+        f"({result.windows:,} windows, {result.tokens:,} tokens, {result.tokens / elapsed:,.0f} tokens/s; "
+        f"the split: {len(tokens):,} tokens, {words:,} words)")
     say("loss by position: " + "  ".join(f"{a}-{b} {mean:.3f}" if a != b else f"{a} {mean:.3f}"
                                          for a, b, mean in bands))
     record = {
@@ -167,6 +184,7 @@ def run(options: dict[str, Any]) -> None:
         "resolvent": cfg.resolvent, "parameters": parameters, "dataset": dataset, "split": options["split"],
         "n_seq": n_seq, "train_n_seq": cfg.n_seq, "batch_size": batch_size, "windows": result.windows,
         "tokens": result.tokens, "loss": result.loss, "perplexity": perplexity(result.loss),
+        "split_tokens": len(tokens), "split_words": words, "word_perplexity": per_word,
         "position_bands": [{"first": a, "last": b, "loss": mean} for a, b, mean in bands],
         "position_loss": result.position_loss, "device": str(device), "elapsed_s": elapsed,
     }

@@ -11,8 +11,9 @@ resolvent cannot continue a state, so it re-reads the whole sequence for every t
 
 Text goes to stdout as the tokens are produced. Tokens are byte-level BPE pieces, so one character
 of UTF-8 may span several tokens: ``StreamDecoder`` turns tokens into bytes and emits only complete
-characters. Generation stops after ``--max-new-tokens`` tokens or at ``<|endoftext|>`` (the
-document separator of the training data).
+characters. With a word tokenizer (``--tokenizer word``, ptb) words are joined by spaces and
+``<eos>`` ends the line. Generation stops after ``--max-new-tokens`` tokens or at
+``<|endoftext|>`` (the document separator of BPE training data).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from breath.data.tokenizer import EOT
+from breath.data.tokenizer import EOS, EOT, is_word_level, separator_id
 from breath.decoding import Decoder
 from breath.models import ModelState
 from breath.sampling import SamplingSettings, sample
@@ -48,11 +49,17 @@ def byte_level_alphabet() -> dict[str, int]:
 class StreamDecoder:
     """Token ids in, text out, one token at a time: bytes are decoded incrementally, so a
     character split across tokens comes out whole once its last byte arrives. Special tokens
-    (``<|endoftext|>``) decode to nothing, as ``Tokenizer.decode`` skips them."""
+    (``<|endoftext|>``) decode to nothing, as ``Tokenizer.decode`` skips them.
 
-    def __init__(self, tokenizer: Tokenizer):
+    A word tokenizer's tokens are whole words: each comes with a space before it unless it starts
+    a line (or ``after_space``: the text so far ends in whitespace), and ``<eos>`` is a newline, as
+    ``Tokenizer.decode`` does."""
+
+    def __init__(self, tokenizer: Tokenizer, after_space: bool = True):
         self.tokenizer = tokenizer
         self.special = set(tokenizer.get_added_tokens_decoder())
+        self.word_level = is_word_level(tokenizer)
+        self.after_space = after_space
         self.alphabet = byte_level_alphabet()
         self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
@@ -61,6 +68,10 @@ class StreamDecoder:
         if token in self.special:
             return ""
         piece = self.tokenizer.id_to_token(token)
+        if self.word_level:
+            text = "\n" if piece == EOS else piece if self.after_space else " " + piece
+            self.after_space = piece == EOS
+            return text
         return self.utf8.decode(bytes(self.alphabet[char] for char in piece))
 
     def flush(self) -> str:
@@ -149,15 +160,16 @@ def run(options: dict[str, Any]) -> None:
     loaded = load_run(options["run"])
     model = loaded.model.to(device)
     tokenizer = loaded.tokenizer
-    eot = tokenizer.token_to_id(EOT)
-    # An empty prompt starts a new document: in the training data <|endoftext|> separates documents.
-    prompt = tokenizer.encode(options["prompt"]).ids or [eot]
+    eot = tokenizer.token_to_id(EOT)  # None for a word tokenizer: it does not stop at a line end
+    # An empty prompt starts a new document: in the training data the separator (<|endoftext|>,
+    # <eos> for words) comes before every document but the first.
+    prompt = tokenizer.encode(options["prompt"]).ids or [separator_id(tokenizer)]
     if model.cfg.resolvent != "causal":
         print(f"note: {loaded.checkpoint_path} uses the full (non-causal) resolvent, which cannot continue "
               "a state: every token re-reads the whole sequence", file=sys.stderr)
 
     generator = torch.Generator().manual_seed(options["seed"])
-    decoder = StreamDecoder(tokenizer)
+    decoder = StreamDecoder(tokenizer, after_space=options["prompt"][-1:].isspace() or not options["prompt"])
     sys.stdout.write(options["prompt"])
     sys.stdout.flush()
     started, count = time.perf_counter(), 0

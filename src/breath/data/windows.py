@@ -2,8 +2,8 @@
 
 `prepare_data(dataset, vocab_size, n_seq)` does the whole pipeline: load the corpus, split it
 by document, get the tokenizer (trained on train only) and encode each split into one 1-D token
-tensor, documents joined by `<|endoftext|>`. Every step is cached, so a second call only reads
-files. `WindowDataset` cuts a token tensor into packed windows; `make_loader` shards and
+tensor, documents joined by the tokenizer's separator (`<|endoftext|>`, or `<eos>` for words).
+Every step is cached, so a second call only reads files. `WindowDataset` cuts a token tensor into packed windows; `make_loader` shards and
 shuffles them for (data-parallel) training.
 """
 
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from .corpora import SPLITS, Corpus, Document, load_corpus, report, resolve_cache_dir, split_documents
-from .tokenizer import EOT, get_tokenizer, tokenizer_path
+from .tokenizer import default_tokenizer, get_tokenizer, separator_id, tokenizer_path
 
 _ENCODE_BATCH = 256  # documents per encode_batch call (it parallelises within a batch)
 
@@ -34,12 +34,10 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def encode_documents(tokenizer: Tokenizer, documents: list[Document], desc: str = "encoding") -> torch.Tensor:
-    """One 1-D token tensor: the documents' tokens joined by `<|endoftext|>` (between documents)."""
-    eot = tokenizer.token_to_id(EOT)
-    if eot is None:
-        raise ValueError(f"the tokenizer has no {EOT} token")
+    """One 1-D token tensor: the documents' tokens joined by the tokenizer's separator
+    (`<|endoftext|>`, or `<eos>` for a word tokenizer; between documents)."""
     dtype = token_dtype(tokenizer.get_vocab_size())
-    separator = np.array([eot], dtype=dtype)
+    separator = np.array([separator_id(tokenizer)], dtype=dtype)
     parts: list[np.ndarray] = []
     with tqdm(total=len(documents), desc=desc, unit="doc", disable=None, leave=False) as bar:
         for start in range(0, len(documents), _ENCODE_BATCH):
@@ -150,8 +148,9 @@ class DataBundle:
 
 
 def prepare_data(dataset: str = "shakespeare", vocab_size: int = 10000, n_seq: int = 512,
-                 cache_dir: str | Path | None = None) -> DataBundle:
-    """Load, split, tokenize and encode `dataset`, reusing every cached step.
+                 cache_dir: str | Path | None = None, tokenizer_kind: str | None = None) -> DataBundle:
+    """Load, split, tokenize and encode `dataset`, reusing every cached step. `tokenizer_kind` is
+    `bpe` or `word` (None: `default_tokenizer(dataset)`, word for ptb).
 
     Raises DataError when the corpus cannot be obtained and ValueError when a split is shorter
     than one window of `n_seq` tokens.
@@ -159,7 +158,8 @@ def prepare_data(dataset: str = "shakespeare", vocab_size: int = 10000, n_seq: i
     cache = resolve_cache_dir(cache_dir)
     corpus = load_corpus(dataset, cache)
     splits = split_documents(corpus)
-    tokenizer = get_tokenizer(corpus, splits["train"], vocab_size, cache)
+    kind = tokenizer_kind or default_tokenizer(dataset)
+    tokenizer = get_tokenizer(corpus, splits["train"], vocab_size, cache, kind)
     tokens = {name: encode_split(tokenizer, corpus, vocab_size, name, splits[name], cache) for name in SPLITS}
     for name in SPLITS:
         _check_length(tokens[name], n_seq, f"the {name} split of '{corpus.name}'")
@@ -172,5 +172,5 @@ def prepare_data(dataset: str = "shakespeare", vocab_size: int = 10000, n_seq: i
         val=tokens["val"],
         test=tokens["test"],
         corpus_name=corpus.name,
-        tokenizer_path=tokenizer_path(corpus, vocab_size, cache),
+        tokenizer_path=tokenizer_path(corpus, vocab_size, cache, kind),
     )

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import torch
 import yaml
 
-from breath.data.tokenizer import MIN_VOCAB_SIZE
+from breath.data.tokenizer import TOKENIZERS, default_tokenizer, min_vocab_size
 from breath.models import ModelConfig
 from breath.models.config import PRESETS, upgrade_saved
 
@@ -55,6 +55,7 @@ class TrainConfig:
     # Data
     dataset: str = "shakespeare"
     vocab_size: int = 10000  # requested; the model gets the tokenizer's actual size
+    tokenizer: str | None = None  # bpe | word; None: word for ptb, else bpe (resolve_config fills it in)
     cache_dir: str | None = None  # None: $BREATH_CACHE, else ~/.cache/breath
     num_train_batches: int | None = None  # per epoch; None: the whole split
     num_val_batches: int | None = None
@@ -93,8 +94,11 @@ class TrainConfig:
             _check(self, name, getattr(self, name) >= 1, "an integer >= 1")
         for name in ("num_train_batches", "num_val_batches", "eval_every"):
             _check(self, name, getattr(self, name) is None or getattr(self, name) >= 1, "an integer >= 1")
-        _check(self, "vocab_size", self.vocab_size >= MIN_VOCAB_SIZE,
-               f"an integer >= {MIN_VOCAB_SIZE} (256 byte tokens, <|endoftext|> and one merge)")
+        _check(self, "tokenizer", self.tokenizer is None or self.tokenizer in TOKENIZERS, " | ".join(TOKENIZERS))
+        kind = self.tokenizer or default_tokenizer(self.dataset)
+        _check(self, "vocab_size", self.vocab_size >= min_vocab_size(kind),
+               f"an integer >= {min_vocab_size(kind)} for the {kind} tokenizer"
+               + (" (256 byte tokens, <|endoftext|> and one merge)" if kind == "bpe" else " (<eos>, <unk>, one word)"))
         _check(self, "learning_rate", math.isfinite(self.learning_rate) and self.learning_rate > 0,
                "a finite number > 0")
         _check(self, "weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0,
@@ -222,6 +226,8 @@ def resolve_config(flags: Mapping[str, Any], file_options: Mapping[str, Any] | N
         options.update(PRESETS[preset])
     options.update(file_options)
     options.update(flags)
+    if options["tokenizer"] is None:  # recorded in the run's config, so eval and resume need not guess
+        options["tokenizer"] = default_tokenizer(options["dataset"])
     train_cfg = TrainConfig(**{k: options[k] for k in TRAIN_OPTIONS}).validate()
     model_cfg = ModelConfig(vocab_size=train_cfg.vocab_size, **{k: options[k] for k in MODEL_OPTIONS})
     # --use-triton means "Triton wherever it can run": the ops pick it on CUDA, the reference elsewhere.
