@@ -7,6 +7,8 @@ computed for any absolute position, so the baseline has no per-position paramete
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,15 +21,43 @@ CACHED_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, S
 ROPE_BASE = 10000.0
 
 
-def rotary(x: torch.Tensor, pos: int) -> torch.Tensor:
-    """Rotate pairs ``(x_{2i}, x_{2i+1})`` of x (B, H, T, d) by ``(pos + t) θ_i``."""
-    d, dtype = x.shape[-1], torch.promote_types(x.dtype, torch.float32)  # bf16 angles would drift
-    inv_freq = ROPE_BASE ** (-torch.arange(0, d, 2, device=x.device, dtype=dtype) / d)
-    angles = torch.arange(pos, pos + x.shape[-2], device=x.device, dtype=dtype)[:, None] * inv_freq
+def rotation(pos: int, length: int, dim: int, device: torch.device, dtype: torch.dtype
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cos, sin±)``, each (length, dim): ``cos((pos + t) θ_i)`` at both entries of pair i, and
+    ``sin((pos + t) θ_i)`` signed ``(−, +)``. Eager calls share them through a small cache (every layer
+    of a forward asks for the same ones)."""
+    if torch.compiler.is_compiling():  # compiled graphs compute them in place (and fuse them)
+        return _rotation(pos, length, dim, device, dtype)
+    # Inference-mode tensors cannot be saved for backward: cache them apart from ordinary ones.
+    return _cached_rotation(pos, length, dim, device, dtype, torch.is_inference_mode_enabled())
+
+
+def _rotation(pos: int, length: int, dim: int, device: torch.device, dtype: torch.dtype
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = ROPE_BASE ** (-torch.arange(0, dim, 2, device=device, dtype=dtype) / dim)
+    angles = torch.arange(pos, pos + length, device=device, dtype=dtype)[:, None] * inv_freq
     cos, sin = angles.cos(), angles.sin()
-    x1, x2 = x.to(dtype)[..., 0::2], x.to(dtype)[..., 1::2]
-    rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-    return rotated.to(x.dtype)
+    return cos.repeat_interleave(2, dim=-1), torch.stack((-sin, sin), dim=-1).flatten(-2)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_rotation(pos, length, dim, device, dtype, inference: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return _rotation(pos, length, dim, device, dtype)
+
+
+def rotary(x: torch.Tensor, pos: int, dim: int = -2) -> torch.Tensor:
+    """Rotate pairs ``(x_{2i}, x_{2i+1})`` of x's last axis by ``(pos + t) θ_i``, t the index along axis
+    ``dim`` (negative)::
+
+        (x_{2i}, x_{2i+1}) ← (x_{2i} cos − x_{2i+1} sin,  x_{2i+1} cos + x_{2i} sin)  =  x ⊙ cos + swap(x) ⊙ sin±
+
+    with swap exchanging the entries of each pair: four elementwise kernels in float32 at least (bf16
+    angles would drift), the same products and sums as rotating each pair apart.
+    """
+    cos, sin = rotation(pos, x.shape[dim], x.shape[-1], x.device, torch.promote_types(x.dtype, torch.float32))
+    shape = (x.shape[dim], *[1] * (-dim - 2), x.shape[-1])
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return (x * cos.view(shape) + swapped * sin.view(shape)).to(x.dtype)
 
 
 class CausalSelfAttention(nn.Module):
@@ -41,8 +71,10 @@ class CausalSelfAttention(nn.Module):
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """x (B, T, d_model) at absolute positions pos.. → (y, (keys, values) including the past)."""
         batch, length, _ = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = rotary(q, pos), rotary(k, pos)
+        # split, not indexing: its backward is one concatenation, not zero-filled copies per slice.
+        qk, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).split((2, 1), dim=2)
+        q, k = rotary(qk, pos, dim=-4).permute(2, 0, 3, 1, 4)  # both in one pass
+        v = v.squeeze(2).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
