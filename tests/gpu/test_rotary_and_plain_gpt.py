@@ -1,0 +1,80 @@
+"""On a GPU: the transformer's rotary is the pairwise rotation bit for bit, its q, k, v (strided views)
+and the plain GPT's run on the flash kernel, compiled = eager, and throughput.py's training rows
+(gpt, transformer; eager and compiled) and its phase2 kernel profile run.
+
+    PYTHONPATH=src python -m pytest -q -m gpu tests/gpu/test_rotary_and_plain_gpt.py
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from breath import ModelConfig, build_model
+from breath.layers.attention import rotary
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+spec = importlib.util.spec_from_file_location("throughput", BENCHMARKS / "throughput.py")
+throughput = sys.modules["throughput"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(throughput)
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from test_attention import rotate_each_pair  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_is_the_pairwise_rotation_on_cuda(dtype):
+    x = torch.randn(4, 8, 1024, 64, device="cuda").to(dtype)
+    assert torch.equal(rotary(x, 123), rotate_each_pair(x, 123))
+
+
+@pytest.mark.parametrize("arch", ["transformer", "gpt"])
+def test_training_step_runs_on_flash_attention(arch):
+    model, cfg = throughput.build(arch, "small", 512, 1000)
+    forward = model if arch == "gpt" else (lambda ids: model(ids).logits)
+    ids = torch.randint(0, 1000, (2, 513), device="cuda")
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]), torch.autocast("cuda", torch.bfloat16):
+        loss = F.cross_entropy(forward(ids[:, :-1]).float().flatten(0, 1), ids[:, 1:].flatten())
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
+
+
+def test_compiled_transformer_matches_eager_on_cuda():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.preset("small", arch="transformer", vocab_size=1000, dropout=0.0)).cuda()
+    ids = torch.randint(0, 1000, (2, 256), device="cuda")
+
+    def grads(fn):
+        model.zero_grad(set_to_none=True)
+        logits = fn(ids).logits
+        F.cross_entropy(logits.flatten(0, 1), ids.roll(-1, 1).flatten()).backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+    torch._dynamo.reset()
+    logits, compiled_grads = grads(torch.compile(model, fullgraph=True))
+    ref_logits, ref_grads = grads(model)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
+    for got, want in zip(compiled_grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["eager", "compiled"])
+def test_throughput_training_rows_run(mode):
+    rows = [throughput.train_step_benchmark(arch, "small", 2, 256, mode, 1000, warmup=3, repeat=2)
+            for arch in ("gpt", "transformer")]
+    throughput.add_ratios(rows)
+    assert max(r["ratio"] for r in rows) == 1.0
+    assert all(r["tokens_per_s"] > 0 and r["peak_vram_GB"] > 0 and r["mfu"] > 0 for r in rows)
+
+
+def test_phase2_kernel_profile():
+    model, cfg = throughput.build("phase2", "small", 256, 1000)
+    result = throughput.profile_step.profile_training(model, cfg, 2, 256, steps=2, top=5)
+    assert result["gpu_ms_per_step"] > 0 and len(result["kernels"]) == 5
+    assert abs(sum(k["share"] for k in result["kernels"])) <= 1.0 + 1e-9
