@@ -22,10 +22,14 @@ The training table's rows print as markdown (the table BENCHMARKS.md opens with)
 records ``setup_s``: building the model plus the warm-up steps (compilation included), so the
 run's wall time can be read off the JSON.
 
-On a machine with two GPUs, the eager and compiled halves can run side by side, one process per GPU
-(``CUDA_VISIBLE_DEVICES=0 ... --modes eager`` and ``CUDA_VISIBLE_DEVICES=1 ... --only train --modes
-compiled``); every ratio is still between peers timed in the same process. On 2026-11-30 (evening, two
-H200s) both halves, side by side, took 371 s.
+Compilation dominates the training part's time: every compiled row compiles afresh (on 2026-11-30
+about a minute per phase2/transformer row, 7 rows in 420 s), so the 32 default rows take longer than
+one 10-minute device call on one GPU (an estimate, not measured). On a machine with two GPUs, split
+the settings, one process per GPU; every ratio is still between peers timed in the same process::
+
+    CUDA_VISIBLE_DEVICES=0 python benchmarks/throughput.py --only train --settings base:4:1024 base:32:1024 --output a.json &
+    CUDA_VISIBLE_DEVICES=1 python benchmarks/throughput.py --only train --settings base:4:8192 base:1:32768 --output b.json &
+    wait; python benchmarks/throughput.py --report a.json b.json
 
 Model FLOPs per token (forward + backward = 3× forward): ``6·N`` for the weights (N without the
 embedding, which is a lookup; the tied LM head counted once) plus the token mixing — attention
