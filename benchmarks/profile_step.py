@@ -75,7 +75,8 @@ def profile_training(model, cfg: ModelConfig, batch: int, length: int, steps: in
         step()
     with OperatorCount() as counter:
         step()
-    title = f"{type(model).__name__} d{cfg.d_model} L{cfg.n_layers} B{batch} T{length} {'compiled' if compile else 'eager'} on {device}"
+    title = (f"{type(model).__name__} d{cfg.d_model} L{cfg.n_layers} B{batch} T{length} "
+             f"{'compiled' if compile else 'eager'} on {device}")
     result = {"operators_per_step": sum(counter.counts.values()),
               "operators": dict(counter.counts.most_common()), "gpu_ms_per_step": None, "kernels": []}
     print(f"\n{title}: {result['operators_per_step']} operators per step (views excluded)")

@@ -27,8 +27,10 @@ about a minute per phase2/transformer row, 7 rows in 420 s), so the 32 default r
 one 10-minute device call on one GPU (an estimate, not measured). On a machine with two GPUs, split
 the settings, one process per GPU; every ratio is still between peers timed in the same process::
 
-    CUDA_VISIBLE_DEVICES=0 python benchmarks/throughput.py --only train --settings base:4:1024 base:32:1024 --output a.json &
-    CUDA_VISIBLE_DEVICES=1 python benchmarks/throughput.py --only train --settings base:4:8192 base:1:32768 --output b.json &
+    CUDA_VISIBLE_DEVICES=0 python benchmarks/throughput.py --only train --settings base:4:1024 base:32:1024 \
+        --output a.json &
+    CUDA_VISIBLE_DEVICES=1 python benchmarks/throughput.py --only train --settings base:4:8192 base:1:32768 \
+        --output b.json &
     wait; python benchmarks/throughput.py --report a.json b.json
 
 Model FLOPs per token (forward + backward = 3× forward): ``6·N`` for the weights (N without the

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from breath import ModelConfig, build_model
-from breath.layers.attention import ROPE_BASE, rotary
+from breath.layers.attention import ROPE_BASE, fused_rotate, rotary, rotate, rotation
 from breath.models.transformer import TransformerLM
 
 
@@ -88,3 +88,24 @@ def test_dropout_zero_runs_no_dropout_kernel(dropout, runs_dropout):
         loss_of(model, ids).backward()
     dropout_ops = {"native_dropout", "bernoulli", "bernoulli_", "_fused_dropout", "native_dropout_backward"}
     assert bool(seen.names & dropout_ops) == runs_dropout, seen.names & dropout_ops
+
+
+@pytest.mark.slow
+def test_fused_rotation_compiles_and_matches():
+    """What eager CUDA runs (``fused_rotate``: the rotation compiled for all shapes, here by inductor's
+    CPU backend): the plain rotation's value and gradient, for both layouts and lengths."""
+    torch._dynamo.reset()
+    for shape, dim in (((2, 30, 2, 3, 16), -4), ((2, 3, 50, 16), -2), ((2, 1, 2, 3, 16), -4)):
+        x = torch.randn(shape, dtype=torch.float32)
+        length = shape[dim]
+        cos, sin = rotation(3, length, 16, x.device, torch.float32)
+        view = (length, *[1] * (-dim - 2), 16)
+        x_fused, x_plain = x.clone().requires_grad_(), x.clone().requires_grad_()
+        cos, sin = cos.view(view), sin.view(view)
+        fused, plain = fused_rotate(x_fused, cos, sin), rotate(x_plain, cos, sin)
+        torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
+        grad = torch.randn_like(x)
+        fused.backward(grad)
+        plain.backward(grad)
+        torch.testing.assert_close(x_fused.grad, x_plain.grad, rtol=1e-6, atol=1e-6)
+    torch._dynamo.reset()
