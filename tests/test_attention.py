@@ -26,11 +26,9 @@ def rotate_each_pair(x: torch.Tensor, pos: int) -> torch.Tensor:
 def test_rotary_is_the_pairwise_rotation_bit_for_bit(dtype, pos):
     x = torch.randn(2, 3, 50, 16, generator=torch.Generator().manual_seed(0)).to(dtype)
     assert torch.equal(rotary(x, pos), rotate_each_pair(x, pos))
-    # q and k rotated together in the projection's (B, T, 2, H, d) layout, positions along axis -4
-    qk = torch.randn(2, 50, 2, 3, 16, generator=torch.Generator().manual_seed(1)).to(dtype)
-    both = rotary(qk, pos, dim=-4)
-    for i in range(2):
-        assert torch.equal(both[:, :, i].transpose(1, 2), rotate_each_pair(qk[:, :, i].transpose(1, 2), pos))
+    # as the layer calls it: a strided (B, T, H, d) view of the qkv projection, positions along axis -3
+    q = torch.randn(2, 50, 3, 3, 16, generator=torch.Generator().manual_seed(1)).to(dtype).unbind(2)[0]
+    assert torch.equal(rotary(q, pos, dim=-3).transpose(1, 2), rotate_each_pair(q.transpose(1, 2), pos))
 
 
 def test_rotary_preserves_norms_and_turns_back():
@@ -95,7 +93,7 @@ def test_fused_rotation_compiles_and_matches():
     """What eager CUDA runs (``fused_rotate``: the rotation compiled for all shapes, here by inductor's
     CPU backend): the plain rotation's value and gradient, for both layouts and lengths."""
     torch._dynamo.reset()
-    for shape, dim in (((2, 30, 2, 3, 16), -4), ((2, 3, 50, 16), -2), ((2, 1, 2, 3, 16), -4)):
+    for shape, dim in (((2, 30, 3, 16), -3), ((2, 3, 50, 16), -2), ((2, 1, 3, 16), -3)):
         x = torch.randn(shape, dtype=torch.float32)
         length = shape[dim]
         cos, sin = rotation(3, length, 16, x.device, torch.float32)

@@ -31,13 +31,13 @@ from test_attention import rotate_each_pair  # noqa: E402
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rotary_is_the_pairwise_rotation_on_cuda(dtype):
-    x = torch.randn(4, 1024, 2, 8, 64, device="cuda").to(dtype)  # (B, T, q/k, H, d) as the layer calls it
+    x = torch.randn(4, 1024, 8, 64, device="cuda").to(dtype)  # (B, T, H, d) as the layer calls it
     x_fused, x_pairs = x.clone().requires_grad_(), x.clone().requires_grad_()
-    fused = rotary(x_fused, 123, dim=-4)
+    fused = rotary(x_fused, 123, dim=-3)
     x_exact = x.double().requires_grad_()
 
     def pairwise(x):
-        return torch.stack([rotate_each_pair(x[:, :, i].transpose(1, 2), 123).transpose(1, 2) for i in range(2)], 2)
+        return rotate_each_pair(x.transpose(1, 2), 123).transpose(1, 2)
 
     pairs, exact = pairwise(x_pairs), pairwise(x_exact)
     tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else {}  # bf16: one rounding apart at most

@@ -93,10 +93,10 @@ class CausalSelfAttention(nn.Module):
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """x (B, T, d_model) at absolute positions pos.. → (y, (keys, values) including the past)."""
         batch, length, _ = x.shape
-        # split, not indexing: its backward is one concatenation, not zero-filled copies per slice.
-        qk, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).split((2, 1), dim=2)
-        q, k = rotary(qk, pos, dim=-4).permute(2, 0, 3, 1, 4)  # both in one pass
-        v = v.squeeze(2).transpose(1, 2)
+        # unbind, not indexing: its backward is one stack, not zero-filled copies per slice. q and k are
+        # rotated apart, in the projection's (B, T, H, d) layout, so the returned k holds only itself.
+        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).unbind(2)
+        q, k, v = rotary(q, pos, dim=-3).transpose(1, 2), rotary(k, pos, dim=-3).transpose(1, 2), v.transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
