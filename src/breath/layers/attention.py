@@ -54,10 +54,16 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return (wide * cos + swapped * sin).to(x.dtype)
 
 
-# Eager CUDA runs the rotation compiled: one fused kernel forward and one backward instead of five and
-# seven passes over float32 temporaries (the gap to a plain GPT, issue 14). Compiled once for all shapes,
-# at the first call on a GPU; a model compiled as a whole fuses the plain function itself.
-fused_rotate = torch.compile(rotate, dynamic=True, fullgraph=True)
+def fused_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``rotate`` compiled: what eager CUDA runs, one fused kernel forward and one backward instead of six
+    passes over float32 temporaries each way (the gap to a plain GPT, issue 14). Compiled once for all
+    shapes, at the first call; a model compiled as a whole fuses the plain function itself."""
+    return _compiled_rotate()(x, cos, sin)
+
+
+@functools.cache
+def _compiled_rotate():
+    return torch.compile(rotate, dynamic=True, fullgraph=True)  # at first use: the compiler takes seconds to import
 
 
 def fuse_rotation(x: torch.Tensor) -> bool:
