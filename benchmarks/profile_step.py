@@ -4,8 +4,11 @@
     PYTHONPATH=src python benchmarks/profile_step.py --arch phase2 --decode 8192 --batch 1
 
 Training (default): a few warm-up steps (forward + backward + AdamW, bf16 autocast, like
-``throughput.py``), then ``--steps`` steps under ``torch.profiler``; prints each CUDA kernel's share
-of the GPU time.
+``throughput.py``), then counts the operators one step dispatches (views excluded) and, on a GPU,
+profiles ``--steps`` steps under ``torch.profiler`` and prints each CUDA kernel's share of the GPU
+time. ``--device cpu`` gives the operator counts alone (what eager launches per step)::
+
+    PYTHONPATH=src python benchmarks/profile_step.py --arch transformer --device cpu --batch 1 --length 128
 
 Decoding (``--decode CONTEXT``): prefill CONTEXT tokens in one pass, warm up across a chunk boundary,
 then profile ``--steps`` one-token steps (a whole chunk, so boundary steps are included at their
@@ -50,33 +53,57 @@ class OperatorCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def profile_training(model, cfg: ModelConfig, args) -> None:
-    step_model = torch.compile(model) if args.compile else model
+def profile_training(model, cfg: ModelConfig, batch: int, length: int, steps: int, compile: bool = False,
+                     top: int = 25, device: str = "cuda") -> dict:
+    """Profile ``steps`` training steps after 3 warm-up steps; prints and returns the numbers: the
+    operators one eager step dispatches (views excluded; not counted when compiled: Dynamo runs nothing
+    under the counting dispatch mode, so it would count the eager model) and, on CUDA, each kernel's
+    share of the GPU time."""
+    cuda = torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    step_model = torch.compile(model) if compile else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.length + 1), device="cuda")
+    ids = torch.randint(0, cfg.vocab_size, (batch, length + 1), device=device)
 
     def step():
-        with torch.autocast("cuda", torch.bfloat16):
-            logits = step_model(ids[:, :-1]).logits
+        with torch.autocast(torch.device(device).type, torch.bfloat16):
+            out = step_model(ids[:, :-1])
+            logits = out if isinstance(out, torch.Tensor) else out.logits  # PlainGPT returns logits
         F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten()).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     for _ in range(3):
         step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(args.steps):
+    title = (f"{type(model).__name__} d{cfg.d_model} L{cfg.n_layers} B{batch} T{length} "
+             f"{'compiled' if compile else 'eager'} on {device}")
+    result = {"operators_per_step": None, "operators": None, "gpu_ms_per_step": None, "kernels": []}
+    if compile:
+        print(f"\n{title}")
+    else:
+        with OperatorCount() as counter:
             step()
-        torch.cuda.synchronize()
+        result.update(operators_per_step=sum(counter.counts.values()), operators=dict(counter.counts.most_common()))
+        print(f"\n{title}: {result['operators_per_step']} operators per step (views excluded)")
+        print("operators per step: " + ", ".join(f"{name} {n}" for name, n in counter.counts.most_common(top)))
+    if not cuda:
+        return result
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        sync()
     kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
     total = sum(e.self_device_time_total for e in kernels)
-    print(f"\n{args.arch} {args.preset} B{args.batch} T{args.length} {'compiled' if args.compile else 'eager'}: "
-          f"{total / args.steps / 1e3:.2f} ms of GPU time per step, {len(kernels)} distinct kernels")
+    result["gpu_ms_per_step"] = total / steps / 1e3
+    result["kernels"] = [{"kernel": e.key, "share": e.self_device_time_total / total,
+                          "ms_per_step": e.self_device_time_total / steps / 1e3, "calls_per_step": e.count / steps}
+                         for e in sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:top]]
+    print(f"{result['gpu_ms_per_step']:.2f} ms of GPU time per step, {len(kernels)} distinct kernels")
     print(f"{'share':>6}  {'ms/step':>8}  {'calls/step':>10}  kernel")
-    for e in sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:args.top]:
-        print(f"{e.self_device_time_total / total:6.1%}  {e.self_device_time_total / args.steps / 1e3:8.3f}  "
-              f"{e.count / args.steps:10.0f}  {e.key[:110]}")
+    for row in result["kernels"]:
+        print(f"{row['share']:6.1%}  {row['ms_per_step']:8.3f}  {row['calls_per_step']:10.0f}  {row['kernel'][:110]}")
+    return result
 
 
 def profile_decoding(model, cfg: ModelConfig, args) -> dict:
@@ -131,9 +158,10 @@ def profile_decoding(model, cfg: ModelConfig, args) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="phase2", choices=("phase2", "phase1", "transformer"))
+    parser.add_argument("--arch", default="phase2", choices=("phase2", "phase1", "transformer", "gpt"),
+                        help="gpt: plain_gpt.py's PlainGPT at the preset's sizes (training only)")
     parser.add_argument("--preset", default="base")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--length", type=int, default=1024, help="training: tokens per sequence")
@@ -141,26 +169,32 @@ def main(argv: list[str] | None = None) -> dict | None:
                         help="profile one-token decoding steps after a CONTEXT-token prefill instead of training")
     parser.add_argument("--steps", type=int, help="profiled steps (default: 3 training steps, 64 decoding steps)")
     parser.add_argument("--compile", action="store_true", help="training: torch.compile the model")
-    parser.add_argument("--device", default="cuda", help="decoding only: cuda or cpu")
+    parser.add_argument("--device", default="cuda", help="cuda or cpu (on the CPU: operator counts only)")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args(argv)
-    if args.decode is None and not args.device.startswith("cuda"):
-        parser.error("--device: training steps are profiled on cuda only; use --decode to profile on the CPU")
+    if args.decode is not None and args.arch == "gpt":
+        parser.error("--arch gpt: PlainGPT has no decoding state; profile its training step")
+    if args.compile and not args.device.startswith("cuda"):
+        parser.error("--compile: profiles compiled steps' GPU kernels, on cuda only "
+                     "(the CPU run counts eager operators)")
     if args.decode is not None and args.compile:
         parser.error("--compile: profiles compiled training steps only; drop it with --decode")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("profile_step.py: no CUDA device found (decoding can be profiled with --device cpu)")
+        raise SystemExit("profile_step.py: no CUDA device found (profile on the CPU with --device cpu)")
     args.steps = args.steps or (64 if args.decode is not None else 3)
 
     torch.manual_seed(0)
-    cfg = ModelConfig.preset(args.preset, arch=args.arch, vocab_size=10000,
-                             n_seq=args.length, dropout=0.0)
+    cfg = ModelConfig.preset(args.preset, arch="transformer" if args.arch == "gpt" else args.arch,
+                             vocab_size=10000, n_seq=args.length, dropout=0.0)
     with torch.device(args.device):
-        model = build_model(cfg).to(args.device)
+        if args.arch == "gpt":
+            from plain_gpt import PlainGPT  # benchmarks/ is on the path of a script run from it
+            model = PlainGPT(cfg, max_length=args.length).to(args.device)
+        else:
+            model = build_model(cfg).to(args.device)
     if args.decode is not None:
         return profile_decoding(model.eval(), cfg, args)
-    profile_training(model, cfg, args)
-    return None
+    return profile_training(model, cfg, args.batch, args.length, args.steps, args.compile, args.top, args.device)
 
 
 if __name__ == "__main__":

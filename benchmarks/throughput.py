@@ -1,9 +1,13 @@
-"""Side-by-side speed of phase2, phase1 and transformer on one GPU, in one process.
+"""Side-by-side speed of phase2, phase1, transformer and a plain GPT on one GPU, in one process.
 
-Three measurements, each printed as a table and written to JSON:
+Three measurements, each printed as a table and written to JSON (with the date, device, torch and
+Triton versions, command line and git commit):
 
-1. Training: tokens/s of a full step (forward + backward + AdamW, bf16 autocast), peak VRAM and
-   model-FLOPs utilisation, for every (preset, batch, length) setting, eager and compiled.
+1. Training: tokens/s of a full step (forward + backward + fused AdamW, bf16 autocast, dropout 0 for
+   every model), peak VRAM and model-FLOPs utilisation, for every (preset, batch, length) setting,
+   eager and compiled; each arch's ratio to the faster of ``gpt`` (``plain_gpt.py``, the strongest
+   plain GPT of the same sizes) and ``transformer`` timed in the same process. ``--profile`` adds
+   phase2's top GPU kernels at one setting (``profile_step.py``'s profiler).
 2. Op level: forward and forward+backward time of the dissipative-memory op (Triton vs the PyTorch
    chunked reference), and flash-linear-attention's ``chunk_simple_gla`` forward when importable.
 3. Decoding (``--only decode``; estimated at ~6 min on an H200, not yet run there): ms/token,
@@ -13,13 +17,24 @@ Three measurements, each printed as a table and written to JSON:
    speed-up; ends with the issue-15 targets.
 
     python benchmarks/throughput.py                      # everything (over 10 minutes on an H200; see below)
+    python benchmarks/throughput.py --only train         # the training table (issue 14's settings)
     python benchmarks/throughput.py --only train --settings base:32:1024 --modes eager
     python benchmarks/throughput.py --report a.json b.json  # one set of tables from several runs' JSON
 
-On a machine with two GPUs, the eager and compiled halves can run side by side, one process per GPU
-(``CUDA_VISIBLE_DEVICES=0 ... --modes eager`` and ``CUDA_VISIBLE_DEVICES=1 ... --only train --modes
-compiled``); every ratio is still between peers timed in the same process. On 2026-11-30 (evening, two
-H200s) both halves, side by side, took 371 s.
+The training table's rows print as markdown (the table BENCHMARKS.md opens with). Every row also
+records ``setup_s``: building the model plus the warm-up steps (compilation included), so the
+run's wall time can be read off the JSON.
+
+Compilation dominates the training part's time: every compiled row compiles afresh (on 2026-11-30
+about a minute per phase2/transformer row, 7 rows in 420 s), so the 32 default rows take longer than
+one 10-minute device call on one GPU (an estimate, not measured). On a machine with two GPUs, split
+the settings, one process per GPU; every ratio is still between peers timed in the same process::
+
+    CUDA_VISIBLE_DEVICES=0 python benchmarks/throughput.py --only train --settings base:4:1024 base:32:1024 \
+        --output a.json &
+    CUDA_VISIBLE_DEVICES=1 python benchmarks/throughput.py --only train --settings base:4:8192 base:1:32768 \
+        --output b.json &
+    wait; python benchmarks/throughput.py --report a.json b.json
 
 Model FLOPs per token (forward + backward = 3× forward): ``6·N`` for the weights (N without the
 embedding, which is a lookup; the tied LM head counted once) plus the token mixing — attention
@@ -29,9 +44,14 @@ embedding, which is a lookup; the tied LM head counted once) plus the token mixi
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import shlex
 import statistics
+import subprocess
+import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -39,12 +59,16 @@ import torch.nn.functional as F
 
 from torch.utils._pytree import tree_map
 
+import profile_step
 from breath import ModelConfig, build_model
 from breath.decoding import Decoder
 from breath.models import ModelState
+from plain_gpt import PlainGPT
 
-ARCHS = ("phase2", "phase1", "transformer")
-DEFAULT_SETTINGS = ("base:4:1024", "base:32:1024", "base:4:8192", "large:8:2048")
+ARCHS = ("gpt", "transformer", "phase1", "phase2")
+GPT_PEERS = ("gpt", "transformer")  # every training ratio is against the faster of these two
+DEFAULT_SETTINGS = ("base:4:1024", "base:32:1024", "base:4:8192", "base:1:32768")
+WARMUP, REPEAT = 3, 10  # training steps: warm-up (compilation, AdamW state) then timed
 # --modes: eager, or torch.compile with one of its modes ("cudagraphs": CUDA graphs replay the whole
 # forward and backward, which removes the host's launch time; needs no host sync inside the model).
 COMPILE_MODES = {"compiled": "default", "cudagraphs": "reduce-overhead"}
@@ -56,13 +80,16 @@ def peak_flops() -> float:
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), float("nan"))
 
 
-def flops_per_token(cfg: ModelConfig, n_params: int, length: int) -> float:
-    weights = 6 * (n_params - cfg.vocab_size * cfg.d_model) + 6 * cfg.vocab_size * cfg.d_model
+def flops_per_token(arch: str, cfg: ModelConfig, n_params: int, length: int) -> float:
+    """The gpt's learned position table is a lookup too: it counts as embedding."""
+    embedding = cfg.d_model * (cfg.vocab_size + (length if arch == "gpt" else 0))
+    weights = 6 * (n_params - embedding) + 6 * cfg.vocab_size * cfg.d_model
+    attention = 6 * cfg.n_layers * cfg.num_heads * cfg.head_dim * length
     mixing = {
-        "transformer": 6 * cfg.n_layers * cfg.num_heads * cfg.head_dim * length,
+        "gpt": attention, "transformer": attention,
         "phase2": 6 * cfg.n_layers * cfg.num_heads * (cfg.head_dim * cfg.memory_chunk + 2 * cfg.head_dim**2),
         "phase1": 0,
-    }[cfg.arch]
+    }[arch]
     return weights + mixing
 
 
@@ -81,36 +108,115 @@ def timed(fn, warmup: int, repeat: int) -> float:
     return statistics.median(times)
 
 
-def train_step_benchmark(arch: str, preset: str, batch: int, length: int, mode: str, vocab: int) -> dict:
+def build(arch: str, preset: str, length: int, vocab: int, device: str = "cuda") -> tuple[torch.nn.Module, ModelConfig]:
+    """A freshly initialised model (seed 0, dropout 0) of the preset's sizes; ``gpt`` is ``PlainGPT``."""
     torch.manual_seed(0)
-    cfg = ModelConfig.preset(preset, arch=arch, vocab_size=vocab, n_seq=length, dropout=0.0)
-    with torch.device("cuda"):  # build on the GPU: the zeta init's SVDs run there
-        model = build_model(cfg).cuda()  # .cuda() also moves the (CPU-cached) zeta basis buffers
+    cfg = ModelConfig.preset(preset, arch="transformer" if arch == "gpt" else arch, vocab_size=vocab,
+                             n_seq=length, dropout=0.0)
+    with torch.device(device):  # build on the GPU: the zeta init's SVDs run there
+        model = PlainGPT(cfg, max_length=length) if arch == "gpt" else build_model(cfg)
+    return model.to(device), cfg  # .to also moves the (CPU-cached) zeta basis buffers
+
+
+def train_step_benchmark(arch: str, preset: str, batch: int, length: int, mode: str, vocab: int,
+                         device: str = "cuda", warmup: int = WARMUP, repeat: int = REPEAT) -> dict:
+    begin = time.perf_counter()
+    model, cfg = build(arch, preset, length, vocab, device)
     n_params = model.num_parameters()
-    step_model = model if mode == "eager" else torch.compile(model, mode=COMPILE_MODES[mode])
+    logits_of = model if arch == "gpt" else (lambda ids: model(ids).logits)
+    step_logits = logits_of if mode == "eager" else torch.compile(logits_of, mode=COMPILE_MODES[mode])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    ids = torch.randint(0, vocab, (batch, length + 1), device="cuda")
+    ids = torch.randint(0, vocab, (batch, length + 1), device=device)
+    cuda = device == "cuda"
 
     def step():
-        with torch.autocast("cuda", torch.bfloat16):
-            logits = step_model(ids[:, :-1]).logits
+        with torch.autocast(torch.device(device).type, torch.bfloat16):
+            logits = step_logits(ids[:, :-1])
         loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    torch.cuda.reset_peak_memory_stats()
-    seconds = timed(step, warmup=3, repeat=10)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(warmup):
+        step()
+    setup = time.perf_counter() - begin
+    seconds = timed(step, warmup=0, repeat=repeat) if cuda else timed_on_host(step, repeat)
     tokens_per_s = batch * length / seconds
     result = {
         "arch": arch, "preset": preset, "batch": batch, "length": length, "mode": mode,
         "params_M": round(n_params / 1e6, 1), "step_ms": round(seconds * 1e3, 2),
-        "tokens_per_s": round(tokens_per_s), "peak_vram_GB": round(torch.cuda.max_memory_allocated() / 1e9, 2),
-        "mfu": round(tokens_per_s * flops_per_token(cfg, n_params, length) / peak_flops(), 4),
+        "tokens_per_s": round(tokens_per_s),
+        "peak_vram_GB": round(torch.cuda.max_memory_allocated() / 1e9, 2) if cuda else None,
+        "mfu": round(tokens_per_s * flops_per_token(arch, cfg, n_params, length) / peak_flops(), 4) if cuda else None,
+        "setup_s": round(setup, 1),
     }
-    del model, step_model, optimizer
-    torch.cuda.empty_cache()
+    del model, step_logits, optimizer
+    if cuda:
+        torch.cuda.empty_cache()
     return result
+
+
+def timed_on_host(fn, repeat: int) -> float:
+    """Median seconds of ``fn()`` by the host clock (the CPU smoke run: no CUDA events)."""
+    times = []
+    for _ in range(repeat):
+        begin = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - begin)
+    return statistics.median(times)
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Each row's ``ratio``: its tokens/s over the faster of gpt and transformer at its setting and mode."""
+    best: dict[tuple, int] = {}
+    for row in rows:
+        if row["arch"] in GPT_PEERS and "tokens_per_s" in row:
+            key = (row["preset"], row["batch"], row["length"], row["mode"])
+            best[key] = max(best.get(key, 0), row["tokens_per_s"])
+    for row in rows:
+        ref = best.get((row["preset"], row["batch"], row["length"], row["mode"]))
+        if ref and "tokens_per_s" in row:
+            row["ratio"] = round(row["tokens_per_s"] / ref, 3)
+
+
+def training_table(rows: list[dict]) -> list[str]:
+    """The markdown table of training rows: one line per setting and mode, tokens/s (ratio) per arch."""
+    add_ratios(rows)
+    archs = [a for a in ARCHS if any(r["arch"] == a for r in rows)]
+    archs += sorted({r["arch"] for r in rows} - set(archs))
+    cells: dict[tuple, dict[str, dict]] = {}
+    for row in rows:
+        cells.setdefault((row["preset"], row["batch"], row["length"], row["mode"]), {})[row["arch"]] = row
+
+    def speed(row: dict | None) -> str:
+        if row is None:
+            return "—"
+        if "error" in row:
+            return row["error"]
+        return f"{row['tokens_per_s']:,}" + (f" ({row['ratio']:.2f})" if "ratio" in row else "")
+
+    lines = ["| preset | batch × length | mode | " + " | ".join(archs) + " | peak GB " + " / ".join(archs)
+             + " | step ms " + " / ".join(archs) + " |",
+             "| --- | --- | --- | " + " | ".join("---:" for _ in archs) + " | ---: | ---: |"]
+    for (preset, batch, length, mode), by_arch in cells.items():
+        peak = " / ".join(str(by_arch.get(a, {}).get("peak_vram_GB", "—")) for a in archs)
+        ms = " / ".join(str(by_arch.get(a, {}).get("step_ms", "—")) for a in archs)
+        lines.append(f"| {preset} | {batch} × {length} | {mode} | "
+                     + " | ".join(speed(by_arch.get(a)) for a in archs) + f" | {peak} | {ms} |")
+    return lines
+
+
+def git_commit() -> dict:
+    """The checkout's commit and whether the tree has uncommitted changes (a copy without .git says so)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        return {"git_commit": f"unknown ({type(error).__name__}: not a git checkout?)", "git_dirty": None}
+    return {"git_commit": head.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
 
 
 def op_benchmark(batch: int, heads: int, length: int, dim: int, chunk: int) -> list[dict]:
@@ -270,7 +376,7 @@ def print_table(title: str, rows: list[dict]) -> None:
         print("  ".join(str(row.get(k, "")).ljust(widths[k]) for k in keys))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("train", "op", "decode"), action="append",
                         help="run only these parts (repeatable; default: all)")
@@ -286,25 +392,46 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/throughput.json"))
     parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
                         help="print the tables of these result files (written by earlier runs) and exit")
-    args = parser.parse_args()
+    parser.add_argument("--profile", nargs="?", const="base:32:1024", metavar="PRESET:BATCH:LENGTH",
+                        help="training: also profile phase2's eager step at this setting (default base:32:1024) "
+                             "and record its top GPU kernels")
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
+                        help="cpu: a smoke run of the training part only (its times mean nothing)")
+    args = parser.parse_args(argv)
     bad = [m for m in args.modes.split(",") if m != "eager" and m not in COMPILE_MODES]
     if bad:
         parser.error(f"--modes: unknown {', '.join(bad)}; allowed: eager, {', '.join(COMPILE_MODES)}")
+    unknown = [a for a in args.archs.split(",") if a not in ARCHS]
+    if unknown:
+        parser.error(f"--archs: unknown {', '.join(unknown)}; allowed: {', '.join(ARCHS)}")
     if args.report:
         reports = [json.loads(path.read_text()) for path in args.report]
-        print_report({"device": " / ".join(dict.fromkeys(r["device"] for r in reports)),
-                      "torch": " / ".join(dict.fromkeys(r["torch"] for r in reports)),
-                      "date": " / ".join(dict.fromkeys(r["date"] for r in reports)),
+        merged = {key: " / ".join(dict.fromkeys(str(r.get(key, "?")) for r in reports))
+                  for key in ("device", "torch", "triton", "date", "git_commit")}
+        print_report({**merged, "profile": next((r["profile"] for r in reports if r.get("profile")), None),
                       **{part: [row for r in reports for row in r[part]] for part in ("train", "op", "decode")}})
-        return
-    if not torch.cuda.is_available():
-        raise SystemExit("throughput.py measures GPU speed: no CUDA device found")
+        return None
     parts = set(args.only or ("train", "op", "decode"))
+    if args.device == "cpu" and parts != {"train"}:
+        parser.error("--device cpu: runs the training part only; add --only train")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("throughput.py measures GPU speed: no CUDA device found")
     archs = args.archs.split(",")
-    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "date": time.strftime("%Y-%m-%d"), "train": [], "op": [], "decode": []}
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    start = time.perf_counter()
+    report = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+              "torch": torch.__version__, "triton": triton_version,
+              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "command": shlex.join([sys.executable, *sys.argv] if argv is None else ["throughput.py", *argv]),
+              **git_commit(), "dropout": 0.0, "warmup_steps": WARMUP, "timed_steps": REPEAT,
+              "train": [], "op": [], "decode": [], "profile": None}
 
     def save():
+        report["wall_s"] = round(time.perf_counter() - start, 1)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(report, indent=2))
 
@@ -314,29 +441,57 @@ def main() -> None:
             for mode in args.modes.split(","):
                 for arch in archs:
                     try:
-                        row = train_step_benchmark(arch, preset, int(batch), int(length), mode, args.vocab_size)
+                        row = train_step_benchmark(arch, preset, int(batch), int(length), mode, args.vocab_size,
+                                                   args.device)
                     except torch.cuda.OutOfMemoryError:
                         torch.cuda.empty_cache()
                         row = {"arch": arch, "preset": preset, "batch": int(batch), "length": int(length),
                                "mode": mode, "error": "out of memory"}
+                    except Exception as error:  # e.g. a compile failure: record it, keep the other rows
+                        traceback.print_exc()
+                        row = {"arch": arch, "preset": preset, "batch": int(batch), "length": int(length),
+                               "mode": mode, "error": f"failed ({type(error).__name__})"}
                     report["train"].append(row)
                     print(row, flush=True)
+                    add_ratios(report["train"])
                     save()
+        if args.profile:
+            preset, batch, length = args.profile.split(":")
+            model, cfg = build("phase2", preset, int(length), args.vocab_size, args.device)
+            report["profile"] = {"arch": "phase2", "preset": preset, "batch": int(batch), "length": int(length),
+                                 "mode": "eager", **profile_step.profile_training(
+                                     model, cfg, int(batch), int(length), steps=3, top=15, device=args.device)}
+            del model
+            save()
     if "op" in parts:
         for batch, length in ((32, 1024), (4, 8192)):
             report["op"] += op_benchmark(batch, 8, length, 64, 64)
             save()
     if "decode" in parts:
         batches, contexts = [int(b) for b in args.decode_batches.split(",")], [int(c) for c in args.contexts.split(",")]
-        for arch in archs:
+        for arch in (a for a in archs if a != "gpt"):  # the plain GPT is a training peer only
             report["decode"] += decode_benchmark(arch, "base", batches, contexts, args.new_tokens, args.vocab_size)
             save()
+    save()
     print_report(report)
+    return report
 
 
 def print_report(report: dict) -> None:
-    print(f"\n# {report['device']}, torch {report['torch']}, {report['date']}")
-    print_table("training step (bf16 autocast, AdamW)", report["train"])
+    print(f"\n# {report['device']}, torch {report['torch']}, Triton {report.get('triton')}, {report['date']}, "
+          f"commit {report.get('git_commit')}" + (" (dirty tree)" if report.get("git_dirty") else ""))
+    if report["train"]:
+        print("\n## Training step (forward + backward + fused AdamW, bf16 autocast, dropout 0 for every model): "
+              "tokens/s (ratio to the faster of gpt and transformer in the same row)\n")
+        print("\n".join(training_table(report["train"])))
+    if report.get("profile") and report["profile"]["gpu_ms_per_step"] is not None:  # none on the CPU
+        prof = report["profile"]
+        print(f"\n## Top GPU kernels: {prof['arch']} {prof['preset']} B{prof['batch']} T{prof['length']} "
+              f"{prof['mode']}, {prof['gpu_ms_per_step']:.2f} ms of GPU time per step\n")
+        print("| share | ms / step | calls / step | kernel |\n| ---: | ---: | ---: | --- |")
+        for row in prof["kernels"]:
+            print(f"| {row['share']:.1%} | {row['ms_per_step']:.3f} | {row['calls_per_step']:.0f} | "
+                  f"`{row['kernel'][:90]}` |")
     print_table("memory op, B H T D as given", report["op"])
     print_table("decoding (base preset, bf16 autocast; ms and tokens/s per one-token step of the batch)",
                 report["decode"])

@@ -1,4 +1,4 @@
-"""benchmarks/profile_step.py --decode: the decoding-step profile runs on the CPU and counts operators."""
+"""benchmarks/profile_step.py: the training- and decoding-step profiles run on the CPU and count operators."""
 
 import importlib.util
 import sys
@@ -28,6 +28,19 @@ def test_decode_profile_on_cpu(arch, capsys):
     assert "operators per step" in capsys.readouterr().out
 
 
-def test_training_profile_needs_cuda():
+@pytest.mark.parametrize("arch", ["transformer", "gpt"])
+def test_training_profile_on_cpu_counts_operators(arch, capsys):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))  # --arch gpt imports plain_gpt.py
+    result = profile_step.main(["--arch", arch, "--preset", "small", "--batch", "1", "--length", "16",
+                                "--device", "cpu", "--top", "5"])
+    counts = result["operators"]
+    assert result["operators_per_step"] == sum(counts.values()) and counts["_fused_adamw_"] == 1
+    assert result["gpu_ms_per_step"] is None and result["kernels"] == []  # no CUDA
+    # the rotary angles are not recomputed per layer and step (cached), and no dropout runs at dropout 0
+    assert counts.get("cos", 0) == 0 and not {"native_dropout", "bernoulli_"} & counts.keys()
+    assert "operators per step" in capsys.readouterr().out
+
+
+def test_decode_profile_has_no_gpt():
     with pytest.raises(SystemExit):
-        profile_step.main(["--device", "cpu"])
+        profile_step.main(["--arch", "gpt", "--decode", "16", "--device", "cpu"])

@@ -1,0 +1,88 @@
+"""benchmarks/throughput.py's training part and its plain GPT (benchmarks/plain_gpt.py), on the CPU:
+the GPT has the preset's sizes and is causal, and a smoke run writes the JSON and the markdown table."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from breath import ModelConfig, build_model
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # throughput.py imports its neighbours, as when run as a script
+spec = importlib.util.spec_from_file_location("throughput", BENCHMARKS / "throughput.py")
+throughput = sys.modules["throughput"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(throughput)
+from plain_gpt import PlainGPT  # noqa: E402
+
+CFG = ModelConfig(vocab_size=97, d_model=32, n_layers=2, num_heads=2, head_dim=8, ffn_dim=64, dropout=0.0,
+                  arch="transformer")
+
+
+def test_plain_gpt_has_the_transformers_sizes():
+    gpt = PlainGPT(CFG, max_length=40)
+    transformer = build_model(CFG)
+    assert gpt.blocks[0].qkv.weight.shape == transformer.blocks[0].attn.qkv.weight.shape
+    assert gpt.blocks[0].up.weight.shape == transformer.blocks[0].ffn.up.weight.shape
+    assert len(gpt.blocks) == len(transformer.blocks) and gpt.head.weight is gpt.embed.weight
+    # the same weights but for the FFN biases (the gpt has none) and its learned position table
+    ffn_biases = sum(b.ffn.up.bias.numel() + b.ffn.down.bias.numel() for b in transformer.blocks)
+    assert gpt.num_parameters() == transformer.num_parameters() - ffn_biases + 40 * CFG.d_model
+
+
+def test_plain_gpt_is_causal_and_trains():
+    torch.manual_seed(0)
+    gpt = PlainGPT(CFG, max_length=40).double()
+    ids = torch.randint(0, 97, (2, 40), generator=torch.Generator().manual_seed(1))
+    base = gpt(ids)
+    assert base.shape == (2, 40, 97)
+    perturbed = ids.clone()
+    perturbed[:, 21] = (perturbed[:, 21] + 1) % 97
+    out = gpt(perturbed)
+    assert torch.equal(out[:, :21], base[:, :21]) and not torch.equal(out[:, 21:], base[:, 21:])
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gpt.parameters())
+
+
+def test_ratios_are_against_the_faster_gpt_peer():
+    rows = [dict(arch=a, preset="base", batch=4, length=1024, mode="eager", tokens_per_s=t)
+            for a, t in (("gpt", 200), ("transformer", 150), ("phase2", 100))]
+    rows.append(dict(arch="transformer", preset="base", batch=4, length=1024, mode="compiled", tokens_per_s=300))
+    throughput.add_ratios(rows)
+    assert [r["ratio"] for r in rows] == [1.0, 0.75, 0.5, 1.0]
+    table = throughput.training_table(rows)
+    assert table[0].startswith("| preset | batch × length | mode | gpt | transformer | phase2 |")
+    assert "| base | 4 × 1024 | eager | 200 (1.00) | 150 (0.75) | 100 (0.50) |" in table[2]
+    assert "| base | 4 × 1024 | compiled | — | 300 (1.00) | — |" in table[3]
+
+
+def test_training_smoke_run_on_cpu(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    report = throughput.main(["--only", "train", "--device", "cpu", "--archs", "gpt,transformer",
+                              "--settings", "small:1:16", "--modes", "eager", "--profile", "small:1:16",
+                              "--output", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == report
+    for key in ("date", "device", "torch", "triton", "command", "git_commit", "git_dirty", "wall_s"):
+        assert key in saved, key
+    assert saved["dropout"] == 0.0 and "--profile small:1:16" in saved["command"]
+    rows = saved["train"]
+    assert [r["arch"] for r in rows] == ["gpt", "transformer"]
+    assert max(r["ratio"] for r in rows) == 1.0 and all(r["tokens_per_s"] > 0 for r in rows)
+    assert saved["profile"]["arch"] == "phase2" and saved["profile"]["operators_per_step"] > 100
+    capsys.readouterr()
+    throughput.main(["--report", str(out)])
+    printed = capsys.readouterr().out
+    assert "| small | 1 × 16 | eager |" in printed and "dropout 0 for every model" in printed
+
+
+def test_bad_options_name_the_allowed_values(capsys):
+    with pytest.raises(SystemExit):
+        throughput.main(["--archs", "gpt,bert"])
+    assert "--archs: unknown bert; allowed: gpt, transformer, phase1, phase2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        throughput.main(["--device", "cpu"])
+    assert "--device cpu: runs the training part only" in capsys.readouterr().err
