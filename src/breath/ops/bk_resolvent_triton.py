@@ -12,7 +12,7 @@ real and imaginary planes: re at ``base + 2k``, im at ``base + 2k + 1``. No copi
 or join the parts. :func:`bk_causal_triton_real` takes such real tensors directly.
 
 Parallelisation: one program owns ``BLOCK_N`` chains (one chain per thread) and walks the whole
-sequence; the recursion is sequential in t, so a step costs at least one global-load latency unless
+sequence (or one chunk of it: the chunked scan below); the recursion is sequential in t, so a step costs at least one global-load latency unless
 loads are issued ahead. Each loop iteration therefore first issues the loads of ``UNROLL``
 consecutive time steps (they do not depend on the recursion, so they are all in flight together),
 then runs the ``UNROLL`` steps on registers, storing each output as it is made. ``STAGES`` is the
@@ -29,14 +29,44 @@ i.e. ~440 ns per step (one HBM load latency) down to ~100 ns. Other configuratio
 >= 4 were within ~20-30% (noise of one measurement each); BLOCK_N = 64 with two warps was no better.
 A first design that loaded ``(CHUNK, BLOCK_N)`` tiles and picked rows out with masked reductions was
 2-30x slower than the one-step loop for CHUNK = 4-32: the row selection was not folded away.
-Not explored: a parallel scan over the 2x2 Möbius transfer matrices, which would use more SMs
-when N is small (N = 32 chains fill one warp of one SM here).
+
+**Chunked scan over the sequence.** With few chains (the base preset at B4 has N = 32: one warp
+on one SM walking 8192 steps) the sequential kernel leaves the GPU idle. The recursion is a Möbius
+map of the self-energy, ``s_{t+1} = β_t / (e_t − s_t)``, i.e. the 2x2 transfer matrix
+``M_t = [[0, β_t], [−1, e_t]]`` acting projectively on ``(s, 1)``; composition is associative, so
+with the sequence cut into chunks of CHUNK steps the forward runs as
+
+1. ``_bk_fwd_maps_kernel``, one program per (block of chains, chunk but the last): the chunk's
+   product ``P = M_{end−1} ⋯ M_{begin}``, divided at every step by its largest component (only the
+   ratio ``s_out = (p₀₀ s + p₀₁)/(p₁₀ s + p₁₁)`` matters, so nothing overflows in float32);
+2. ``_bk_fwd_scan_kernel``, one thread per chain: the chunk maps applied in turn from ``σ``, giving
+   every chunk's true starting ``s`` (T/CHUNK dependent steps);
+3. the forward kernel above, one program per (block of chains, chunk), replaying each chunk from
+   its start with the same per-step recursion (so ``g`` is computed as by the sequential kernel).
+
+The adjoint ``u_t = conj(g_t)² (Ḡ_t + conj(β_t) u_{t+1})`` is linear: ``_bk_bwd_affine_kernel``
+sums each chunk but the first up as ``u_begin = A u_end + B`` (A the product of
+``conj(g_t)² conj(β_t)``, B the chunk's u from a zero carry), ``_bk_bwd_scan_kernel`` runs the
+carries across chunks in reverse, and the backward kernel above replays every chunk from its carry.
+A is ``∂s_end/∂s_begin`` of the forward chunk map, a contraction of the upper half plane in the
+model, so it does not overflow. The result equals the sequential kernel's to float32 rounding (the
+chunk starts differ by a rounding, which the contracting map damps within a few steps).
+
+:func:`scan_chunk` picks sequential vs chunked and the chunk length from (T, N) only, by a latency
+cost model written in its docstring: sequential for N >= SEQUENTIAL_MIN_CHAINS or T < SCAN_MIN_T,
+else a power of two near sqrt(2T) (64 at T 1024-2048, 128 at T 8192, 256 at T 32768).
+**Provisional**: nothing of it is timed yet; ``benchmarks/gpu_check_bk.py --scan`` times the
+sequential kernel against every chunk length at (chains, T) = (32, 8192), (8, 32768), (256, 1024).
+At (32, 8192) the rule gives 64 chunks, i.e. 64 one-warp programs per parallel pass: fewer than the
+132 SMs; shorter chunks would fill more SMs but lengthen the sequential scan over chunks, which the
+cost model weighs as 5 steps each (its loads are not unrolled).
 
 Under ``TRITON_INTERPRET=1`` (set before ``triton`` is imported) the kernels also run on CPU
 tensors, which is how the tests exercise them on machines without a GPU.
 
-The forward and backward are registered with ``torch.library.custom_op`` (``breath::bk_causal_fwd``,
-``breath::bk_causal_bwd``) on those real views, with fake implementations and ``register_autograd``,
+The forward and backward (either form, the chunk length being one more launch parameter) are
+registered with ``torch.library.custom_op`` (``breath::bk_causal_fwd``, ``breath::bk_causal_bwd``)
+on those real views, with fake implementations and ``register_autograd``,
 so ``torch.compile`` sees one opaque node per call instead of tracing into an autograd.Function
 and the launch itself (under the interpreter, Dynamo failed inside the kernel). The arguments are
 real because compiled graphs handle complex tensors poorly. Eager mode calls an
