@@ -137,10 +137,11 @@ def test_scan_chunk_rule():
 
 
 def test_chunked_scan_at_production_length():
-    """The chunked scan as the dispatch picks it at T 2048 (32 chunks of 64; 4 chains, model-like,
-    from a state σ), forward and every gradient against complex128 autograd of the reference."""
+    """The chunked scan as the dispatch picks it at T 2048 (64 chunks of 32 today; 4 chains,
+    model-like, from a state σ), forward and every gradient against complex128 autograd of the
+    reference."""
     T = 2048
-    assert scan_chunk(T, 4) == 64
+    assert T // scan_chunk(T, 4) >= 8
     a, b, c, z, s = _inputs(2, 2, T, seed=11, model_like=True, left=True)
     s = s.real.abs() + 1j * s.imag.abs()  # Im σ ≥ 0: a continuation's self-energy
     w = torch.randn(a.shape, generator=torch.Generator().manual_seed(2), dtype=C128).to(DEV)

@@ -54,12 +54,12 @@ chunk starts differ by a rounding, which the contracting map damps within a few 
 
 :func:`scan_chunk` picks sequential vs chunked and the chunk length from (T, N) only, by a latency
 cost model written in its docstring: sequential for N >= SEQUENTIAL_MIN_CHAINS or T < SCAN_MIN_T,
-else a power of two near sqrt(2T) (64 at T 1024-2048, 128 at T 8192, 256 at T 32768).
+else a power of two near sqrt(T/2) (32 at T 1024-2048, 64 at T 8192, 128 at T 32768).
 **Provisional**: nothing of it is timed yet; ``benchmarks/gpu_check_bk.py --scan`` times the
 sequential kernel against every chunk length at (chains, T) = (32, 8192), (8, 32768), (256, 1024).
-At (32, 8192) the rule gives 64 chunks, i.e. 64 one-warp programs per parallel pass: fewer than the
-132 SMs; shorter chunks would fill more SMs but lengthen the sequential scan over chunks, which the
-cost model weighs as 5 steps each (its loads are not unrolled).
+Shorter chunks than the rule's would put more programs on each SM (e.g. the ≥ 4x132 one-warp
+programs that hide latency by occupancy) but lengthen the one-thread-per-chain scan over chunks,
+which the cost model weighs as much as a step; the sweep decides between them.
 
 Under ``TRITON_INTERPRET=1`` (set before ``triton`` is imported) the kernels also run on CPU
 tensors, which is how the tests exercise them on machines without a GPU.
@@ -92,6 +92,7 @@ STAGES = 3  # num_stages of the time loop (Triton's software pipeliner)
 SEQUENTIAL_MIN_CHAINS = 4 * 132 * 32  # four one-warp programs per SM of a 132-SM GPU: sequential
 CHUNK_MIN, CHUNK_MAX = 32, 512  # powers of two, multiples of every UNROLL
 SCAN_MIN_T = 256  # shorter sequences run sequentially
+SCAN_UNROLL = 4  # chunk maps whose loads the scans over chunks issue together: 1, 2 or 4
 
 
 @triton.jit
@@ -352,11 +353,39 @@ def _bk_fwd_maps_kernel(
 
 
 @triton.jit
+def _chunk_map_load(maps, c, n_maps, N, n, nmask):
+    """Map c (8 floats per chain); the identity past the last map (c >= n_maps)."""
+    m = nmask & (tl.zeros_like(n) + c < n_maps)  # a vector mask: see _step_offsets
+    p = maps + (tl.cast(c, tl.int64) * N + n) * 8
+    return (tl.load(p + 0, mask=m, other=1.0), tl.load(p + 1, mask=m, other=0.0),
+            tl.load(p + 2, mask=m, other=0.0), tl.load(p + 3, mask=m, other=0.0),
+            tl.load(p + 4, mask=m, other=0.0), tl.load(p + 5, mask=m, other=0.0),
+            tl.load(p + 6, mask=m, other=1.0), tl.load(p + 7, mask=m, other=0.0))
+
+
+@triton.jit
+def _chunk_map_apply(p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i, sr, si, starts, c, n_maps, N, n, nmask):
+    """s ← (p₀₀ s + p₀₁)/(p₁₀ s + p₁₁) with map c, stored as the start of chunk c + 1."""
+    nr = p00r * sr - p00i * si + p01r
+    ni = p00r * si + p00i * sr + p01i
+    dr = p10r * sr - p10i * si + p11r
+    di = p10r * si + p10i * sr + p11i
+    inv = 1.0 / (dr * dr + di * di)
+    sr, si = (nr * dr + ni * di) * inv, (ni * dr - nr * di) * inv
+    q = starts + ((tl.cast(c, tl.int64) + 1) * N + n) * 2
+    m = nmask & (tl.zeros_like(n) + c < n_maps)
+    tl.store(q, sr, mask=m)
+    tl.store(q + 1, si, mask=m)
+    return sr, si
+
+
+@triton.jit
 def _bk_fwd_scan_kernel(
     maps, s_re, s_im, starts, N, n_chunks,
-    HAS_SIGMA: tl.constexpr, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_SIGMA: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """starts[c, n] = s_{c·CHUNK}: σ (or 0) for c = 0, then each chunk's map applied in turn."""
+    """starts[c, n] = s_{c·CHUNK}: σ (or 0) for c = 0, then each chunk's map applied in turn. The
+    maps' loads are issued UNROLL chunks at a time (they do not depend on s)."""
     pid = tl.program_id(0)
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = n < N
@@ -368,25 +397,23 @@ def _bk_fwd_scan_kernel(
         si = tl.zeros([BLOCK_N], dtype=tl.float32)
     tl.store(starts + 2 * n, sr, mask=nmask)
     tl.store(starts + 2 * n + 1, si, mask=nmask)
-    for c in tl.range(0, n_chunks - 1, num_stages=STAGES):
-        p = maps + (tl.cast(c, tl.int64) * N + n) * 8
-        p00r = tl.load(p + 0, mask=nmask, other=1.0)
-        p00i = tl.load(p + 1, mask=nmask, other=0.0)
-        p01r = tl.load(p + 2, mask=nmask, other=0.0)
-        p01i = tl.load(p + 3, mask=nmask, other=0.0)
-        p10r = tl.load(p + 4, mask=nmask, other=0.0)
-        p10i = tl.load(p + 5, mask=nmask, other=0.0)
-        p11r = tl.load(p + 6, mask=nmask, other=1.0)
-        p11i = tl.load(p + 7, mask=nmask, other=0.0)
-        nr = p00r * sr - p00i * si + p01r
-        ni = p00r * si + p00i * sr + p01i
-        dr = p10r * sr - p10i * si + p11r
-        di = p10r * si + p10i * sr + p11i
-        inv = 1.0 / (dr * dr + di * di)
-        sr, si = (nr * dr + ni * di) * inv, (ni * dr - nr * di) * inv
-        q = starts + ((tl.cast(c, tl.int64) + 1) * N + n) * 2
-        tl.store(q, sr, mask=nmask)
-        tl.store(q + 1, si, mask=nmask)
+    n_maps = n_chunks - 1
+    for c0 in tl.range(0, n_maps, UNROLL, num_stages=STAGES):
+        a00r, a00i, a01r, a01i, a10r, a10i, a11r, a11i = _chunk_map_load(maps, c0, n_maps, N, n, nmask)
+        if UNROLL > 1:
+            b00r, b00i, b01r, b01i, b10r, b10i, b11r, b11i = _chunk_map_load(maps, c0 + 1, n_maps, N, n, nmask)
+        if UNROLL > 2:
+            c00r, c00i, c01r, c01i, c10r, c10i, c11r, c11i = _chunk_map_load(maps, c0 + 2, n_maps, N, n, nmask)
+            d00r, d00i, d01r, d01i, d10r, d10i, d11r, d11i = _chunk_map_load(maps, c0 + 3, n_maps, N, n, nmask)
+        sr, si = _chunk_map_apply(a00r, a00i, a01r, a01i, a10r, a10i, a11r, a11i, sr, si, starts, c0, n_maps, N, n, nmask)
+        if UNROLL > 1:
+            sr, si = _chunk_map_apply(b00r, b00i, b01r, b01i, b10r, b10i, b11r, b11i, sr, si, starts, c0 + 1, n_maps,
+                                      N, n, nmask)
+        if UNROLL > 2:
+            sr, si = _chunk_map_apply(c00r, c00i, c01r, c01i, c10r, c10i, c11r, c11i, sr, si, starts, c0 + 2, n_maps,
+                                      N, n, nmask)
+            sr, si = _chunk_map_apply(d00r, d00i, d01r, d01i, d10r, d10i, d11r, d11i, sr, si, starts, c0 + 3, n_maps,
+                                      N, n, nmask)
 
 
 @triton.jit
@@ -453,9 +480,30 @@ def _bk_bwd_affine_kernel(
 
 
 @triton.jit
-def _bk_bwd_scan_kernel(affine, carry, N, n_chunks, STAGES: tl.constexpr, BLOCK_N: tl.constexpr):
+def _chunk_affine_load(affine, c, N, n, nmask):
+    """(A, B) of chunk c; the identity (1, 0) for c < 1 (chunk 0 has no summary)."""
+    m = nmask & (tl.zeros_like(n) + c >= 1)  # a vector mask: see _step_offsets
+    p = affine + (tl.cast(c, tl.int64) * N + n) * 4
+    return (tl.load(p + 0, mask=m, other=1.0), tl.load(p + 1, mask=m, other=0.0),
+            tl.load(p + 2, mask=m, other=0.0), tl.load(p + 3, mask=m, other=0.0))
+
+
+@triton.jit
+def _chunk_affine_apply(ar, ai, br, bi, ur, ui, carry, c, N, n, nmask):
+    """u ← A u + B with chunk c's map, stored as the carry into chunk c − 1."""
+    ur, ui = ar * ur - ai * ui + br, ar * ui + ai * ur + bi
+    q = carry + ((tl.cast(c, tl.int64) - 1) * N + n) * 2
+    m = nmask & (tl.zeros_like(n) + c >= 1)
+    tl.store(q, ur, mask=m)
+    tl.store(q + 1, ui, mask=m)
+    return ur, ui
+
+
+@triton.jit
+def _bk_bwd_scan_kernel(affine, carry, N, n_chunks, UNROLL: tl.constexpr, STAGES: tl.constexpr,
+                        BLOCK_N: tl.constexpr):
     """carry[c, n] = u_{(c+1)·CHUNK}: 0 for the last chunk, then the chunks' affine maps applied in
-    reverse."""
+    reverse, their loads issued UNROLL chunks at a time."""
     pid = tl.program_id(0)
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = n < N
@@ -464,17 +512,20 @@ def _bk_bwd_scan_kernel(affine, carry, N, n_chunks, STAGES: tl.constexpr, BLOCK_
     last = carry + ((n_chunks - 1) * N + n).to(tl.int64) * 2
     tl.store(last, ur, mask=nmask)
     tl.store(last + 1, ui, mask=nmask)
-    for k in tl.range(0, n_chunks - 1, num_stages=STAGES):
-        c = n_chunks - 1 - k
-        p = affine + (tl.cast(c, tl.int64) * N + n) * 4
-        ar = tl.load(p + 0, mask=nmask, other=0.0)
-        ai = tl.load(p + 1, mask=nmask, other=0.0)
-        br = tl.load(p + 2, mask=nmask, other=0.0)
-        bi = tl.load(p + 3, mask=nmask, other=0.0)
-        ur, ui = ar * ur - ai * ui + br, ar * ui + ai * ur + bi
-        q = carry + ((tl.cast(c, tl.int64) - 1) * N + n) * 2
-        tl.store(q, ur, mask=nmask)
-        tl.store(q + 1, ui, mask=nmask)
+    for k in tl.range(0, n_chunks - 1, UNROLL, num_stages=STAGES):
+        c = n_chunks - 1 - k  # chunks c, c − 1, ... down to 1 (below: identity, not stored)
+        a0r, a0i, b0r, b0i = _chunk_affine_load(affine, c, N, n, nmask)
+        if UNROLL > 1:
+            a1r, a1i, b1r, b1i = _chunk_affine_load(affine, c - 1, N, n, nmask)
+        if UNROLL > 2:
+            a2r, a2i, b2r, b2i = _chunk_affine_load(affine, c - 2, N, n, nmask)
+            a3r, a3i, b3r, b3i = _chunk_affine_load(affine, c - 3, N, n, nmask)
+        ur, ui = _chunk_affine_apply(a0r, a0i, b0r, b0i, ur, ui, carry, c, N, n, nmask)
+        if UNROLL > 1:
+            ur, ui = _chunk_affine_apply(a1r, a1i, b1r, b1i, ur, ui, carry, c - 1, N, n, nmask)
+        if UNROLL > 2:
+            ur, ui = _chunk_affine_apply(a2r, a2i, b2r, b2i, ur, ui, carry, c - 2, N, n, nmask)
+            ur, ui = _chunk_affine_apply(a3r, a3i, b3r, b3i, ur, ui, carry, c - 3, N, n, nmask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -509,7 +560,7 @@ def _forward_launch(e: Tensor, beta: Tensor, sigma: Tensor | None, unroll: int, 
         s = sigma.contiguous() if sigma is not None else e[0]
         _bk_fwd_scan_kernel[(n_blocks,)](
             maps, *_parts(s), starts, N, n_chunks,
-            HAS_SIGMA=sigma is not None, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
+            HAS_SIGMA=sigma is not None, UNROLL=SCAN_UNROLL, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
         )
     _bk_causal_fwd_kernel[(n_blocks, n_chunks)](
         *_parts(e), *_parts(b), *_parts(starts), *_parts(g),
@@ -541,8 +592,8 @@ def _backward_launch(g: Tensor, grad_g: Tensor, beta: Tensor, unroll: int, stage
             UNROLL=unroll, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
         )
         carry = g.new_empty(n_chunks, N, 2)
-        _bk_bwd_scan_kernel[(n_blocks,)](affine, carry, N, n_chunks, STAGES=stages, BLOCK_N=block_n,
-                                         num_warps=num_warps)
+        _bk_bwd_scan_kernel[(n_blocks,)](affine, carry, N, n_chunks, UNROLL=SCAN_UNROLL, STAGES=stages,
+                                         BLOCK_N=block_n, num_warps=num_warps)
     _bk_causal_bwd_kernel[(n_blocks, n_chunks)](
         *_parts(g), *_parts(grad_g), *_parts(b),
         *_parts(grad_e), *_parts(gb), *_parts(grad_sigma),
@@ -623,19 +674,21 @@ class _BKCausalFunction(torch.autograd.Function):
 def scan_chunk(T: int, N: int) -> int:
     """The scan chunk length for T steps of N chains: 0 (the sequential kernel) when the N chains
     alone fill the GPU (N >= SEQUENTIAL_MIN_CHAINS) or T < SCAN_MIN_T, else the power of two
-    nearest above sqrt(2T), clamped to [CHUNK_MIN, CHUNK_MAX]. Shapes only, so deterministic.
+    nearest above sqrt(T/2), clamped to [CHUNK_MIN, CHUNK_MAX]. Shapes only, so deterministic.
 
     Cost model (provisional until timed on the GPU, see the module docstring): a step of one chain
-    is latency-bound at τ ≈ 100 ns as long as the programs fit on the GPU at once, the scan over
-    chunks costs ≈ 5τ per chunk (a dependent load each, not unrolled), so the chunked time is
-    ≈ 2·CHUNK·τ (summary + replay) + (T/CHUNK)·5τ, least at CHUNK ≈ sqrt(2.5 T); the sequential
-    time is T·τ. With N >= 4·132·32 chains the sequential kernel already has four warps per SM of
-    an H100/H200 and, at 24 B per step and chain, is near HBM bandwidth; there the chunked scan's
-    extra pass (≈ 1.7x the traffic) would be slower. Below SCAN_MIN_T steps the chunked scan's two
-    extra launches (a few µs, tens of steps) eat the gain: 4·sqrt(2.5 T)·τ + 60τ > T·τ."""
+    is latency-bound at τ ≈ 100 ns (measured for the sequential kernel) as long as the programs fit
+    on the GPU at once, and a step of the scans over chunks (loads issued SCAN_UNROLL at a time, one
+    complex division or product) costs about as much, so the chunked time is ≈ 2·CHUNK·τ (chunk
+    maps + replay) + (T/CHUNK)·τ, least at CHUNK = sqrt(T/2); the sequential time is T·τ. At
+    (N, T) = (32, 8192) that is 64 steps: 128 chunks, one warp each on the 132 SMs. With
+    N >= 4·132·32 chains the sequential kernel already has four warps per SM and, at 24 B per step
+    and chain, is near HBM bandwidth; there the chunked scan's extra pass (≈ 1.7x the traffic) would
+    be slower. Below SCAN_MIN_T steps the chunked scan's two extra launches (a few µs, some 60
+    steps) eat the gain: 2·sqrt(2T)·τ + 60τ = T·τ at T ≈ 85; 256 leaves a margin for that guess."""
     if N >= SEQUENTIAL_MIN_CHAINS or T < SCAN_MIN_T:
         return 0
-    return min(max(1 << ((2 * T - 1).bit_length() + 1) // 2, CHUNK_MIN), CHUNK_MAX)
+    return min(max(1 << ((T // 2 - 1).bit_length() + 1) // 2, CHUNK_MIN), CHUNK_MAX)
 
 
 def bk_causal_triton_real(e: Tensor, beta: Tensor, sigma: Tensor | None = None, unroll: int | None = None,
