@@ -168,3 +168,14 @@ def test_bk_compiled_gradients_match_eager(sigma, chunk):
     torch.testing.assert_close(out, ref)
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_bk_scan_rule_with_symbolic_length():
+    """With dynamic shapes T reaches the chunk rule (scan_chunk) as a symbol: the compiled op still
+    picks the chunked scan (T 260: chunks of 32) and gives the sequential kernel's g."""
+    g = torch.Generator().manual_seed(0)
+    T_ = 260
+    e = torch.complex(torch.randn(T_, 2, generator=g), -0.1 - torch.rand(T_, 2, generator=g)).to(DEV)
+    beta = torch.ones(T_ - 1, 2, dtype=torch.complex64, device=DEV)
+    out = torch.compile(bk_causal_triton, backend="aot_eager", fullgraph=True, dynamic=True)(e, beta)
+    torch.testing.assert_close(out, bk_causal_triton(e, beta, chunk=0), rtol=1e-5, atol=1e-5)

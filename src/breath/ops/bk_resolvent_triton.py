@@ -673,8 +673,8 @@ class _BKCausalFunction(torch.autograd.Function):
 
 def scan_chunk(T: int, N: int) -> int:
     """The scan chunk length for T steps of N chains: 0 (the sequential kernel) when the N chains
-    alone fill the GPU (N >= SEQUENTIAL_MIN_CHAINS) or T < SCAN_MIN_T, else the power of two
-    nearest above sqrt(T/2), clamped to [CHUNK_MIN, CHUNK_MAX]. Shapes only, so deterministic.
+    alone fill the GPU (N >= SEQUENTIAL_MIN_CHAINS) or T < SCAN_MIN_T, else the least power of two
+    >= sqrt(T/2), clamped to [CHUNK_MIN, CHUNK_MAX]. Shapes only, so deterministic.
 
     Cost model (provisional until timed on the GPU, see the module docstring): a step of one chain
     is latency-bound at τ ≈ 100 ns (measured for the sequential kernel) as long as the programs fit
@@ -688,7 +688,10 @@ def scan_chunk(T: int, N: int) -> int:
     steps) eat the gain: 2·sqrt(2T)·τ + 60τ = T·τ at T ≈ 85; 256 leaves a margin for that guess."""
     if N >= SEQUENTIAL_MIN_CHAINS or T < SCAN_MIN_T:
         return 0
-    return min(max(1 << ((T // 2 - 1).bit_length() + 1) // 2, CHUNK_MIN), CHUNK_MAX)
+    chunk = CHUNK_MIN  # doubled by comparisons only, so a symbolic T (torch.compile, dynamic) works
+    while chunk < CHUNK_MAX and 2 * chunk * chunk < T:
+        chunk *= 2
+    return chunk
 
 
 def bk_causal_triton_real(e: Tensor, beta: Tensor, sigma: Tensor | None = None, unroll: int | None = None,
