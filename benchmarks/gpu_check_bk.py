@@ -171,8 +171,9 @@ def scan_check(dev):
         (out * w.to(out.dtype)).real.sum().backward()
         return [out.detach()] + [x.grad for x in xs]
 
-    # the reference takes chains along the last dim: b = β, c = 1, z = 0
-    ref_fn = lambda e, beta, sigma: bk_resolvent_reference(e.T, beta.T, torch.ones_like(beta.T), 0.0, left=sigma).T  # noqa: E731
+    def ref_fn(e, beta, sigma):  # chains along the last dim: b = β, c = 1, z = 0
+        return bk_resolvent_reference(e.T, beta.T, torch.ones_like(beta.T), 0.0, left=sigma).T
+
     rows, ok = [], True
     for N, T in SCAN_SHAPES:
         rule = scan_chunk(T, N)
@@ -201,8 +202,8 @@ def scan_check(dev):
     print()
     print(f"accuracy vs complex128 reference (max rel err over g and all grads, both kernels): "
           f"{max(max(r['rel_err'].values()) for r in rows):.1e} -> {'PASS' if ok else 'FAIL'} (tol {TOL:g})")
-    print(f"{'chains':>6s} {'T':>6s} {'chunk':>5s} | {'seq fwd':>8s} {'fwd+bwd':>8s} | {'scan fwd':>8s} {'fwd+bwd':>8s} | "
-          f"{'speed-up f/fb':>13s} | best chunk f/fb")
+    print(f"{'chains':>6s} {'T':>6s} {'chunk':>5s} | {'seq fwd':>8s} {'fwd+bwd':>8s} | {'scan fwd':>8s} "
+          f"{'fwd+bwd':>8s} | {'speed-up f/fb':>13s} | best chunk f/fb")
     for r in rows:
         c, f, fb = r["rule_chunk"], r["fwd_ms"], r["fwd_bwd_ms"]
         print(f"{r['chains']:6d} {r['T']:6d} {c:5d} | {f[0]:6.3f}ms {fb[0]:6.3f}ms | {f[c]:6.3f}ms {fb[c]:6.3f}ms | "

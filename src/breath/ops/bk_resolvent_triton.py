@@ -12,8 +12,8 @@ real and imaginary planes: re at ``base + 2k``, im at ``base + 2k + 1``. No copi
 or join the parts. :func:`bk_causal_triton_real` takes such real tensors directly.
 
 Parallelisation: one program owns ``BLOCK_N`` chains (one chain per thread) and walks the whole
-sequence (or one chunk of it: the chunked scan below); the recursion is sequential in t, so a step costs at least one global-load latency unless
-loads are issued ahead. Each loop iteration therefore first issues the loads of ``UNROLL``
+sequence (or one chunk of it: the chunked scan below); the recursion is sequential in t, so a step
+costs at least one global-load latency unless loads are issued ahead. Each loop iteration therefore first issues the loads of ``UNROLL``
 consecutive time steps (they do not depend on the recursion, so they are all in flight together),
 then runs the ``UNROLL`` steps on registers, storing each output as it is made. ``STAGES`` is the
 time loop's ``num_stages`` (Triton's software pipeliner).
@@ -405,7 +405,8 @@ def _bk_fwd_scan_kernel(
         if UNROLL > 2:
             c00r, c00i, c01r, c01i, c10r, c10i, c11r, c11i = _chunk_map_load(maps, c0 + 2, n_maps, N, n, nmask)
             d00r, d00i, d01r, d01i, d10r, d10i, d11r, d11i = _chunk_map_load(maps, c0 + 3, n_maps, N, n, nmask)
-        sr, si = _chunk_map_apply(a00r, a00i, a01r, a01i, a10r, a10i, a11r, a11i, sr, si, starts, c0, n_maps, N, n, nmask)
+        sr, si = _chunk_map_apply(a00r, a00i, a01r, a01i, a10r, a10i, a11r, a11i, sr, si, starts, c0, n_maps,
+                                  N, n, nmask)
         if UNROLL > 1:
             sr, si = _chunk_map_apply(b00r, b00i, b01r, b01i, b10r, b10i, b11r, b11i, sr, si, starts, c0 + 1, n_maps,
                                       N, n, nmask)
