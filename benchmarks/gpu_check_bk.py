@@ -3,6 +3,7 @@ configurations, and the time of Triton vs the PyTorch custom Function.
 
     python benchmarks/gpu_check_bk.py              # needs a CUDA GPU and triton
     python benchmarks/gpu_check_bk.py --no-sweep   # skip the launch-configuration sweep
+    python benchmarks/gpu_check_bk.py --scan --out bk_scan.json   # only the chunked scan vs sequential (< 2 min)
 
 1. Accuracy. Model-like inputs (a = V - iΓ with Γ in [0.01, 0.05], b = c = h = 1, Im z in {1, 0.1}),
    laid out as the model passes them ((B, C, T) view of a (B, T, C) tensor). The Triton path
@@ -13,17 +14,28 @@ configurations, and the time of Triton vs the PyTorch custom Function.
    the module defaults in breath/ops/bk_resolvent_triton.py should be the fastest row.
 3. Timing: bk_resolvent(..., use_triton=True) vs use_triton=False (the PyTorch custom Function,
    complex64), forward and forward+backward, triton.testing.do_bench medians, and peak memory.
-The table printed last is the summary.
+The table printed last is the summary. Steps 2 and 3 run the kernels as bk_resolvent dispatches them
+(the chunked scan where ``scan_chunk`` picks it).
+
+``--scan`` runs only the check of the chunked scan against the sequential kernel, on the bare kernels
+(time-major inputs, model-like, Im z = 1 and 0.1, from a state σ) at (chains, T) in SCAN_SHAPES:
+(a) accuracy of both against complex128 autograd of bk_resolvent_reference, forward and the
+gradients of e, β and σ (max |error| / max |reference|, must be < 1e-4); (b) forward and
+forward+backward medians (triton.testing.do_bench) of the sequential kernel (chunk 0), the rule's
+chunk and every chunk in SCAN_CHUNKS, so the rule can be re-tuned. Table last; JSON to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import torch
 
 SHAPES = [(32, 8, 1024), (4, 8, 8192)]
+SCAN_SHAPES = [(32, 8192), (8, 32768), (256, 1024)]  # (chains, T): B4 T8192, B1 T32768, a wide short batch
+SCAN_CHUNKS = [32, 64, 128, 256, 512]
 TOL = 1e-4
 
 
@@ -135,16 +147,91 @@ def sweep(dev):
     return results
 
 
+def scan_inputs(N, T, imz, dev, seed=0):
+    """Time-major complex128 e (T, N), β (T-1, N), σ (N,) and an output weight w (T, N), model-like:
+    e = V - iΓ - z with Γ in [0.01, 0.05], β = h² = 1, Im σ >= 0 (a continuation's self-energy)."""
+    g = torch.Generator().manual_seed(seed)
+    rdt = torch.float64
+    V = torch.randn(T, N, generator=g, dtype=rdt) - 0.3 * torch.randn(N, generator=g, dtype=rdt)
+    e = torch.complex(V, -(0.01 + 0.04 * torch.rand(T, N, generator=g, dtype=rdt)) - imz)
+    beta = torch.ones(T - 1, N, dtype=torch.complex128)
+    sigma = torch.complex(0.2 * torch.randn(N, generator=g, dtype=rdt), 0.1 * torch.rand(N, generator=g, dtype=rdt))
+    w = torch.randn(T, N, generator=g, dtype=torch.complex128)
+    return [x.to(dev) for x in (e, beta, sigma, w)]
+
+
+def scan_check(dev):
+    """Accuracy and time of the chunked scan against the sequential kernel (see the docstring)."""
+    from breath.ops.bk_resolvent import bk_resolvent_reference
+    from breath.ops.bk_resolvent_triton import bk_causal_triton, scan_chunk
+
+    def grads(fn, e, beta, sigma, w):
+        xs = [x.detach().clone().requires_grad_() for x in (e, beta, sigma)]
+        out = fn(*xs)
+        (out * w.to(out.dtype)).real.sum().backward()
+        return [out.detach()] + [x.grad for x in xs]
+
+    def ref_fn(e, beta, sigma):  # chains along the last dim: b = β, c = 1, z = 0
+        return bk_resolvent_reference(e.T, beta.T, torch.ones_like(beta.T), 0.0, left=sigma).T
+
+    rows, ok = [], True
+    for N, T in SCAN_SHAPES:
+        rule = scan_chunk(T, N)
+        row = {"chains": N, "T": T, "rule_chunk": rule, "rel_err": {}, "fwd_ms": {}, "fwd_bwd_ms": {}}
+        for imz in (1.0, 0.1):
+            e, beta, sigma, w = scan_inputs(N, T, imz, dev)
+            ref = grads(ref_fn, e, beta, sigma, w)
+            c64 = [x.to(torch.complex64) for x in (e, beta, sigma, w)]
+            for chunk in sorted({0, rule}):
+                got = grads(lambda *xs: bk_causal_triton(*xs, chunk=chunk), *c64)
+                err = max(rel_err(x, r) for x, r in zip(got, ref))
+                row["rel_err"][f"chunk {chunk}, Im z {imz}"] = err
+                ok &= err < TOL
+                print(f"scan accuracy chains={N} T={T} Im z={imz} chunk={chunk}: max rel err [g, de, dbeta, dsigma] "
+                      f"{err:.1e}", flush=True)
+        e, beta, sigma, w = (x.to(torch.complex64) for x in scan_inputs(N, T, 0.1, dev))
+        ee = e.clone().requires_grad_()
+        for chunk in sorted({0, rule, *[c for c in SCAN_CHUNKS if c < T]}):
+            row["fwd_ms"][chunk] = bench(lambda: bk_causal_triton(e, beta, sigma, chunk=chunk))
+            row["fwd_bwd_ms"][chunk] = bench(lambda: bk_causal_triton(ee, beta, sigma, chunk=chunk).backward(w),
+                                             grad_to_none=[ee])
+            print(f"scan time chains={N} T={T} chunk={chunk}: fwd {row['fwd_ms'][chunk]:.3f} ms, "
+                  f"fwd+bwd {row['fwd_bwd_ms'][chunk]:.3f} ms", flush=True)
+        rows.append(row)
+
+    print()
+    print(f"accuracy vs complex128 reference (max rel err over g and all grads, both kernels): "
+          f"{max(max(r['rel_err'].values()) for r in rows):.1e} -> {'PASS' if ok else 'FAIL'} (tol {TOL:g})")
+    print(f"{'chains':>6s} {'T':>6s} {'chunk':>5s} | {'seq fwd':>8s} {'fwd+bwd':>8s} | {'scan fwd':>8s} "
+          f"{'fwd+bwd':>8s} | {'speed-up f/fb':>13s} | best chunk f/fb")
+    for r in rows:
+        c, f, fb = r["rule_chunk"], r["fwd_ms"], r["fwd_bwd_ms"]
+        print(f"{r['chains']:6d} {r['T']:6d} {c:5d} | {f[0]:6.3f}ms {fb[0]:6.3f}ms | {f[c]:6.3f}ms {fb[c]:6.3f}ms | "
+              f"{f[0] / f[c]:5.1f}x {fb[0] / fb[c]:5.1f}x | {min(f, key=f.get)} / {min(fb, key=fb.get)}")
+    return {"pass": ok, "tol": TOL, "shapes": rows}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--no-sweep", action="store_true")
+    p.add_argument("--scan", action="store_true", help="only the chunked scan against the sequential kernel")
+    p.add_argument("--out", help="with --scan: write its results as JSON to this path")
     args = p.parse_args()
+    if args.out and not args.scan:
+        p.error("--out writes the results of --scan: give --scan too")
     if not torch.cuda.is_available():
         sys.exit("gpu_check_bk: needs a CUDA GPU")
     import triton
 
     dev = "cuda"
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}", flush=True)
+    device = f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}"
+    print(f"device: {device}", flush=True)
+    if args.scan:
+        result = scan_check(dev)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"device": device, **result}, f, indent=1)
+        sys.exit(0 if result["pass"] else 1)
     acc_rows, ok = accuracy(dev)
     sweep_res = None if args.no_sweep else sweep(dev)
 

@@ -17,7 +17,14 @@ import pytest  # noqa: E402
 triton = pytest.importorskip("triton", reason="triton is not importable: the Triton kernel cannot be tested")
 
 from breath.ops.bk_resolvent import bk_resolvent, bk_resolvent_reference  # noqa: E402
-from breath.ops.bk_resolvent_triton import bk_causal_triton  # noqa: E402
+from breath.ops.bk_resolvent_triton import (  # noqa: E402
+    CHUNK_MAX,
+    CHUNK_MIN,
+    SCAN_MIN_T,
+    SEQUENTIAL_MIN_CHAINS,
+    bk_causal_triton,
+    scan_chunk,
+)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 C64, C128 = torch.complex64, torch.complex128
@@ -87,12 +94,14 @@ def test_gradients_match_reference(T, left, model_like):
         _close(xt.grad, ref, rtol=2e-5)
 
 
-@pytest.mark.parametrize("unroll,stages,block_n,num_warps",
-                         [(1, 1, 32, 1), (2, 1, 32, 1), (4, 1, 32, 1), (4, 3, 64, 2), (8, 1, 32, 1), (8, 3, 32, 1)])
-def test_launch_configurations(unroll, stages, block_n, num_warps):
+@pytest.mark.parametrize("unroll,stages,block_n,num_warps,chunk",
+                         [(1, 1, 32, 1, 0), (2, 1, 32, 1, 0), (4, 1, 32, 1, 0), (4, 3, 64, 2, 0), (8, 1, 32, 1, 0),
+                          (8, 3, 32, 1, 0), (1, 1, 32, 1, 5), (4, 1, 32, 1, 12), (8, 3, 32, 1, 8), (8, 3, 64, 2, 16),
+                          (8, 3, 32, 1, 40)])
+def test_launch_configurations(unroll, stages, block_n, num_warps, chunk):
     """Every configuration the GPU benchmark may pick gives the same forward and gradients;
     N = 70 chains spans several programs with a partial last block, T = 37 a partial last block
-    of time steps."""
+    of time steps and, with the chunked scan (chunk > 0), a partial last chunk (chunk 40: one chunk)."""
     g = torch.Generator().manual_seed(3)
     T, N = 37, 70
     e = (torch.randn(T, N, generator=g, dtype=C128) - 1.0j).to(DEV)
@@ -101,7 +110,7 @@ def test_launch_configurations(unroll, stages, block_n, num_warps):
     w = torch.randn(T, N, generator=g, dtype=C128).to(DEV)
 
     xs_t = [x.to(C64).requires_grad_() for x in (e, beta, sigma)]
-    out = bk_causal_triton(*xs_t, unroll=unroll, stages=stages, block_n=block_n, num_warps=num_warps)
+    out = bk_causal_triton(*xs_t, unroll=unroll, stages=stages, block_n=block_n, num_warps=num_warps, chunk=chunk)
     (out * w.to(C64)).real.sum().backward()
 
     # reference: the same recursion, chains along the last dim
@@ -111,6 +120,56 @@ def test_launch_configurations(unroll, stages, block_n, num_warps):
     _close(out, ref)
     for xt, xr in zip(xs_t, xs_r):
         _close(xt.grad, xr.grad, rtol=2e-5)
+
+
+def test_scan_chunk_rule():
+    """Sequential when the chains fill the GPU or T is short; else chunks of a power of two that
+    every UNROLL divides, at least two of them, growing with T."""
+    assert scan_chunk(SCAN_MIN_T - 1, 1) == 0
+    assert scan_chunk(8192, SEQUENTIAL_MIN_CHAINS) == 0
+    chunks = [scan_chunk(T, 32) for T in (SCAN_MIN_T, 1024, 8192, 32768, 2**20)]
+    assert chunks == sorted(chunks) and chunks[-1] == CHUNK_MAX
+    for T, chunk in zip((SCAN_MIN_T, 1024, 8192, 32768, 2**20), chunks):
+        assert CHUNK_MIN <= chunk <= min(CHUNK_MAX, T // 2) and chunk & (chunk - 1) == 0 and chunk % 8 == 0
+    with pytest.raises(ValueError, match="chunk"):
+        bk_causal_triton(torch.ones(9, 2, dtype=C64, device=DEV), torch.ones(8, 2, dtype=C64, device=DEV),
+                         unroll=4, chunk=6)
+
+
+def test_chunked_scan_at_production_length():
+    """The chunked scan as the dispatch picks it at T 2048 (64 chunks of 32 today; 4 chains,
+    model-like, from a state σ), forward and every gradient against complex128 autograd of the
+    reference."""
+    T = 2048
+    assert T // scan_chunk(T, 4) >= 8
+    a, b, c, z, s = _inputs(2, 2, T, seed=11, model_like=True, left=True)
+    s = s.real.abs() + 1j * s.imag.abs()  # Im σ ≥ 0: a continuation's self-energy
+    w = torch.randn(a.shape, generator=torch.Generator().manual_seed(2), dtype=C128).to(DEV)
+
+    def run(xs, **kw):
+        xs = [x.detach().clone().requires_grad_() for x in xs]
+        out = (bk_resolvent if kw else bk_resolvent_reference)(*xs[:4], left=xs[4], **kw)
+        (out * w.to(out.dtype)).real.sum().backward()
+        return [out] + [x.grad for x in xs]
+
+    got = run([_f32(x) for x in (a, b, c, z, s)], use_triton=True)
+    want = run([a, b, c, z, s])
+    for x, ref in zip(got, want, strict=True):
+        _close(x, ref, rtol=2e-5)
+
+
+@pytest.mark.parametrize("split", [13, 16])
+def test_chunked_scan_continuation(split):
+    """Recurrent = parallel with the chunked scan (chunks of 8): the sequence in two calls, the second
+    from σ = β g of the first call's last site, gives the g of one call."""
+    gen = torch.Generator().manual_seed(8)
+    T, N = 40, 3
+    e = torch.complex(torch.randn(T, N, generator=gen), -0.05 - 0.1 * torch.rand(T, N, generator=gen)).to(DEV)
+    beta = (0.5 + torch.rand(T - 1, N, generator=gen)).to(C64).to(DEV)
+    whole = bk_causal_triton(e, beta, chunk=8)
+    g1 = bk_causal_triton(e[:split], beta[: split - 1], chunk=8)
+    g2 = bk_causal_triton(e[split:], beta[split:], beta[split - 1] * g1[-1], chunk=8)
+    torch.testing.assert_close(torch.cat([g1, g2]), whole, rtol=1e-6, atol=1e-6)
 
 
 def test_long_model_like_chain_is_bounded_and_accurate():

@@ -140,22 +140,25 @@ def _bk_inputs(T_, N=5, sigma=True):
 
 @pytest.mark.parametrize("T_", [1, 9])
 @pytest.mark.parametrize("sigma", [False, True])
-def test_bk_custom_ops_opcheck(T_, sigma):
-    """Schema, fake implementation and autograd registration of the BK ops against their kernels."""
+@pytest.mark.parametrize("launch", [(8, 3, 32, 1, 0), (4, 3, 32, 1, 4)])  # unroll, stages, block_n, num_warps, chunk
+def test_bk_custom_ops_opcheck(T_, sigma, launch):
+    """Schema, fake implementation and autograd registration of the BK ops against their kernels, with
+    the sequential kernel (chunk 0) and the chunked scan (T 9: three chunks of 4)."""
     e, beta, s = (x if x is None else torch.view_as_real(x.detach()).clone().requires_grad_()
                   for x in _bk_inputs(T_, sigma=sigma))
-    launch = (8, 3, 32, 1)  # unroll, stages, block_n, num_warps
     torch.library.opcheck(_bk_causal_fwd, (e, beta, s, *launch))
     g = _bk_causal_fwd(e, beta, s, *launch).detach()
     torch.library.opcheck(_bk_causal_bwd, (g, torch.randn_like(g), beta.detach(), *launch))
 
 
 @pytest.mark.parametrize("sigma", [False, True])
-def test_bk_compiled_gradients_match_eager(sigma):
-    """bk_causal_triton under torch.compile (the custom op) against eager (the autograd.Function)."""
+@pytest.mark.parametrize("chunk", [0, 4])
+def test_bk_compiled_gradients_match_eager(sigma, chunk):
+    """bk_causal_triton under torch.compile (the custom op) against eager (the autograd.Function), with
+    the sequential kernel and the chunked scan."""
     def run(fn):
         xs = _bk_inputs(9, sigma=sigma)
-        out = fn(*xs)
+        out = fn(*xs, unroll=4, chunk=chunk)
         w = torch.randn(out.shape, generator=torch.Generator().manual_seed(0), dtype=out.dtype).to(DEV)
         (out * w).real.sum().backward()
         return out.detach(), [x.grad for x in xs if x is not None]
@@ -165,3 +168,14 @@ def test_bk_compiled_gradients_match_eager(sigma):
     torch.testing.assert_close(out, ref)
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_bk_scan_rule_with_symbolic_length():
+    """With dynamic shapes T reaches the chunk rule (scan_chunk) as a symbol: the compiled op still
+    picks the chunked scan (T 260: chunks of 32) and gives the sequential kernel's g."""
+    g = torch.Generator().manual_seed(0)
+    T_ = 260
+    e = torch.complex(torch.randn(T_, 2, generator=g), -0.1 - torch.rand(T_, 2, generator=g)).to(DEV)
+    beta = torch.ones(T_ - 1, 2, dtype=torch.complex64, device=DEV)
+    out = torch.compile(bk_causal_triton, backend="aot_eager", fullgraph=True, dynamic=True)(e, beta)
+    torch.testing.assert_close(out, bk_causal_triton(e, beta, chunk=0), rtol=1e-5, atol=1e-5)

@@ -12,8 +12,8 @@ real and imaginary planes: re at ``base + 2k``, im at ``base + 2k + 1``. No copi
 or join the parts. :func:`bk_causal_triton_real` takes such real tensors directly.
 
 Parallelisation: one program owns ``BLOCK_N`` chains (one chain per thread) and walks the whole
-sequence; the recursion is sequential in t, so a step costs at least one global-load latency unless
-loads are issued ahead. Each loop iteration therefore first issues the loads of ``UNROLL``
+sequence (or one chunk of it: the chunked scan below); the recursion is sequential in t, so a step
+costs at least one global-load latency unless loads are issued ahead. Each loop iteration therefore first issues the loads of ``UNROLL``
 consecutive time steps (they do not depend on the recursion, so they are all in flight together),
 then runs the ``UNROLL`` steps on registers, storing each output as it is made. ``STAGES`` is the
 time loop's ``num_stages`` (Triton's software pipeliner).
@@ -29,14 +29,44 @@ i.e. ~440 ns per step (one HBM load latency) down to ~100 ns. Other configuratio
 >= 4 were within ~20-30% (noise of one measurement each); BLOCK_N = 64 with two warps was no better.
 A first design that loaded ``(CHUNK, BLOCK_N)`` tiles and picked rows out with masked reductions was
 2-30x slower than the one-step loop for CHUNK = 4-32: the row selection was not folded away.
-Not explored: a parallel scan over the 2x2 Möbius transfer matrices, which would use more SMs
-when N is small (N = 32 chains fill one warp of one SM here).
+
+**Chunked scan over the sequence.** With few chains (the base preset at B4 has N = 32: one warp
+on one SM walking 8192 steps) the sequential kernel leaves the GPU idle. The recursion is a Möbius
+map of the self-energy, ``s_{t+1} = β_t / (e_t − s_t)``, i.e. the 2x2 transfer matrix
+``M_t = [[0, β_t], [−1, e_t]]`` acting projectively on ``(s, 1)``; composition is associative, so
+with the sequence cut into chunks of CHUNK steps the forward runs as
+
+1. ``_bk_fwd_maps_kernel``, one program per (block of chains, chunk but the last): the chunk's
+   product ``P = M_{end−1} ⋯ M_{begin}``, divided at every step by its largest component (only the
+   ratio ``s_out = (p₀₀ s + p₀₁)/(p₁₀ s + p₁₁)`` matters, so nothing overflows in float32);
+2. ``_bk_fwd_scan_kernel``, one thread per chain: the chunk maps applied in turn from ``σ``, giving
+   every chunk's true starting ``s`` (T/CHUNK dependent steps);
+3. the forward kernel above, one program per (block of chains, chunk), replaying each chunk from
+   its start with the same per-step recursion (so ``g`` is computed as by the sequential kernel).
+
+The adjoint ``u_t = conj(g_t)² (Ḡ_t + conj(β_t) u_{t+1})`` is linear: ``_bk_bwd_affine_kernel``
+sums each chunk but the first up as ``u_begin = A u_end + B`` (A the product of
+``conj(g_t)² conj(β_t)``, B the chunk's u from a zero carry), ``_bk_bwd_scan_kernel`` runs the
+carries across chunks in reverse, and the backward kernel above replays every chunk from its carry.
+A is ``∂s_end/∂s_begin`` of the forward chunk map, a contraction of the upper half plane in the
+model, so it does not overflow. The result equals the sequential kernel's to float32 rounding (the
+chunk starts differ by a rounding, which the contracting map damps within a few steps).
+
+:func:`scan_chunk` picks sequential vs chunked and the chunk length from (T, N) only, by a latency
+cost model written in its docstring: sequential for N >= SEQUENTIAL_MIN_CHAINS or T < SCAN_MIN_T,
+else a power of two near sqrt(T/2) (32 at T 1024-2048, 64 at T 8192, 128 at T 32768).
+**Provisional**: nothing of it is timed yet; ``benchmarks/gpu_check_bk.py --scan`` times the
+sequential kernel against every chunk length at (chains, T) = (32, 8192), (8, 32768), (256, 1024).
+Shorter chunks than the rule's would put more programs on each SM (e.g. the ≥ 4x132 one-warp
+programs that hide latency by occupancy) but lengthen the one-thread-per-chain scan over chunks,
+which the cost model weighs as much as a step; the sweep decides between them.
 
 Under ``TRITON_INTERPRET=1`` (set before ``triton`` is imported) the kernels also run on CPU
 tensors, which is how the tests exercise them on machines without a GPU.
 
-The forward and backward are registered with ``torch.library.custom_op`` (``breath::bk_causal_fwd``,
-``breath::bk_causal_bwd``) on those real views, with fake implementations and ``register_autograd``,
+The forward and backward (either form, the chunk length being one more launch parameter) are
+registered with ``torch.library.custom_op`` (``breath::bk_causal_fwd``, ``breath::bk_causal_bwd``)
+on those real views, with fake implementations and ``register_autograd``,
 so ``torch.compile`` sees one opaque node per call instead of tracing into an autograd.Function
 and the launch itself (under the interpreter, Dynamo failed inside the kernel). The arguments are
 real because compiled graphs handle complex tensors poorly. Eager mode calls an
@@ -51,13 +81,18 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["bk_causal_triton", "bk_causal_triton_real", "BLOCK_N", "NUM_WARPS", "UNROLL", "STAGES"]
+__all__ = ["bk_causal_triton", "bk_causal_triton_real", "scan_chunk", "BLOCK_N", "NUM_WARPS", "UNROLL", "STAGES"]
 
 # Launch defaults (see the module docstring); BLOCK_N = 32 * NUM_WARPS gives one chain per thread.
 BLOCK_N = 32
 NUM_WARPS = 1
 UNROLL = 8  # time steps per loop iteration whose loads are issued together: 1, 2, 4 or 8
 STAGES = 3  # num_stages of the time loop (Triton's software pipeliner)
+# Chunked scan (see scan_chunk; provisional, from a cost model, until timed on the GPU)
+SEQUENTIAL_MIN_CHAINS = 4 * 132 * 32  # four one-warp programs per SM of a 132-SM GPU: sequential
+CHUNK_MIN, CHUNK_MAX = 32, 512  # powers of two, multiples of every UNROLL
+SCAN_MIN_T = 256  # shorter sequences run sequentially
+SCAN_UNROLL = 4  # chunk maps whose loads the scans over chunks issue together: 1, 2 or 4
 
 
 @triton.jit
@@ -96,20 +131,25 @@ def _fwd_step(er, ei, br, bi, sr, si, g_re, g_im, t, T, col, nmask, stride_t):
 @triton.jit
 def _bk_causal_fwd_kernel(
     e_re, e_im, b_re, b_im, s_re, s_im, g_re, g_im,
-    T, N, stride_t, stride_n,
+    T, N, stride_t, stride_n, stride_sc, CHUNK,
     HAS_SIGMA: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
+    """Steps [c·CHUNK, min((c+1)·CHUNK, T)) of chunk c = program_id(1), from the start s read at
+    ``s + c·stride_sc`` (the sequential kernel: one chunk, CHUNK >= T)."""
     pid = tl.program_id(0)
+    c = tl.program_id(1)
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = n < N
     col = n.to(tl.int64) * stride_n
     if HAS_SIGMA:
-        sr = tl.load(s_re + col, mask=nmask, other=0.0)
-        si = tl.load(s_im + col, mask=nmask, other=0.0)
+        sr = tl.load(s_re + c * stride_sc + col, mask=nmask, other=0.0)
+        si = tl.load(s_im + c * stride_sc + col, mask=nmask, other=0.0)
     else:
         sr = tl.zeros([BLOCK_N], dtype=tl.float32)
         si = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for t0 in tl.range(0, T, UNROLL, num_stages=STAGES):
+    # CHUNK is a multiple of UNROLL, so only the last chunk has rows past its end (t >= T, masked)
+    t_begin = c * CHUNK
+    for t0 in tl.range(t_begin, tl.minimum(t_begin + CHUNK, T), UNROLL, num_stages=STAGES):
         # issue every load of the block first (independent of the recursion), then the steps
         er0, ei0, br0, bi0 = _fwd_load(e_re, e_im, b_re, b_im, t0, T, col, nmask, stride_t)
         if UNROLL > 1:
@@ -170,18 +210,27 @@ def _bwd_step(gr, gi, Gr, Gi, br, bi, ur, ui, ge_re, ge_im, gb_re, gb_im, t, T, 
 def _bk_causal_bwd_kernel(
     g_re, g_im, go_re, go_im, b_re, b_im,
     ge_re, ge_im, gb_re, gb_im, gs_re, gs_im,
-    T, N, stride_t, stride_n,
-    UNROLL: tl.constexpr, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
+    u_re, u_im, T, N, stride_t, stride_n, stride_uc, CHUNK,
+    HAS_CARRY: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
+    """Steps of chunk c = program_id(1) in reverse, from the carry u_{(c+1)·CHUNK} read at
+    ``u + c·stride_uc`` (zero without HAS_CARRY: the sequential kernel is one chunk, CHUNK >= T)."""
     pid = tl.program_id(0)
+    c = tl.program_id(1)
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = n < N
     col = n.to(tl.int64) * stride_n
-    ur = tl.zeros([BLOCK_N], dtype=tl.float32)  # u_{t+1}
-    ui = tl.zeros([BLOCK_N], dtype=tl.float32)
-    n_blocks = tl.cdiv(T, UNROLL)
+    if HAS_CARRY:  # u_{t+1}
+        ur = tl.load(u_re + c * stride_uc + col, mask=nmask, other=0.0)
+        ui = tl.load(u_im + c * stride_uc + col, mask=nmask, other=0.0)
+    else:
+        ur = tl.zeros([BLOCK_N], dtype=tl.float32)
+        ui = tl.zeros([BLOCK_N], dtype=tl.float32)
+    # rows past the end exist in the last chunk only (CHUNK is a multiple of UNROLL), whose carry is 0
+    t_begin = c * CHUNK
+    n_blocks = tl.cdiv(tl.minimum(t_begin + CHUNK, T) - t_begin, UNROLL)
     for k in tl.range(0, n_blocks, num_stages=STAGES):
-        t0 = (n_blocks - 1 - k) * UNROLL  # blocks from the end; rows inside from the top down
+        t0 = t_begin + (n_blocks - 1 - k) * UNROLL  # blocks from the end; rows inside from the top down
         if UNROLL > 4:
             gr7, gi7, Gr7, Gi7, br7, bi7 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 7, T, col, nmask, stride_t)
             gr6, gi6, Gr6, Gi6, br6, bi6 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 6, T, col, nmask, stride_t)
@@ -204,8 +253,280 @@ def _bk_causal_bwd_kernel(
         if UNROLL > 1:
             ur, ui = _bwd_step(gr1, gi1, Gr1, Gi1, br1, bi1, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 1, T, col, nmask, stride_t)
         ur, ui = _bwd_step(gr0, gi0, Gr0, Gi0, br0, bi0, ur, ui, ge_re, ge_im, gb_re, gb_im, t0, T, col, nmask, stride_t)
-    tl.store(gs_re + col, ur, mask=nmask)  # σ̄ = u_0
-    tl.store(gs_im + col, ui, mask=nmask)
+    first = nmask & (tl.zeros_like(n) + c == 0)  # a vector mask: see _step_offsets
+    tl.store(gs_re + col, ur, mask=first)  # σ̄ = u_0
+    tl.store(gs_im + col, ui, mask=first)
+
+
+# ----------------------------------------------------------------------------------------------
+# Chunked scan: per-chunk summaries in parallel, a short sequential scan over chunks per chain,
+# then the kernels above replay every chunk from its true start in parallel
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _mobius_step(er, ei, br, bi, p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i):
+    """P ← M_t P / max|·| with M_t = [[0, β_t], [−1, e_t]]: rows (β p₁, e p₁ − p₀), scaled so that
+    the largest real or imaginary part of an entry is 1 (only the projective ratio is used)."""
+    n0r = br * p10r - bi * p10i
+    n0i = br * p10i + bi * p10r
+    n1r = br * p11r - bi * p11i
+    n1i = br * p11i + bi * p11r
+    d0r = er * p10r - ei * p10i - p00r
+    d0i = er * p10i + ei * p10r - p00i
+    d1r = er * p11r - ei * p11i - p01r
+    d1i = er * p11i + ei * p11r - p01i
+    m = tl.maximum(tl.maximum(tl.maximum(tl.abs(n0r), tl.abs(n0i)), tl.maximum(tl.abs(n1r), tl.abs(n1i))),
+                   tl.maximum(tl.maximum(tl.abs(d0r), tl.abs(d0i)), tl.maximum(tl.abs(d1r), tl.abs(d1i))))
+    inv = 1.0 / m
+    return n0r * inv, n0i * inv, n1r * inv, n1i * inv, d0r * inv, d0i * inv, d1r * inv, d1i * inv
+
+
+@triton.jit
+def _map_load(e_re, e_im, b_re, b_im, t, col, nmask, stride_t):
+    """e_t and β_t of a full chunk (t < T − 1); padding chains read e = 1, β = 0, which keep P finite."""
+    off = tl.cast(t, tl.int64) * stride_t + col
+    er = tl.load(e_re + off, mask=nmask, other=1.0)
+    ei = tl.load(e_im + off, mask=nmask, other=0.0)
+    br = tl.load(b_re + off, mask=nmask, other=0.0)
+    bi = tl.load(b_im + off, mask=nmask, other=0.0)
+    return er, ei, br, bi
+
+
+@triton.jit
+def _bk_fwd_maps_kernel(
+    e_re, e_im, b_re, b_im, maps, N, stride_t, stride_n, CHUNK,
+    UNROLL: tl.constexpr, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Möbius map s_{(c+1)·CHUNK} = (p₀₀ s + p₀₁)/(p₁₀ s + p₁₁) of s_{c·CHUNK} for chunk c =
+    program_id(1) (every chunk but the last: all full), stored as 8 floats per chain at
+    ``maps[c, n, :]``. Loads are issued UNROLL steps at a time, as in the forward kernel."""
+    pid = tl.program_id(0)
+    c = tl.program_id(1)
+    n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = n < N
+    col = n.to(tl.int64) * stride_n
+    one = tl.full([BLOCK_N], 1.0, tl.float32)
+    zero = tl.zeros([BLOCK_N], dtype=tl.float32)
+    p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i = one, zero, zero, zero, zero, zero, one, zero
+    t_begin = c * CHUNK
+    for t0 in tl.range(t_begin, t_begin + CHUNK, UNROLL, num_stages=STAGES):
+        er0, ei0, br0, bi0 = _map_load(e_re, e_im, b_re, b_im, t0, col, nmask, stride_t)
+        if UNROLL > 1:
+            er1, ei1, br1, bi1 = _map_load(e_re, e_im, b_re, b_im, t0 + 1, col, nmask, stride_t)
+        if UNROLL > 2:
+            er2, ei2, br2, bi2 = _map_load(e_re, e_im, b_re, b_im, t0 + 2, col, nmask, stride_t)
+            er3, ei3, br3, bi3 = _map_load(e_re, e_im, b_re, b_im, t0 + 3, col, nmask, stride_t)
+        if UNROLL > 4:
+            er4, ei4, br4, bi4 = _map_load(e_re, e_im, b_re, b_im, t0 + 4, col, nmask, stride_t)
+            er5, ei5, br5, bi5 = _map_load(e_re, e_im, b_re, b_im, t0 + 5, col, nmask, stride_t)
+            er6, ei6, br6, bi6 = _map_load(e_re, e_im, b_re, b_im, t0 + 6, col, nmask, stride_t)
+            er7, ei7, br7, bi7 = _map_load(e_re, e_im, b_re, b_im, t0 + 7, col, nmask, stride_t)
+        p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i = _mobius_step(
+            er0, ei0, br0, bi0, p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i)
+        if UNROLL > 1:
+            p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i = _mobius_step(
+                er1, ei1, br1, bi1, p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i)
+        if UNROLL > 2:
+            p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i = _mobius_step(
+                er2, ei2, br2, bi2, p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i)
+            p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i = _mobius_step(
+                er3, ei3, br3, bi3, p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i)
+        if UNROLL > 4:
+            p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i = _mobius_step(
+                er4, ei4, br4, bi4, p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i)
+            p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i = _mobius_step(
+                er5, ei5, br5, bi5, p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i)
+            p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i = _mobius_step(
+                er6, ei6, br6, bi6, p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i)
+            p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i = _mobius_step(
+                er7, ei7, br7, bi7, p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i)
+    out = maps + (c.to(tl.int64) * N + n) * 8
+    tl.store(out + 0, p00r, mask=nmask)
+    tl.store(out + 1, p00i, mask=nmask)
+    tl.store(out + 2, p01r, mask=nmask)
+    tl.store(out + 3, p01i, mask=nmask)
+    tl.store(out + 4, p10r, mask=nmask)
+    tl.store(out + 5, p10i, mask=nmask)
+    tl.store(out + 6, p11r, mask=nmask)
+    tl.store(out + 7, p11i, mask=nmask)
+
+
+@triton.jit
+def _chunk_map_load(maps, c, n_maps, N, n, nmask):
+    """Map c (8 floats per chain); the identity past the last map (c >= n_maps)."""
+    m = nmask & (tl.zeros_like(n) + c < n_maps)  # a vector mask: see _step_offsets
+    p = maps + (tl.cast(c, tl.int64) * N + n) * 8
+    return (tl.load(p + 0, mask=m, other=1.0), tl.load(p + 1, mask=m, other=0.0),
+            tl.load(p + 2, mask=m, other=0.0), tl.load(p + 3, mask=m, other=0.0),
+            tl.load(p + 4, mask=m, other=0.0), tl.load(p + 5, mask=m, other=0.0),
+            tl.load(p + 6, mask=m, other=1.0), tl.load(p + 7, mask=m, other=0.0))
+
+
+@triton.jit
+def _chunk_map_apply(p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i, sr, si, starts, c, n_maps, N, n, nmask):
+    """s ← (p₀₀ s + p₀₁)/(p₁₀ s + p₁₁) with map c, stored as the start of chunk c + 1."""
+    nr = p00r * sr - p00i * si + p01r
+    ni = p00r * si + p00i * sr + p01i
+    dr = p10r * sr - p10i * si + p11r
+    di = p10r * si + p10i * sr + p11i
+    inv = 1.0 / (dr * dr + di * di)
+    sr, si = (nr * dr + ni * di) * inv, (ni * dr - nr * di) * inv
+    q = starts + ((tl.cast(c, tl.int64) + 1) * N + n) * 2
+    m = nmask & (tl.zeros_like(n) + c < n_maps)
+    tl.store(q, sr, mask=m)
+    tl.store(q + 1, si, mask=m)
+    return sr, si
+
+
+@triton.jit
+def _bk_fwd_scan_kernel(
+    maps, s_re, s_im, starts, N, n_chunks,
+    HAS_SIGMA: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """starts[c, n] = s_{c·CHUNK}: σ (or 0) for c = 0, then each chunk's map applied in turn. The
+    maps' loads are issued UNROLL chunks at a time (they do not depend on s)."""
+    pid = tl.program_id(0)
+    n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = n < N
+    if HAS_SIGMA:
+        sr = tl.load(s_re + 2 * n, mask=nmask, other=0.0)
+        si = tl.load(s_im + 2 * n, mask=nmask, other=0.0)
+    else:
+        sr = tl.zeros([BLOCK_N], dtype=tl.float32)
+        si = tl.zeros([BLOCK_N], dtype=tl.float32)
+    tl.store(starts + 2 * n, sr, mask=nmask)
+    tl.store(starts + 2 * n + 1, si, mask=nmask)
+    n_maps = n_chunks - 1
+    for c0 in tl.range(0, n_maps, UNROLL, num_stages=STAGES):
+        a00r, a00i, a01r, a01i, a10r, a10i, a11r, a11i = _chunk_map_load(maps, c0, n_maps, N, n, nmask)
+        if UNROLL > 1:
+            b00r, b00i, b01r, b01i, b10r, b10i, b11r, b11i = _chunk_map_load(maps, c0 + 1, n_maps, N, n, nmask)
+        if UNROLL > 2:
+            c00r, c00i, c01r, c01i, c10r, c10i, c11r, c11i = _chunk_map_load(maps, c0 + 2, n_maps, N, n, nmask)
+            d00r, d00i, d01r, d01i, d10r, d10i, d11r, d11i = _chunk_map_load(maps, c0 + 3, n_maps, N, n, nmask)
+        sr, si = _chunk_map_apply(a00r, a00i, a01r, a01i, a10r, a10i, a11r, a11i, sr, si, starts, c0, n_maps,
+                                  N, n, nmask)
+        if UNROLL > 1:
+            sr, si = _chunk_map_apply(b00r, b00i, b01r, b01i, b10r, b10i, b11r, b11i, sr, si, starts, c0 + 1, n_maps,
+                                      N, n, nmask)
+        if UNROLL > 2:
+            sr, si = _chunk_map_apply(c00r, c00i, c01r, c01i, c10r, c10i, c11r, c11i, sr, si, starts, c0 + 2, n_maps,
+                                      N, n, nmask)
+            sr, si = _chunk_map_apply(d00r, d00i, d01r, d01i, d10r, d10i, d11r, d11i, sr, si, starts, c0 + 3, n_maps,
+                                      N, n, nmask)
+
+
+@triton.jit
+def _affine_step(gr, gi, Gr, Gi, br, bi, ur, ui, ar, ai):
+    """u ← conj(g)² (Ḡ + conj(β) u) and A ← conj(g)² conj(β) A, one step down."""
+    cr = gr * gr - gi * gi  # conj(g)²
+    ci = -2.0 * gr * gi
+    kr = cr * br + ci * bi  # conj(g)² conj(β)
+    ki = ci * br - cr * bi
+    return (cr * Gr - ci * Gi + kr * ur - ki * ui, cr * Gi + ci * Gr + kr * ui + ki * ur,
+            kr * ar - ki * ai, kr * ai + ki * ar)
+
+
+@triton.jit
+def _bk_bwd_affine_kernel(
+    g_re, g_im, go_re, go_im, b_re, b_im, affine, T, N, stride_t, stride_n, CHUNK,
+    UNROLL: tl.constexpr, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Chunk c = program_id(1) + 1 (every chunk but the first) as an affine map of its carry:
+    u_{c·CHUNK} = A u_{(c+1)·CHUNK} + B with A = Π conj(g_t)² conj(β_t) over the chunk and B the
+    chunk's u from a zero carry; stored as (A, B) in 4 floats per chain at ``affine[c, n, :]``.
+    Rows past the end (last chunk only) read g = 0: u stays 0 there (u_T = 0) and A becomes 0,
+    which is right because the last chunk's carry is 0."""
+    pid = tl.program_id(0)
+    c = tl.program_id(1) + 1
+    n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = n < N
+    col = n.to(tl.int64) * stride_n
+    ar = tl.full([BLOCK_N], 1.0, tl.float32)
+    ai = tl.zeros([BLOCK_N], dtype=tl.float32)
+    ur = tl.zeros([BLOCK_N], dtype=tl.float32)
+    ui = tl.zeros([BLOCK_N], dtype=tl.float32)
+    t_begin = c * CHUNK
+    n_blocks = tl.cdiv(tl.minimum(t_begin + CHUNK, T) - t_begin, UNROLL)
+    for k in tl.range(0, n_blocks, num_stages=STAGES):
+        t0 = t_begin + (n_blocks - 1 - k) * UNROLL
+        if UNROLL > 4:
+            gr7, gi7, Gr7, Gi7, br7, bi7 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 7, T, col, nmask, stride_t)
+            gr6, gi6, Gr6, Gi6, br6, bi6 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 6, T, col, nmask, stride_t)
+            gr5, gi5, Gr5, Gi5, br5, bi5 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 5, T, col, nmask, stride_t)
+            gr4, gi4, Gr4, Gi4, br4, bi4 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 4, T, col, nmask, stride_t)
+        if UNROLL > 2:
+            gr3, gi3, Gr3, Gi3, br3, bi3 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 3, T, col, nmask, stride_t)
+            gr2, gi2, Gr2, Gi2, br2, bi2 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 2, T, col, nmask, stride_t)
+        if UNROLL > 1:
+            gr1, gi1, Gr1, Gi1, br1, bi1 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 1, T, col, nmask, stride_t)
+        gr0, gi0, Gr0, Gi0, br0, bi0 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0, T, col, nmask, stride_t)
+        if UNROLL > 4:
+            ur, ui, ar, ai = _affine_step(gr7, gi7, Gr7, Gi7, br7, bi7, ur, ui, ar, ai)
+            ur, ui, ar, ai = _affine_step(gr6, gi6, Gr6, Gi6, br6, bi6, ur, ui, ar, ai)
+            ur, ui, ar, ai = _affine_step(gr5, gi5, Gr5, Gi5, br5, bi5, ur, ui, ar, ai)
+            ur, ui, ar, ai = _affine_step(gr4, gi4, Gr4, Gi4, br4, bi4, ur, ui, ar, ai)
+        if UNROLL > 2:
+            ur, ui, ar, ai = _affine_step(gr3, gi3, Gr3, Gi3, br3, bi3, ur, ui, ar, ai)
+            ur, ui, ar, ai = _affine_step(gr2, gi2, Gr2, Gi2, br2, bi2, ur, ui, ar, ai)
+        if UNROLL > 1:
+            ur, ui, ar, ai = _affine_step(gr1, gi1, Gr1, Gi1, br1, bi1, ur, ui, ar, ai)
+        ur, ui, ar, ai = _affine_step(gr0, gi0, Gr0, Gi0, br0, bi0, ur, ui, ar, ai)
+    out = affine + (c.to(tl.int64) * N + n) * 4
+    tl.store(out + 0, ar, mask=nmask)
+    tl.store(out + 1, ai, mask=nmask)
+    tl.store(out + 2, ur, mask=nmask)
+    tl.store(out + 3, ui, mask=nmask)
+
+
+@triton.jit
+def _chunk_affine_load(affine, c, N, n, nmask):
+    """(A, B) of chunk c; the identity (1, 0) for c < 1 (chunk 0 has no summary)."""
+    m = nmask & (tl.zeros_like(n) + c >= 1)  # a vector mask: see _step_offsets
+    p = affine + (tl.cast(c, tl.int64) * N + n) * 4
+    return (tl.load(p + 0, mask=m, other=1.0), tl.load(p + 1, mask=m, other=0.0),
+            tl.load(p + 2, mask=m, other=0.0), tl.load(p + 3, mask=m, other=0.0))
+
+
+@triton.jit
+def _chunk_affine_apply(ar, ai, br, bi, ur, ui, carry, c, N, n, nmask):
+    """u ← A u + B with chunk c's map, stored as the carry into chunk c − 1."""
+    ur, ui = ar * ur - ai * ui + br, ar * ui + ai * ur + bi
+    q = carry + ((tl.cast(c, tl.int64) - 1) * N + n) * 2
+    m = nmask & (tl.zeros_like(n) + c >= 1)
+    tl.store(q, ur, mask=m)
+    tl.store(q + 1, ui, mask=m)
+    return ur, ui
+
+
+@triton.jit
+def _bk_bwd_scan_kernel(affine, carry, N, n_chunks, UNROLL: tl.constexpr, STAGES: tl.constexpr,
+                        BLOCK_N: tl.constexpr):
+    """carry[c, n] = u_{(c+1)·CHUNK}: 0 for the last chunk, then the chunks' affine maps applied in
+    reverse, their loads issued UNROLL chunks at a time."""
+    pid = tl.program_id(0)
+    n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = n < N
+    ur = tl.zeros([BLOCK_N], dtype=tl.float32)
+    ui = tl.zeros([BLOCK_N], dtype=tl.float32)
+    last = carry + ((n_chunks - 1) * N + n).to(tl.int64) * 2
+    tl.store(last, ur, mask=nmask)
+    tl.store(last + 1, ui, mask=nmask)
+    for k in tl.range(0, n_chunks - 1, UNROLL, num_stages=STAGES):
+        c = n_chunks - 1 - k  # chunks c, c − 1, ... down to 1 (below: identity, not stored)
+        a0r, a0i, b0r, b0i = _chunk_affine_load(affine, c, N, n, nmask)
+        if UNROLL > 1:
+            a1r, a1i, b1r, b1i = _chunk_affine_load(affine, c - 1, N, n, nmask)
+        if UNROLL > 2:
+            a2r, a2i, b2r, b2i = _chunk_affine_load(affine, c - 2, N, n, nmask)
+            a3r, a3i, b3r, b3i = _chunk_affine_load(affine, c - 3, N, n, nmask)
+        ur, ui = _chunk_affine_apply(a0r, a0i, b0r, b0i, ur, ui, carry, c, N, n, nmask)
+        if UNROLL > 1:
+            ur, ui = _chunk_affine_apply(a1r, a1i, b1r, b1i, ur, ui, carry, c - 1, N, n, nmask)
+        if UNROLL > 2:
+            ur, ui = _chunk_affine_apply(a2r, a2i, b2r, b2i, ur, ui, carry, c - 2, N, n, nmask)
+            ur, ui = _chunk_affine_apply(a3r, a3i, b3r, b3i, ur, ui, carry, c - 3, N, n, nmask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,23 +540,40 @@ def _parts(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _forward_launch(e: Tensor, beta: Tensor, sigma: Tensor | None, unroll: int, stages: int, block_n: int,
-                    num_warps: int) -> Tensor:
-    """g (T, N, 2) from e (T, N, 2), beta (T-1, N, 2) and sigma (N, 2) or None."""
+                    num_warps: int, chunk: int) -> Tensor:
+    """g (T, N, 2) from e (T, N, 2), beta (T-1, N, 2) and sigma (N, 2) or None; ``chunk`` 0: the
+    sequential kernel, else the chunked scan with chunks of that many steps."""
     T, N, _ = e.shape
     e = e.contiguous()
     b = beta.contiguous() if T > 1 else e  # a placeholder pointer, never read when T == 1
-    s = sigma.contiguous() if sigma is not None else e[0]  # placeholder, never read without sigma
     g = torch.empty_like(e)
-    _bk_causal_fwd_kernel[(triton.cdiv(N, block_n),)](
-        *_parts(e), *_parts(b), *_parts(s), *_parts(g),
-        T, N, 2 * N, 2,
-        HAS_SIGMA=sigma is not None, UNROLL=unroll, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
+    n_blocks = triton.cdiv(N, block_n)
+    n_chunks = 1 if chunk == 0 else triton.cdiv(T, chunk)
+    if n_chunks == 1:
+        starts = sigma.contiguous() if sigma is not None else e[0]  # placeholder, never read without sigma
+    else:
+        maps = e.new_empty(n_chunks - 1, N, 8)
+        _bk_fwd_maps_kernel[(n_blocks, n_chunks - 1)](
+            *_parts(e), *_parts(b), maps, N, 2 * N, 2, chunk,
+            UNROLL=unroll, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
+        )
+        starts = e.new_empty(n_chunks, N, 2)
+        s = sigma.contiguous() if sigma is not None else e[0]
+        _bk_fwd_scan_kernel[(n_blocks,)](
+            maps, *_parts(s), starts, N, n_chunks,
+            HAS_SIGMA=sigma is not None, UNROLL=SCAN_UNROLL, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
+        )
+    _bk_causal_fwd_kernel[(n_blocks, n_chunks)](
+        *_parts(e), *_parts(b), *_parts(starts), *_parts(g),
+        T, N, 2 * N, 2, 2 * N, T if n_chunks == 1 else chunk,
+        HAS_SIGMA=sigma is not None or n_chunks > 1, UNROLL=unroll, STAGES=stages, BLOCK_N=block_n,
+        num_warps=num_warps,
     )
     return g
 
 
 def _backward_launch(g: Tensor, grad_g: Tensor, beta: Tensor, unroll: int, stages: int, block_n: int,
-                     num_warps: int) -> tuple[Tensor, Tensor, Tensor]:
+                     num_warps: int, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients (T, N, 2), (T-1, N, 2), (N, 2) of e, beta and sigma from g, its gradient and beta.
     σ̄ is always computed (one store per chain), so the outputs are the same with or without sigma."""
     T, N, _ = g.shape
@@ -245,11 +583,23 @@ def _backward_launch(g: Tensor, grad_g: Tensor, beta: Tensor, unroll: int, stage
     grad_beta = g.new_empty(T - 1, N, 2)
     gb = grad_beta if T > 1 else g  # placeholder, never written when T == 1
     grad_sigma = g.new_empty(N, 2)
-    _bk_causal_bwd_kernel[(triton.cdiv(N, block_n),)](
+    n_blocks = triton.cdiv(N, block_n)
+    n_chunks = 1 if chunk == 0 else triton.cdiv(T, chunk)
+    carry = g  # placeholder, never read with one chunk
+    if n_chunks > 1:
+        affine = g.new_empty(n_chunks, N, 4)  # row 0 unused: chunk 0's carry-out is σ̄, from the replay
+        _bk_bwd_affine_kernel[(n_blocks, n_chunks - 1)](
+            *_parts(g), *_parts(grad_g), *_parts(b), affine, T, N, 2 * N, 2, chunk,
+            UNROLL=unroll, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
+        )
+        carry = g.new_empty(n_chunks, N, 2)
+        _bk_bwd_scan_kernel[(n_blocks,)](affine, carry, N, n_chunks, UNROLL=SCAN_UNROLL, STAGES=stages,
+                                         BLOCK_N=block_n, num_warps=num_warps)
+    _bk_causal_bwd_kernel[(n_blocks, n_chunks)](
         *_parts(g), *_parts(grad_g), *_parts(b),
         *_parts(grad_e), *_parts(gb), *_parts(grad_sigma),
-        T, N, 2 * N, 2,
-        UNROLL=unroll, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
+        *_parts(carry), T, N, 2 * N, 2, 2 * N, T if n_chunks == 1 else chunk,
+        HAS_CARRY=n_chunks > 1, UNROLL=unroll, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
     )
     return grad_e, grad_beta, grad_sigma
 
@@ -261,23 +611,23 @@ def _backward_launch(g: Tensor, grad_g: Tensor, beta: Tensor, unroll: int, stage
 
 @torch.library.custom_op("breath::bk_causal_fwd", mutates_args=())
 def _bk_causal_fwd(e: Tensor, beta: Tensor, sigma: Tensor | None, unroll: int, stages: int, block_n: int,
-                   num_warps: int) -> Tensor:
-    return _forward_launch(e, beta, sigma, unroll, stages, block_n, num_warps)
+                   num_warps: int, chunk: int) -> Tensor:
+    return _forward_launch(e, beta, sigma, unroll, stages, block_n, num_warps, chunk)
 
 
 @_bk_causal_fwd.register_fake
-def _(e, beta, sigma, unroll, stages, block_n, num_warps):
+def _(e, beta, sigma, unroll, stages, block_n, num_warps, chunk):
     return e.new_empty(e.shape)
 
 
 @torch.library.custom_op("breath::bk_causal_bwd", mutates_args=())
 def _bk_causal_bwd(g: Tensor, grad_g: Tensor, beta: Tensor, unroll: int, stages: int, block_n: int,
-                   num_warps: int) -> tuple[Tensor, Tensor, Tensor]:
-    return _backward_launch(g, grad_g, beta, unroll, stages, block_n, num_warps)
+                   num_warps: int, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
+    return _backward_launch(g, grad_g, beta, unroll, stages, block_n, num_warps, chunk)
 
 
 @_bk_causal_bwd.register_fake
-def _(g, grad_g, beta, unroll, stages, block_n, num_warps):
+def _(g, grad_g, beta, unroll, stages, block_n, num_warps, chunk):
     T, N, _ = g.shape
     return g.new_empty(g.shape), g.new_empty(T - 1, N, 2), g.new_empty(N, 2)
 
@@ -293,7 +643,7 @@ def _gradients(ctx, grad_g, backward):
     """Gradients of every forward input from that of g; ``backward`` is the custom op or its launcher."""
     g, beta = ctx.saved_tensors
     grad_e, grad_beta, grad_sigma = backward(g, grad_g, beta, *ctx.launch)
-    return grad_e, grad_beta, grad_sigma if ctx.has_sigma else None, None, None, None, None
+    return grad_e, grad_beta, grad_sigma if ctx.has_sigma else None, None, None, None, None, None
 
 
 _bk_causal_fwd.register_autograd(lambda ctx, grad_g: _gradients(ctx, grad_g, _bk_causal_bwd),
@@ -322,14 +672,39 @@ class _BKCausalFunction(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------
 
 
+def scan_chunk(T: int, N: int) -> int:
+    """The scan chunk length for T steps of N chains: 0 (the sequential kernel) when the N chains
+    alone fill the GPU (N >= SEQUENTIAL_MIN_CHAINS) or T < SCAN_MIN_T, else the least power of two
+    >= sqrt(T/2), clamped to [CHUNK_MIN, CHUNK_MAX]. Shapes only, so deterministic.
+
+    Cost model (provisional until timed on the GPU, see the module docstring): a step of one chain
+    is latency-bound at τ ≈ 100 ns (measured for the sequential kernel) as long as the programs fit
+    on the GPU at once, and a step of the scans over chunks (loads issued SCAN_UNROLL at a time, one
+    complex division or product) costs about as much, so the chunked time is ≈ 2·CHUNK·τ (chunk
+    maps + replay) + (T/CHUNK)·τ, least at CHUNK = sqrt(T/2); the sequential time is T·τ. At
+    (N, T) = (32, 8192) that is 64 steps: 128 chunks, one warp each on the 132 SMs. With
+    N >= 4·132·32 chains the sequential kernel already has four warps per SM and, at 24 B per step
+    and chain, is near HBM bandwidth; there the chunked scan's extra pass (≈ 1.7x the traffic) would
+    be slower. Below SCAN_MIN_T steps the chunked scan's two extra launches (a few µs, some 60
+    steps) eat the gain: 2·sqrt(2T)·τ + 60τ = T·τ at T ≈ 85; 256 leaves a margin for that guess."""
+    if N >= SEQUENTIAL_MIN_CHAINS or T < SCAN_MIN_T:
+        return 0
+    chunk = CHUNK_MIN  # doubled by comparisons only, so a symbolic T (torch.compile, dynamic) works
+    while chunk < CHUNK_MAX and 2 * chunk * chunk < T:
+        chunk *= 2
+    return chunk
+
+
 def bk_causal_triton_real(e: Tensor, beta: Tensor, sigma: Tensor | None = None, unroll: int | None = None,
                           stages: int | None = None, block_n: int | None = None,
-                          num_warps: int | None = None) -> Tensor:
+                          num_warps: int | None = None, chunk: int | None = None) -> Tensor:
     """Causal g (T, N, 2) for time-major e (T, N, 2), beta (T-1, N, 2), sigma (N, 2) or None: float32
     tensors whose last dim holds (re, im), the ``torch.view_as_real`` layout the kernels read. A caller
     that builds these parts itself (``BKCore``) keeps complex tensors out of its graph, which inductor
     cannot generate code for (each complex op would run as a separate eager kernel).
-    Launch parameters left as None take the module's UNROLL, STAGES, BLOCK_N and NUM_WARPS."""
+    Launch parameters left as None take the module's UNROLL, STAGES, BLOCK_N and NUM_WARPS, and
+    ``chunk`` the rule :func:`scan_chunk`; ``chunk=0`` forces the sequential kernel, a positive
+    multiple of ``unroll`` the chunked scan with chunks of that many steps."""
     for name, x in (("e", e), ("beta", beta), ("sigma", sigma)):
         if x is not None and (x.dtype != torch.float32 or x.shape[-1:] != (2,)):
             raise TypeError("bk_resolvent (Triton): computes in float32, needs (..., 2) float32 (re, im) "
@@ -337,10 +712,14 @@ def bk_causal_triton_real(e: Tensor, beta: Tensor, sigma: Tensor | None = None, 
     unroll = UNROLL if unroll is None else unroll
     if unroll not in (1, 2, 4, 8):
         raise ValueError(f"bk_causal_triton: unroll must be 1, 2, 4 or 8, got {unroll}")
+    chunk = scan_chunk(e.shape[0], e.shape[1]) if chunk is None else chunk
+    if chunk < 0 or chunk % unroll:
+        raise ValueError(f"bk_causal_triton: chunk must be 0 (sequential) or a positive multiple of unroll "
+                         f"({unroll}), got {chunk}")
     # torch.compile traces the custom op (one opaque node, no graph break); eager calls the Function.
     bk = _bk_causal_fwd if torch.compiler.is_compiling() else _BKCausalFunction.apply
     return bk(e, beta, sigma, unroll, STAGES if stages is None else stages,
-              BLOCK_N if block_n is None else block_n, NUM_WARPS if num_warps is None else num_warps)
+              BLOCK_N if block_n is None else block_n, NUM_WARPS if num_warps is None else num_warps, chunk)
 
 
 def bk_causal_triton(e: Tensor, beta: Tensor, sigma: Tensor | None = None, **launch) -> Tensor:
