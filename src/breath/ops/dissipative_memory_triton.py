@@ -12,8 +12,8 @@ boundary and η_t = η·em:
     bound_L = e^{2b_L} bound0 + Σ_s w_s² ‖k_s‖² ‖v_s‖²
 
 and at an absolute boundary the consolidation of :mod:`breath.ops.consolidation` (Lyapunov rule,
-SNR by power iteration on SᵀS from the fixed start vector, resonance projection
-S ← S − Q[(1−M) ⊙ QᵀS], fresh pending adjustments).
+SNR by power iteration on SᵀS started from the state's vector (warm) or the fixed start vector
+(cold), resonance projection S ← S − Q[(1−M) ⊙ QᵀS], fresh pending adjustments).
 
 Chunks are laid on the absolute grid: chunk i of a call holds the tokens t = i·C − off + j
 (j < C, off = pos mod C) that lie in [0, T). Absent tokens load as q = k = v = 0 and ℓ = 0, so
@@ -162,25 +162,30 @@ def _start_vector(D: tl.constexpr):
 
 @triton.jit
 def _top_singular_value(S, fro, x, ITERS: tl.constexpr):
-    """consolidation.spectral_norm: ITERS steps of x ← SnᵀSn x / ‖·‖ (Sn = S/‖S‖_F), then ‖S x‖.
+    """consolidation.power_iteration: ITERS steps of x ← SnᵀSn x / ‖·‖ (Sn = S/‖S‖_F) from the unit
+    vector x; returns ‖S x‖ and the final unit x.
 
     M = SnᵀSn is formed once on the matrix units, so a step is one mat-vec (two in the reference).
     M is symmetric, so the steps alternate the reduced axis and x never changes register layout.
     x is renormalised every 4 steps and after the last: the direction is the same as with a
     renormalisation per step (each is a positive scale), and nothing can underflow in between,
-    since ‖Mx‖ ≥ λ_max(M)·|x·u₁| with λ_max(M) = σ_max(Sn)² ≥ 1/d."""
+    since ‖Mx‖ ≥ λ_max(M)·|x·u₁| with λ_max(M) = σ_max(Sn)² ≥ 1/d. A zero result keeps the last
+    unit x, as in the reference (M is positive semi-definite: Mᵏx = 0 exactly when Mx = 0)."""
     tiny = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny, as in the reference's clamps
     Sn = S / tl.maximum(fro, tiny)
     M = _dot(tl.trans(Sn), Sn, False, False)
+    unit = x
     for it in tl.static_range(ITERS):
         if it % 2 == 0:
             x = tl.sum(M * x[None, :], 1)
         else:
             x = tl.sum(M * x[:, None], 0)
         if ((it + 1) % 4 == 0) | (it + 1 == ITERS):
-            x = x / tl.maximum(tl.sqrt(tl.sum(x * x, 0)), tiny)
+            norm = tl.sqrt(tl.sum(x * x, 0))
+            x = tl.where(norm > 0, x / tl.maximum(norm, tiny), unit)
+            unit = x
     sx = tl.sum(S * x[None, :], 1)
-    return tl.sqrt(tl.sum(sx * sx, 0))
+    return tl.sqrt(tl.sum(sx * sx, 0)), x
 
 
 @triton.jit
@@ -198,12 +203,12 @@ def _project_out(X, basis_ptr, keep, cols, D: tl.constexpr):
 
 @triton.jit
 def _fwd_state_kernel(
-    k_ptr, v_ptr, g_ptr, basis_ptr, s_in_ptr, scal_in_ptr,
-    s_out_ptr, scal_out_ptr, s_start_ptr, mult_ptr, keep_ptr, stat_f_ptr, flags_ptr, modes_ptr,
+    k_ptr, v_ptr, g_ptr, basis_ptr, s_in_ptr, scal_in_ptr, x_in_ptr,
+    s_out_ptr, scal_out_ptr, x_out_ptr, s_start_ptr, mult_ptr, keep_ptr, stat_f_ptr, flags_ptr, modes_ptr,
     sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
     H, T, NT, NB, off, eta, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
     lyapunov_step, lyapunov_tolerance,
-    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, VX: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, WARM: tl.constexpr, VX: tl.constexpr,
 ):
     bh = tl.program_id(0).to(tl.int64)
     bi = bh // H
@@ -221,7 +226,7 @@ def _fwd_state_kernel(
     em = tl.load(scal_in_ptr + bh * 5 + 2)
     energy_start = tl.load(scal_in_ptr + bh * 5 + 3)
     bound = tl.load(scal_in_ptr + bh * 5 + 4)
-    x_start = _start_vector(D)
+    x = tl.load(x_in_ptr + bh * D + cols)  # the power iteration's start when WARM, else passed through
 
     for i in range(NT):
         t = i * C - off + rows
@@ -243,7 +248,9 @@ def _fwd_state_kernel(
             energy = tl.sum(tl.sum(S * S, 1), 0)
             stable = (energy <= energy_start) | (energy <= lyapunov_tolerance * bound)
             fro = tl.sqrt(energy)
-            sigma = _top_singular_value(S, fro, x_start, ITERS)
+            if not WARM:
+                x = _start_vector(D)
+            sigma, x = _top_singular_value(S, fro, x, ITERS)
             snr = sigma * (D**0.5 / 2.0) / tl.maximum(fro, 1.1754943508222875e-38)
 
             Qb = tl.load(basis_ptr + mat)
@@ -275,6 +282,7 @@ def _fwd_state_kernel(
     tl.store(scal_out_ptr + bh * 5 + 2, em)
     tl.store(scal_out_ptr + bh * 5 + 3, energy_start)
     tl.store(scal_out_ptr + bh * 5 + 4, bound)
+    tl.store(x_out_ptr + bh * D + cols, x)
 
 
 @triton.jit
@@ -453,11 +461,12 @@ def _exact(x: Tensor) -> bool:
 
 
 def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
-                   eta: float, off: int, cfg: ConsolidationConfig, launch: LaunchSettings = LaunchSettings()
-                   ) -> tuple[Tensor, ...]:
-    """Run the forward kernels. Returns (o, S, scal, stat_f, flags, modes, s_start, mult, keep):
-    o (B,H,T,d) fp32; S (B,H,d,d); scal (B,H,5) = gamma_mult, gamma_add, eta_mult, energy_start,
-    bound; stat_f (B,H,nb,3) = snr, resonance_energy, energy; flags (B,H,nb,2) int8 = low_snr, stable;
+                   x0: Tensor, eta: float, off: int, cfg: ConsolidationConfig,
+                   launch: LaunchSettings = LaunchSettings()) -> tuple[Tensor, ...]:
+    """Run the forward kernels (x0 (B,H,d): the state's power-iteration vector). Returns (o, S, scal,
+    x, stat_f, flags, modes, s_start, mult, keep): o (B,H,T,d) fp32; S (B,H,d,d); scal (B,H,5) =
+    gamma_mult, gamma_add, eta_mult, energy_start, bound; x (B,H,d) the vector the last boundary's
+    power iteration ended on (x0 if none); stat_f (B,H,nb,3) = snr, resonance_energy, energy; flags (B,H,nb,2) int8 = low_snr, stable;
     modes (B,H,nb) int64 resonant modes; s_start (B,H,nt,d,d) S at every chunk start; mult (B,H,nt,3)
     the adjustments in force in every chunk; keep (B,H,nb,d) int8 mode masks."""
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
@@ -468,6 +477,7 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
     o = torch.empty(B, H, T, d, **f32)
     S = torch.empty(B, H, d, d, **f32)
     scal = torch.empty(B, H, _NSCAL, **f32)
+    x = torch.empty(B, H, d, **f32)
     stat_f = torch.empty(B, H, NB, 3, **f32)
     flags = torch.empty(B, H, NB, 2, dtype=torch.int8, device=q.device)
     modes = torch.empty(B, H, NB, dtype=torch.int64, device=q.device)
@@ -475,18 +485,18 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
     mult = torch.empty(B, H, NT, 3, **f32)
     keep = torch.empty(B, H, NB, d, dtype=torch.int8, device=q.device)
     _fwd_state_kernel[(B * H,)](
-        k, v, gamma, basis.contiguous().float(), S0.contiguous(), scal0.contiguous(),
-        S, scal, s_start, mult, keep, stat_f, flags, modes, *_strides(k, v, gamma),
+        k, v, gamma, basis.contiguous().float(), S0.contiguous(), scal0.contiguous(), x0.float().contiguous(),
+        S, scal, x, s_start, mult, keep, stat_f, flags, modes, *_strides(k, v, gamma),
         H, T, NT, NB, off, eta, cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold,
         cfg.lyapunov_gamma_step, cfg.lyapunov_tolerance,
-        D=d, C=C, ITERS=cfg.power_iterations, VX=_exact(v),
+        D=d, C=C, ITERS=cfg.power_iterations, WARM=cfg.power_warm_start, VX=_exact(v),
         num_warps=launch.state_warps,
     )
     _fwd_out_kernel[(NT, B * H)](
         q, k, v, gamma, s_start, mult, o, *_strides(q, k, v, gamma), H, T, NT, off, eta,
         D=d, C=C, QX=_exact(q), KX=_exact(k), VX=_exact(v), num_warps=launch.out_warps,
     )
-    return o, S, scal, stat_f, flags, modes, s_start, mult, keep
+    return o, S, scal, x, stat_f, flags, modes, s_start, mult, keep
 
 
 def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
@@ -525,23 +535,23 @@ def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gam
 
 @torch.library.custom_op("breath::memory_fwd", mutates_args=())
 def _memory_fwd(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
-                eta: float, off: int, chunk: int, snr_threshold: float, gamma_boost: float, eta_boost: float,
-                resonance_threshold: float, lyapunov_gamma_step: float, lyapunov_tolerance: float,
-                power_iterations: int
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                x0: Tensor, eta: float, off: int, chunk: int, snr_threshold: float, gamma_boost: float,
+                eta_boost: float, resonance_threshold: float, lyapunov_gamma_step: float,
+                lyapunov_tolerance: float, power_iterations: int, power_warm_start: bool
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     cfg = ConsolidationConfig(chunk, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
-                              lyapunov_gamma_step, lyapunov_tolerance, power_iterations)
-    return forward_launch(q, k, v, gamma, basis, S0, scal0, eta, off, cfg)
+                              lyapunov_gamma_step, lyapunov_tolerance, power_iterations, power_warm_start)
+    return forward_launch(q, k, v, gamma, basis, S0, scal0, x0, eta, off, cfg)
 
 
 @_memory_fwd.register_fake
-def _(q, k, v, gamma, basis, S0, scal0, eta, off, chunk, snr_threshold, gamma_boost, eta_boost,
-      resonance_threshold, lyapunov_gamma_step, lyapunov_tolerance, power_iterations):
+def _(q, k, v, gamma, basis, S0, scal0, x0, eta, off, chunk, snr_threshold, gamma_boost, eta_boost,
+      resonance_threshold, lyapunov_gamma_step, lyapunov_tolerance, power_iterations, power_warm_start):
     B, H, T, d = q.shape
     NT, NB = _grid_sizes(T, chunk, off)
     f32 = dict(dtype=torch.float32)
     return (q.new_empty(B, H, T, d, **f32), q.new_empty(B, H, d, d, **f32), q.new_empty(B, H, _NSCAL, **f32),
-            q.new_empty(B, H, NB, 3, **f32), q.new_empty(B, H, NB, 2, dtype=torch.int8),
+            q.new_empty(B, H, d, **f32), q.new_empty(B, H, NB, 3, **f32), q.new_empty(B, H, NB, 2, dtype=torch.int8),
             q.new_empty(B, H, NB, dtype=torch.int64), q.new_empty(B, H, NT, d, d, **f32),
             q.new_empty(B, H, NT, 3, **f32), q.new_empty(B, H, NB, d, dtype=torch.int8))
 
@@ -561,11 +571,11 @@ def _(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk):
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, gamma, basis, _S0, _scal0, eta, off, chunk, *_cfg = inputs
-    _o, _S, scal, stat_f, flags, modes, s_start, mult, keep = output
+    q, k, v, gamma, basis, _S0, _scal0, _x0, eta, off, chunk, *_cfg = inputs
+    _o, _S, scal, x, stat_f, flags, modes, s_start, mult, keep = output
     ctx.save_for_backward(q, k, v, gamma, basis, s_start, mult, keep)
     ctx.eta, ctx.off, ctx.chunk = eta, off, chunk
-    ctx.mark_non_differentiable(scal, stat_f, flags, modes, s_start, mult, keep)
+    ctx.mark_non_differentiable(scal, x, stat_f, flags, modes, s_start, mult, keep)
     # Unused outputs' gradients stay None: no zero (B,H,nt,d,d) tensors are materialised.
     ctx.set_materialize_grads(False)
 
@@ -577,7 +587,7 @@ def _gradients(ctx, do, dS, backward):
     do = q.new_zeros(B, H, T, d, dtype=torch.float32) if do is None else do
     dS = q.new_zeros(B, H, d, d, dtype=torch.float32) if dS is None else dS
     dq, dk, dv, dg, dS0 = backward(do, dS, q, k, v, gamma, basis, s_start, mult, keep, ctx.eta, ctx.off, ctx.chunk)
-    return (dq, dk, dv, dg, None, dS0, None) + (None,) * 10
+    return (dq, dk, dv, dg, None, dS0, None, None) + (None,) * 11
 
 
 _memory_fwd.register_autograd(lambda ctx, do, dS, *_: _gradients(ctx, do, dS, _memory_bwd),
@@ -591,8 +601,8 @@ class _MemoryFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *inputs):
-        q, k, v, gamma, basis, S0, scal0, eta, off, chunk, *cfg = inputs
-        output = forward_launch(q, k, v, gamma, basis, S0, scal0, eta, off, ConsolidationConfig(chunk, *cfg))
+        q, k, v, gamma, basis, S0, scal0, x0, eta, off, chunk, *cfg = inputs
+        output = forward_launch(q, k, v, gamma, basis, S0, scal0, x0, eta, off, ConsolidationConfig(chunk, *cfg))
         _setup_context(ctx, inputs, output)
         return output
 
@@ -647,12 +657,12 @@ def dissipative_memory_triton(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, et
                         -1).float()
     # torch.compile traces the custom op (one opaque node, no graph break); eager calls the Function.
     memory = _memory_fwd if torch.compiler.is_compiling() else _MemoryFunction.apply
-    o, S, scal, stat_f, flags, modes, _s_start, _mult, _keep = memory(
-        q, k, v, gamma, basis, state.S, scal0, float(eta), pos % cfg.chunk, cfg.chunk, cfg.snr_threshold,
-        cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold, cfg.lyapunov_gamma_step,
-        cfg.lyapunov_tolerance, cfg.power_iterations)
+    o, S, scal, x, stat_f, flags, modes, _s_start, _mult, _keep = memory(
+        q, k, v, gamma, basis, state.S, scal0, state.vector, float(eta), pos % cfg.chunk, cfg.chunk,
+        cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold, cfg.lyapunov_gamma_step,
+        cfg.lyapunov_tolerance, cfg.power_iterations, cfg.power_warm_start)
     snr, resonance_energy, energy = stat_f.unbind(-1)
     low_snr, stable = flags.view(torch.bool).unbind(-1)
     stats = {"snr": snr, "low_snr": low_snr, "resonant_modes": modes, "resonance_energy": resonance_energy,
              "stable": stable, "energy": energy}
-    return o, MemoryState(S, *scal.unbind(-1)), stats
+    return o, MemoryState(S, *scal.unbind(-1), x), stats
