@@ -30,13 +30,16 @@ chain of chunks gets longer; see benchmarks/notes_memory_kernel.md.)
   adjustments of every chunk and the keep mask of every boundary (O(T/C·d²) per head, what the
   other kernels and the backward need), writes the stats and the new state.
 * ``_fwd_out_kernel`` computes o of one (chunk, head) from the saved chunk-start state.
-* ``_bwd_state_kernel`` walks the chunks in reverse with dS on chip. With the decisions held fixed
-  (their derivative is zero almost everywhere), the projection is the linear map
-  Π = I − Q(1−M)Qᵀ, symmetric, so dS_L = Π dS'; then dS0 = e^{b_L} dS_L + Σ_t e^{b_t} q_t do_tᵀ.
-  It saves dS_L of every chunk and returns the gradient of the incoming S.
-* ``_bwd_query_kernel`` computes dq and part of ∂b of one (chunk, head) from S0;
-  ``_bwd_key_kernel`` then dk, dv, the rest of ∂b and dΓ from dS_L. (One kernel computing all four
-  held ~10 live 64×64 fp32 tiles and spilled 540–610 registers; H200, 2026-11-30.)
+* ``_bwd_query_kernel`` computes dq and part of ∂b of one (chunk, head) from S0, and the chunk's
+  term R = Σ_t e^{b_t} q_t do_tᵀ of the dS recurrence with its decay e^{b_L}.
+* ``_bwd_state_kernel`` then walks the chunks in reverse with dS on chip. With the decisions held
+  fixed (their derivative is zero almost everywhere), the projection is the linear map
+  Π = I − Q(1−M)Qᵀ, symmetric, so dS_L = Π dS'; then dS0 = e^{b_L} dS_L + R. The chain thus holds
+  only an axpy per chunk (and the projection where modes were dropped): the loads of q and dO and
+  the C×d×d product run in the (chunk, head)-parallel kernel. It saves dS_L of every chunk and
+  returns the gradient of the incoming S.
+* ``_bwd_key_kernel`` then computes dk, dv, the rest of ∂b and dΓ from dS_L. (One kernel computing
+  dq, dk, dv and dΓ held ~10 live 64×64 fp32 tiles and spilled 540–610 registers; H200, 2026-11-30.)
 
 Token gradients of one chunk (D_ts = e^{b_t−b_s} for s ≤ t, 0 otherwise; A = (QKᵀ)⊙D·η,
 B = (dO Vᵀ)⊙D·η, G = A ⊙ (dO Vᵀ), h_s = w_s k_sᵀ dS_L v_s):
@@ -327,19 +330,17 @@ def _fwd_out_kernel(
 
 @triton.jit
 def _bwd_state_kernel(
-    q_ptr, g_ptr, do_ptr, basis_ptr, mult_ptr, keep_ptr, ds_out_ptr, ds_end_ptr, ds_in_ptr,
-    sq_b, sq_h, sq_t, sg_b, sg_h, sg_t,
-    H, T, NT, NB, off,
+    ds_read_ptr, decay_ptr, basis_ptr, keep_ptr, ds_out_ptr, ds_end_ptr, ds_in_ptr,
+    T, NT, NB, off,
     D: tl.constexpr, C: tl.constexpr,
 ):
+    """The reverse scan dS_L = Π dS' (at boundaries), dS0 = e^{b_L} dS_L + R of one (batch, head),
+    with the chunk terms R = Σ_t e^{b_t} q_t do_tᵀ and e^{b_L} precomputed by _bwd_query_kernel:
+    per chunk the chain only loads a tile and a scalar (independent of the chain, so they need not
+    wait for it) and does an axpy, plus the projection where a boundary dropped modes."""
     bh = tl.program_id(0).to(tl.int64)
-    bi = bh // H
-    hi = bh % H
-    rows = tl.arange(0, C)
     cols = tl.arange(0, D)
     mat = cols[:, None] * D + cols[None, :]
-    q_base = q_ptr + bi * sq_b + hi * sq_h
-    g_base = g_ptr + bi * sg_b + hi * sg_h
 
     dS = tl.load(ds_out_ptr + bh * D * D + mat)
     for r in range(NT):
@@ -349,26 +350,20 @@ def _bwd_state_kernel(
             if tl.sum(keep.to(tl.int32), 0) < D:
                 dS = _project_out(dS, basis_ptr, keep, cols, D)
         tl.store(ds_end_ptr + (bh * NT + i) * D * D + mat, dS)
-        t = i * C - off + rows
-        valid = (t >= 0) & (t < T)
-        gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
-        ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
-        b, b_last = _log_decay(g_base, t, sg_t, valid, gm, ga, C)
-        qe = _load_rows(q_base, t, sq_t, valid, cols) * tl.exp(b)[:, None]
-        do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
-        dS = tl.exp(b_last) * dS + _dot(tl.trans(qe), do, False, False)
+        dS = tl.load(decay_ptr + bh * NT + i) * dS + tl.load(ds_read_ptr + (bh * NT + i) * D * D + mat)
     tl.store(ds_in_ptr + bh * D * D + mat, dS)
 
 
 @triton.jit
 def _bwd_query_kernel(
-    q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, s_start_ptr, mult_ptr, dq_ptr, db_ptr,
+    q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, s_start_ptr, mult_ptr, dq_ptr, db_ptr, ds_read_ptr, decay_ptr,
     sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
     H, T, NT, off, eta,
     D: tl.constexpr, C: tl.constexpr, QX: tl.constexpr, KX: tl.constexpr, VX: tl.constexpr,
 ):
     """dq and the intra-chunk and S0 parts of ∂b of one (chunk, head):
-    dq = B K + e^{b} ⊙ (dO S0ᵀ),  ∂b ⊇ Σ_s G_ts − Σ_s G_st + e^{b_t} q_t·(S0 do_t)."""
+    dq = B K + e^{b} ⊙ (dO S0ᵀ),  ∂b ⊇ Σ_s G_ts − Σ_s G_st + e^{b_t} q_t·(S0 do_t);
+    and for _bwd_state_kernel the chunk's term of the dS scan, R = Σ_t e^{b_t} q_t do_tᵀ, and e^{b_L}."""
     i, bh, t, valid, q, k, v, b, b_last, gm, em = _chunk_inputs(
         q_ptr, k_ptr, v_ptr, g_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
         sg_b, sg_h, sg_t, H, T, NT, off, D, C)
@@ -386,6 +381,9 @@ def _bwd_query_kernel(
     db += eb * tl.sum(q * do_s0t, 1)
     tl.store(dq_ptr + (bh * T + t[:, None]) * D + cols[None, :], dq.to(dq_ptr.dtype.element_ty), mask=valid[:, None])
     tl.store(db_ptr + bh * T + t, db, mask=valid)
+    reads = _dot(tl.trans(q * eb[:, None]), do, False, False)
+    tl.store(ds_read_ptr + (bh * NT + i) * D * D + cols[:, None] * D + cols[None, :], reads)
+    tl.store(decay_ptr + bh * NT + i, tl.exp(b_last))
 
 
 @triton.jit
@@ -512,14 +510,16 @@ def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gam
     dg = torch.empty(B, H, T, dtype=gamma.dtype, device=gamma.device)
     dS0 = torch.empty(B, H, d, d, dtype=torch.float32, device=q.device)
     ds_end = torch.empty(B, H, NT, d, d, dtype=torch.float32, device=q.device)  # dS_L of every chunk
-    _bwd_state_kernel[(B * H,)](
-        q, gamma, do, basis.contiguous().float(), mult, keep, dS, ds_end, dS0, *_strides(q, gamma),
-        H, T, NT, NB, off, D=d, C=chunk, num_warps=launch.state_warps,
-    )
+    ds_read = torch.empty(B, H, NT, d, d, dtype=torch.float32, device=q.device)  # Σ_t e^{b_t} q_t do_tᵀ per chunk
+    decay = torch.empty(B, H, NT, dtype=torch.float32, device=q.device)  # e^{b_L} per chunk
     db = torch.empty(B, H, T, dtype=torch.float32, device=q.device)  # ∂b from the query side
     _bwd_query_kernel[(NT, B * H)](
-        q, k, v, gamma, do, s_start, mult, dq, db, *_strides(q, k, v, gamma), H, T, NT, off, eta,
+        q, k, v, gamma, do, s_start, mult, dq, db, ds_read, decay, *_strides(q, k, v, gamma), H, T, NT, off, eta,
         D=d, C=chunk, QX=_exact(q), KX=_exact(k), VX=_exact(v), num_warps=launch.grad_warps,
+    )
+    _bwd_state_kernel[(B * H,)](
+        ds_read, decay, basis.contiguous().float(), keep, dS, ds_end, dS0, T, NT, NB, off,
+        D=d, C=chunk, num_warps=launch.state_warps,
     )
     _bwd_key_kernel[(NT, B * H)](
         q, k, v, gamma, do, s_start, mult, ds_end, db, dk, dv, dg, *_strides(q, k, v, gamma), H, T, NT, off, eta,
