@@ -3,7 +3,7 @@
 Without a GPU the kernels run in Triton's CPU interpreter: TRITON_INTERPRET=1 is set here, before
 triton is imported (the kernels are decorated when breath.ops.dissipative_memory_triton is first
 imported). With a GPU they run natively on CUDA tensors. Tiny shapes (the interpreter runs every
-program in numpy). Thresholds are set so that random 16-dim
+program in numpy), and one test at the base preset's head_dim 64 and chunk 64. Thresholds are set so that random 16-dim
 memories split both ways at every decision (checked with mixed()), and the fixed seeds keep every
 decision far enough from its threshold that fp32 rounding cannot flip it.
 """

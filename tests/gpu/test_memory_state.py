@@ -1,7 +1,7 @@
 """GPU: the memory's state pass (warm-started power iteration carried in the state) against the
 PyTorch reference at the benchmark shapes, forward and backward.
 
-    PYTHONPATH=src python -m pytest -q -m gpu tests/gpu/test_memory_state.py
+    PYTHONPATH=src python -m pytest -q tests/gpu/test_memory_state.py
 
 Both sides compute in fp32 with different summation orders, so a decision taken within rounding of
 its threshold can differ: heads whose decisions differ anywhere are counted (at most one allowed)

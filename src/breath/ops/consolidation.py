@@ -89,7 +89,7 @@ def power_iteration(S: Tensor, x: Tensor, iterations: int) -> tuple[Tensor, Tens
     starts close to it and the iteration continues where it stopped. Measured at d 64, chunk 64
     (``benchmarks/power_iteration_warm_start.py``, CPU, float64, 32 heads × 64 boundaries per
     scenario, the memory following the cold 8-step consolidation): on language-like memories
-    (Zipf tokens, mean Γ from 0.03 to 0.7) 4 warm steps give σ within median 5e-7, 99th percentile
+    (Zipf tokens, mean Γ from 0.04 to 0.8) 4 warm steps give σ within median 5e-7, 99th percentile
     7e-4 (max 0.16, where the top direction jumped) of 8 cold steps, and 0 of 12288 SNR decisions
     differ from those of the exact σ_max (cold 4 steps: 8; cold 8: 0). Where the top singular
     values are nearly equal and the SNR sits at the threshold (8 recalled pairs among noise), no
