@@ -302,7 +302,7 @@ def resource_report():
     import breath.ops.dissipative_memory_triton as K
 
     lines = []
-    for name in ("_fwd_state_kernel", "_fwd_out_kernel", "_bwd_state_kernel", "_bwd_query_kernel", "_bwd_key_kernel"):
+    for name in ("_fwd_update_kernel", "_fwd_state_kernel", "_fwd_out_kernel", "_bwd_state_kernel", "_bwd_query_kernel", "_bwd_key_kernel"):
         try:
             for cache in getattr(K, name).device_caches.values():
                 for ck in cache[0].values():

@@ -48,9 +48,11 @@ def basis():
     return torch.linalg.qr(torch.randn(D, D, generator=g, dtype=torch.float64))[0].to(DEV, torch.float32)
 
 
-def prior_state(T=13):
-    """A mid-chunk state: the memory after T tokens of another sequence, with pending adjustments."""
-    q, k, v, gamma = inputs(T=T, seed=7)
+def prior_state(pos=13):
+    """A state at phase pos of a chunk: the memory after two chunks and pos tokens of another
+    sequence, whose two boundaries left pending adjustments (a boosted Γ and an added Γ on one
+    head, η boosted on three: the first chunk of a call runs under them)."""
+    q, k, v, gamma = inputs(T=2 * CFG.chunk + pos, seed=7)
     return dissipative_memory(q, k, v, gamma, ETA, basis(), CFG)[1]
 
 
@@ -96,6 +98,19 @@ def test_forward_matches_reference(T, pos, with_state, dtype, warm):
     assert_same(got, ref)
     stats = ref[2]
     assert mixed(stats["low_snr"]) and mixed(stats["stable"]) and (stats["resonant_modes"] < D).any()
+
+
+def test_any_adjustments_carried_in():
+    """The first chunk of a call runs under the state's pending adjustments whatever they are, also
+    values that no boundary of this config sets (a state from another config)."""
+    q, k, v, gamma = inputs(T=50)
+    adjust = dict(gamma_mult=torch.tensor([[1.0, 2.0], [1.3, 2.0]]), gamma_add=torch.tensor([[0.0, 0.01], [0.05, 0.0]]),
+                  eta_mult=torch.tensor([[1.5, 1.0], [1.0, 1.2]]))
+    state = prior_state(13)._replace(**{name: x.to(DEV) for name, x in adjust.items()})
+    ref = dissipative_memory(q, k, v, gamma, ETA, basis(), CFG, pos=13, state=state)
+    assert_same(dissipative_memory_triton(q, k, v, gamma, ETA, basis(), CFG, pos=13, state=state), ref)
+    default = dissipative_memory(q, k, v, gamma, ETA, basis(), CFG, pos=13, state=prior_state(13))
+    assert not torch.allclose(ref[0][:, :, :3], default[0][:, :, :3])  # the adjustments mattered
 
 
 def test_call_without_boundary():
