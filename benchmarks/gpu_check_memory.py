@@ -1,6 +1,6 @@
 """GPU check of the dissipative-memory Triton kernels: ceilings, accuracy at full shapes, timings.
 
-    PYTHONPATH=src python benchmarks/gpu_check_memory.py [--quick] [--json OUT.json]
+    PYTHONPATH=src python benchmarks/gpu_check_memory.py [--quick] [--out OUT.json]
 
 1. Ceilings (METHOD.md): device-to-device copy bandwidth (bytes read + written) and the bf16 and
    tf32 rates of an 8192³ matrix product, measured here; the floors of every timed shape use them.
@@ -10,12 +10,18 @@
    with chunks 32 and 16, ragged, mid-chunk start, passed-in state), against autograd of the
    PyTorch reference in float64 (ground truth) and in float32 (what PyTorch gets in the same
    precision). Decisions taken at a threshold can differ by rounding; heads whose decisions differ
-   anywhere are counted and left out of the numeric comparison. Outputs are poisoned (NaN left in
-   the allocator's memory) before the kernels run; every element must come back finite. Two runs on
-   the same inputs must agree bit for bit (no race).
-3. Timings (triton.testing.do_bench, median): the forward and backward kernels under a few warp
-   counts and without the power iteration, the public op (forward, forward+backward) in bf16 and
-   fp32, the PyTorch reference, and flash-linear-attention's chunk_simple_gla forward if `fla` imports.
+   anywhere are counted and left out of the numeric comparison. One case runs the power iteration
+   cold (fixed start, 8 steps: the configuration before the warm start). The state's
+   power-iteration vector is judged apart (``vector``): where the top singular values are nearly
+   equal it is ill-conditioned (fp32 PyTorch: ~1e-5 on noise-like memories) while σ is not.
+   Outputs are poisoned (NaN left in the allocator's memory) before the kernels run; every element
+   must come back finite. Two runs on the same inputs must agree bit for bit (no race).
+3. Timings (triton.testing.do_bench, median) at (B, H, T) = (4, 8, 8192), (1, 8, 32768),
+   (32, 8, 1024), d 64, chunk 64: the forward and backward kernels (default warm power iteration;
+   cold 8 steps as before; none at all; without --quick also a few warp counts), the public op
+   (forward, forward+backward) in the model's dtypes (q, v bf16, k fp32), bf16 and fp32, warm and
+   cold 8, the PyTorch reference (T ≤ 8192), and flash-linear-attention's chunk_simple_gla forward
+   if `fla` imports.
 The table printed last is the summary.
 """
 
@@ -31,12 +37,13 @@ import torch
 import torch.nn.functional as F
 
 D, CHUNK, ETA = 64, 64, 0.1
-SHAPES = [(32, 8, 1024), (4, 8, 8192)]
+SHAPES = [(4, 8, 8192), (1, 8, 32768), (32, 8, 1024)]
+REFERENCE_MAX_T = 8192  # the PyTorch reference is timed up to this length (~0.3 s a call at B4 T8192)
 # Every dot runs in tf32x3 (fp32-level): the state path because decisions are taken on it, o and
 # the token gradients because single tf32 products corrupted a deep model's gradients.
 STATE_PATH = ("S", "energy_start", "bound", "stat_snr", "stat_resonance_energy", "stat_energy", "dS0")
 OUTPUTS = ("o", "dq", "dk", "dv", "dgamma")
-TOL_STATE, TOL_OUT = 1e-5, 1e-5
+TOL_STATE, TOL_OUT, TOL_VECTOR = 1e-5, 1e-5, 1e-3
 BF16_GRADS, TOL_BF16 = ("dq", "dv"), 2**-8  # gradients of bf16 inputs carry bf16's rounding
 
 
@@ -100,6 +107,14 @@ def make_inputs(B, H, T, dtype, seed, d=D):
     return q, k, v, gamma
 
 
+def config(chunk=CHUNK, warm=True):
+    """The default consolidation (warm-started power iteration), or the cold 8 steps it replaced."""
+    from breath.ops.consolidation import ConsolidationConfig
+
+    return ConsolidationConfig(chunk=chunk) if warm else ConsolidationConfig(chunk=chunk, power_iterations=8,
+                                                                             power_warm_start=False)
+
+
 def basis(d=D):
     from breath.layers.zeta import zeta_basis
 
@@ -121,14 +136,14 @@ def poison_allocator():
     del blob
 
 
-def accuracy(B, H, T, pos, prefix, seed, d=D, chunk=CHUNK, model_dtypes=False):
+def accuracy(B, H, T, pos, prefix, seed, d=D, chunk=CHUNK, model_dtypes=False, warm=True):
     """model_dtypes: q and v in bf16, k in fp32, as the memory layer passes them under autocast (the
-    float64 reference gets the same bf16-rounded values; dq and dv come back in bf16)."""
-    from breath.ops.consolidation import ConsolidationConfig
+    float64 reference gets the same bf16-rounded values; dq and dv come back in bf16). warm=False:
+    the cold 8-step power iteration."""
     from breath.ops.dissipative_memory import MemoryState, dissipative_memory
     from breath.ops.dissipative_memory_triton import dissipative_memory_triton
 
-    cfg = ConsolidationConfig(chunk=chunk)
+    cfg = config(chunk, warm)
     Q = basis(d)
     q, k, v, gamma = make_inputs(B, H, T, torch.float32, seed, d)
     if model_dtypes:
@@ -172,8 +187,8 @@ def compare(got, ref):
         return ((x - y).norm() / y.norm().clamp_min(1e-300)).item()
 
     out = {"heads_with_other_decisions": int(differ.sum()), "heads": differ.numel(), "o": err(o, o_r)}
-    for name, x, y in zip(("S", "energy_start", "bound"), (state[0], state[4], state[5]),
-                          (state_r[0], state_r[4], state_r[5])):
+    for name, x, y in zip(("S", "energy_start", "bound", "vector"), (state[0], state[4], state[5], state[6]),
+                          (state_r[0], state_r[4], state_r[5], state_r[6])):
         out[name] = err(x, y)
     for name in ("snr", "resonance_energy", "energy"):
         out["stat_" + name] = err(stats[name], stats_r[name])
@@ -189,11 +204,11 @@ def compare(got, ref):
 
 def timings(B, H, T, quick, reference):
     from breath.ops.consolidation import ConsolidationConfig
-    from breath.ops.dissipative_memory import dissipative_memory
+    from breath.ops.dissipative_memory import MemoryState, dissipative_memory
     from breath.ops.dissipative_memory_triton import (LaunchSettings, backward_launch, dissipative_memory_triton,
                                                       forward_launch)
 
-    cfg = ConsolidationConfig(chunk=CHUNK)
+    cfg, cold = config(), config(warm=False)
     Q = basis()
     res = {}
     for tag in ("model", "bf16", "fp32"):  # model: q, v bf16 and k fp32, as the memory layer passes them
@@ -202,6 +217,7 @@ def timings(B, H, T, quick, reference):
             k = F.normalize(k.float(), dim=-1)
         S0 = torch.zeros(B, H, D, D, device="cuda")
         scal0 = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0], device="cuda").expand(B, H, 5).contiguous()
+        x0 = MemoryState.zeros(B, H, D, device="cuda").vector
         do = torch.randn(B, H, T, D, device="cuda")
         dS = torch.randn(B, H, D, D, device="cuda")
         variants = [LaunchSettings()]  # the default first
@@ -209,31 +225,35 @@ def timings(B, H, T, quick, reference):
             variants += [LaunchSettings(grad_warps=8), LaunchSettings(out_warps=8, grad_warps=8),
                          LaunchSettings(state_warps=8)]
         for launch in variants:
-            s_start, mult, keep = forward_launch(q, k, v, gamma, Q, S0, scal0, ETA, 0, cfg, launch)[6:]
+            s_start, mult, keep = forward_launch(q, k, v, gamma, Q, S0, scal0, x0, ETA, 0, cfg, launch)[7:]
             name = f"w{launch.state_warps}{launch.out_warps}{launch.grad_warps}"
             res[f"kernel_fwd_{name}_{tag}"] = bench(
-                lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, ETA, 0, cfg, launch))
+                lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, x0, ETA, 0, cfg, launch))
             res[f"kernel_bwd_{name}_{tag}"] = bench(
                 lambda: backward_launch(do, dS, q, k, v, gamma, Q, s_start, mult, keep, ETA, 0, CHUNK, launch))
         if tag == "model":
             no_pi = ConsolidationConfig(chunk=CHUNK, power_iterations=0)
+            res["kernel_fwd_cold8_model"] = bench(lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, x0, ETA, 0, cold))
             res["kernel_fwd_no_power_iteration_model"] = bench(
-                lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, ETA, 0, no_pi))
+                lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, x0, ETA, 0, no_pi))
 
         xs = [x.detach().clone().requires_grad_() for x in (q, k, v, gamma)]
         w_o = torch.randn(B, H, T, D, device="cuda")
 
-        def op_fwd(fn):
+        def op_fwd(fn, cfg=cfg):
             with torch.no_grad():
                 fn(*xs, ETA, Q, cfg)
 
-        def op_fwd_bwd(fn):
+        def op_fwd_bwd(fn, cfg=cfg):
             o, _, _ = fn(*xs, ETA, Q, cfg)
             o.backward(w_o)
 
         res[f"op_fwd_{tag}"] = bench(lambda: op_fwd(dissipative_memory_triton))
         res[f"op_fwdbwd_{tag}"] = bench(lambda: op_fwd_bwd(dissipative_memory_triton), grad_to_none=xs)
-        if tag == "fp32" and reference:
+        if tag == "model":
+            res["op_fwd_cold8_model"] = bench(lambda: op_fwd(dissipative_memory_triton, cold))
+            res["op_fwdbwd_cold8_model"] = bench(lambda: op_fwd_bwd(dissipative_memory_triton, cold), grad_to_none=xs)
+        if tag == "fp32" and reference and T <= REFERENCE_MAX_T:
             res["reference_fwd_fp32"] = bench(lambda: op_fwd(dissipative_memory), rep=100)
             res["reference_fwdbwd_fp32"] = bench(lambda: op_fwd_bwd(dissipative_memory), grad_to_none=xs, rep=100)
         print(f"  timed B={B} H={H} T={T} {tag}", flush=True)
@@ -282,7 +302,7 @@ def resource_report():
     import breath.ops.dissipative_memory_triton as K
 
     lines = []
-    for name in ("_fwd_state_kernel", "_fwd_out_kernel", "_bwd_state_kernel", "_bwd_query_kernel", "_bwd_key_kernel"):
+    for name in ("_fwd_update_kernel", "_fwd_state_kernel", "_fwd_out_kernel", "_bwd_state_kernel", "_bwd_query_kernel", "_bwd_key_kernel"):
         try:
             for cache in getattr(K, name).device_caches.values():
                 for ck in cache[0].values():
@@ -301,7 +321,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="skip the per-variant kernel sweep")
     p.add_argument("--no-reference", action="store_true", help="do not time the PyTorch reference")
-    p.add_argument("--json", default=None, help="write every number to this file")
+    p.add_argument("--out", "--json", dest="out", default=None, help="write every number to this JSON file")
     args = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("gpu_check_memory: needs a CUDA GPU")
@@ -314,16 +334,16 @@ def main():
     print({k: f"{v:.3g}" for k, v in ceil.items()}, flush=True)
 
     acc = {}
-    # (B, H, T, pos, state prefix, d, chunk, q/v in bf16 as in the model, launch settings)
-    # (B, H, T, pos, state prefix, d, chunk, q and v in bf16 as in the model)
-    cases = [(32, 8, 1024, 0, 0, D, CHUNK, False), (4, 8, 8192, 0, 0, D, CHUNK, False),
-             (8, 8, 1000, 37, 100, D, CHUNK, False), (4, 4, 300, 5, 40, 32, 32, False),
-             (4, 4, 300, 5, 40, 16, 16, False), (8, 8, 1000, 37, 100, D, CHUNK, True)]
-    for B, H, T, pos, prefix, d, chunk, model_dtypes in cases:
-        key = (B, H, T, pos, d, chunk, "q,v bf16" if model_dtypes else "fp32")
-        acc[key] = accuracy(B, H, T, pos, prefix, B + T + pos, d, chunk, model_dtypes)
+    # (B, H, T, pos, state prefix, d, chunk, q and v in bf16 as in the model, warm power iteration)
+    cases = [(32, 8, 1024, 0, 0, D, CHUNK, False, True), (4, 8, 8192, 0, 0, D, CHUNK, False, True),
+             (8, 8, 1000, 37, 100, D, CHUNK, False, True), (4, 4, 300, 5, 40, 32, 32, False, True),
+             (4, 4, 300, 5, 40, 16, 16, False, True), (8, 8, 1000, 37, 100, D, CHUNK, True, True),
+             (8, 8, 1000, 37, 100, D, CHUNK, False, False)]
+    for B, H, T, pos, prefix, d, chunk, model_dtypes, warm in cases:
+        key = (B, H, T, pos, d, chunk, "q,v bf16" if model_dtypes else "fp32", "warm" if warm else "cold 8")
+        acc[key] = accuracy(B, H, T, pos, prefix, B + T + pos, d, chunk, model_dtypes, warm)
         print(f"accuracy B={B} H={H} T={T} pos={pos} state={'yes' if prefix else 'no'} d={d} chunk={chunk} "
-              f"{key[6]}:", flush=True)
+              f"{key[6]} {key[7]}:", flush=True)
         for name, row in acc[key].items():
             print(f"  {name:13s} " + " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}"
                                                 for k, v in row.items()), flush=True)
@@ -342,12 +362,14 @@ def main():
     # dq and dv of bf16 q and v come back in bf16: judged against bf16's rounding, not TOL_OUT
     worst_out = max(row[k] for row in kernel_rows for k in OUTPUTS if not (row["bf16_grads"] and k in BF16_GRADS))
     worst_bf16 = max(row[k] for row in kernel_rows if row["bf16_grads"] for k in BF16_GRADS)
+    worst_vector = max(row["vector"] for row in kernel_rows)
     print(f"dq, dv returned in bf16 (q, v bf16): worst rel err {worst_bf16:.1e} (tol {TOL_BF16:g})")
-    ok = worst_state < TOL_STATE and worst_out < TOL_OUT and worst_bf16 < TOL_BF16
+    print(f"state's power-iteration vector: worst rel err {worst_vector:.1e} (tol {TOL_VECTOR:g})")
+    ok = worst_state < TOL_STATE and worst_out < TOL_OUT and worst_bf16 < TOL_BF16 and worst_vector < TOL_VECTOR
     ok &= all(row["finite"] and row["bitwise_repeat"] for row in kernel_rows)
     ok &= comp["loss_rel"] < 1e-4 and comp["grad_rel"] < 1e-3
-    if args.json:
-        with open(args.json, "w") as fh:
+    if args.out:
+        with open(args.out, "w") as fh:
             json.dump({"info": info, "ceilings": ceil, "accuracy": {str(k): v for k, v in acc.items()},
                        "compile": comp, "timings_ms": {str(k): v for k, v in times.items()}}, fh, indent=1)
 
@@ -357,24 +379,26 @@ def main():
           f"tf32 {ceil['tf32_flops'] / 1e12:.0f} TFLOP/s")
     print(f"accuracy vs float64 reference, worst rel err of the kernels: state path {worst_state:.1e} "
           f"(tol {TOL_STATE:g}), o and token grads {worst_out:.1e} (tol {TOL_OUT:g}) -> {'PASS' if ok else 'FAIL'}")
-    print(f"{'shape':>14s} {'dt':>4s} | {'fwd':>7s} {'fwd+bwd':>7s} | {'ref fwd':>7s} {'ref f+b':>7s} | "
-          f"{'floor f':>7s} {'floor b':>7s} | {'fla fwd':>7s}")
+    print(f"{'shape':>14s} {'dt':>5s} | {'fwd':>7s} {'fwd+bwd':>7s} | {'cold8 f':>7s} {'cold8fb':>7s} | "
+          f"{'ref fwd':>7s} {'ref f+b':>7s} | {'floor f':>7s} {'floor b':>7s} | {'fla fwd':>7s}")
     for (B, H, T), r in times.items():
         for tag, nbytes in (("model", 2), ("bf16", 2), ("fp32", 4)):
             fl = floors(B, H, T, nbytes, ceil)
             fla = r["fla_chunk_simple_gla_fwd_bf16"]
             cells = [r[f"op_fwd_{tag}"], r[f"op_fwdbwd_{tag}"]]
-            cells += [r.get(f"reference_{kind}_fp32", float("nan")) for kind in ("fwd", "fwdbwd")]
+            cells += [r.get(f"op_{kind}_cold8_{tag}", float("nan")) for kind in ("fwd", "fwdbwd")]
+            cells += [r.get(f"reference_{kind}_{tag}", float("nan")) for kind in ("fwd", "fwdbwd")]
             cells += [max(fl[kind]["t_bytes_ms"], fl[kind]["t_flops_ms"]) for kind in ("fwd", "bwd")]
-            print(f"B{B:<2d}H{H}T{T:<5d} {tag:>4s} | " + " ".join(f"{c:7.3f}" for c in cells[:2]) + " | "
-                  + " ".join(f"{c:7.3f}" for c in cells[2:4]) + " | " + " ".join(f"{c:7.3f}" for c in cells[4:])
-                  + f" | {'-' if fla is None or tag == 'fp32' else f'{fla:7.3f}'}")
+            print(f"B{B:<2d}H{H}T{T:<5d} {tag:>5s} | " + " | ".join(
+                " ".join(f"{c:7.3f}" for c in cells[i:i + 2]) for i in (0, 2, 4, 6))
+                + f" | {'-' if fla is None or tag == 'fp32' else f'{fla:7.3f}'}")
     print("kernels alone, q/v bf16 + k fp32 (ms): warps w<state><out><grad>")
     for (B, H, T), r in times.items():
         print(f"B{B:<2d}H{H}T{T:<5d} " + "  ".join(f"{k.removeprefix('kernel_').removesuffix('_model')} {v:.3f}"
                                                     for k, v in r.items() if k.startswith("kernel_") and "model" in k))
-    print("(ms, medians; fwd, fwd+bwd = public dissipative_memory_triton; ref = PyTorch reference on the "
-          "fp32 inputs; floor = max(bytes/bandwidth, 3·flops/tf32 rate))")
+    print("(ms, medians; fwd, fwd+bwd = public dissipative_memory_triton with the default warm-started power "
+          "iteration; cold8 = the same with 8 cold steps, as before; ref = PyTorch reference on the fp32 inputs, "
+          f"T <= {REFERENCE_MAX_T}; floor = max(bytes/bandwidth, 3·flops/tf32 rate))")
     if not ok:
         sys.exit(1)
 

@@ -9,8 +9,10 @@ from breath.ops.consolidation import (
     consolidate,
     lyapunov_stable,
     memory_snr,
+    power_iteration,
     resonance_projection,
     spectral_norm,
+    start_vector,
 )
 
 
@@ -81,7 +83,7 @@ def test_kept_modes_and_energy_on_constructed_memory():
 
 def test_snr_of_random_writes_is_about_one():
     S = random_writes(2000, 64, batch=(4,))
-    snr = memory_snr(S, iterations=8)
+    snr = memory_snr(S, iterations=8)[0]
     assert ((snr > 0.7) & (snr < 1.4)).all(), snr
 
 
@@ -89,13 +91,13 @@ def test_snr_of_random_writes_is_about_one():
 def test_snr_of_single_association_is_half_sqrt_d(dtype):
     d = 64
     S = torch.outer(torch.randn(d, dtype=dtype), torch.randn(d, dtype=dtype)) * 1e-3
-    torch.testing.assert_close(memory_snr(S, iterations=8), torch.tensor(math.sqrt(d) / 2, dtype=dtype))
+    torch.testing.assert_close(memory_snr(S, iterations=8)[0], torch.tensor(math.sqrt(d) / 2, dtype=dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_snr_of_empty_memory_is_zero(dtype):
     S = torch.zeros(2, 3, 8, 8, dtype=dtype)
-    snr = memory_snr(S, iterations=8)
+    snr = memory_snr(S, iterations=8)[0]
     assert torch.equal(snr, torch.zeros(2, 3, dtype=dtype))
     c = consolidate(S, S.new_zeros(2, 3), S.new_zeros(2, 3), orthonormal(8, dtype), ConsolidationConfig())
     for value in [c.S, c.gamma_mult, c.gamma_add, c.eta_mult, c.energy, *c.stats.values()]:
@@ -125,6 +127,57 @@ def test_start_vector_is_not_orthogonal_to_structured_directions(pattern):
     # Rank one with that right singular vector: a start orthogonal to it would give exactly 0.
     S = torch.outer(torch.randn(d, dtype=torch.float64), direction)
     torch.testing.assert_close(spectral_norm(S, 1), torch.linalg.matrix_norm(S, 2), rtol=1e-12, atol=0)
+
+
+def test_warm_start_continues_the_iteration():
+    # n cold steps, then m steps from the vector they ended on, are n + m cold steps: what carrying
+    # the vector from boundary to boundary relies on (for an unchanged S).
+    S = random_writes(40, 16, batch=(3,), seed=2)
+    x = start_vector(16, torch.float64, S.device).expand(3, 16)
+    sigma_2, x_2 = power_iteration(S, x, 2)
+    sigma_5, x_5 = power_iteration(S, x_2, 3)
+    torch.testing.assert_close(power_iteration(S, x, 5), (sigma_5, x_5), rtol=1e-12, atol=1e-14)
+    assert (sigma_5 > sigma_2).all()  # still converging: the continuation adds something
+    torch.testing.assert_close(x_5.norm(dim=-1), torch.ones(3, dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+def test_warm_start_from_the_top_vector_is_exact_at_once():
+    # σ₂/σ₁ = 0.95: cold steps converge slowly, a start on u₁ needs none.
+    g = torch.Generator().manual_seed(3)
+    U, _, Vh = torch.linalg.svd(torch.randn(16, 16, generator=g, dtype=torch.float64))
+    sigma = torch.linspace(1.0, 0.1, 16, dtype=torch.float64)
+    sigma[1] = 0.95
+    S = U @ torch.diag(sigma) @ Vh
+    assert spectral_norm(S, 2) < 0.999
+    torch.testing.assert_close(power_iteration(S, Vh[0], 1)[0], torch.tensor(1.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zero_memory_keeps_the_unit_vector(dtype):
+    x = F.normalize(torch.randn(2, 8, dtype=dtype), dim=-1)
+    sigma, x_out = power_iteration(torch.zeros(2, 8, 8, dtype=dtype), x, 3)
+    assert torch.equal(sigma, torch.zeros(2, dtype=dtype)) and torch.equal(x_out, x)
+    # x in the null space of a non-zero S: kept too, and σ = ‖S x‖ = 0
+    S = torch.zeros(8, 8, dtype=dtype)
+    S[0, 1] = 2.0
+    e0 = torch.zeros(8, dtype=dtype)
+    e0[0] = 1.0
+    sigma, x_out = power_iteration(S, e0, 3)
+    assert sigma.item() == 0.0 and torch.equal(x_out, e0)
+
+
+def test_consolidation_uses_the_vector_only_when_warm():
+    S = random_writes(30, 16, batch=(4,), seed=5)
+    Q, zero = orthonormal(16), S.new_zeros(4)
+    other = F.normalize(torch.randn(4, 16, dtype=torch.float64), dim=-1)
+    cold = ConsolidationConfig(power_iterations=1, power_warm_start=False)
+    warm = ConsolidationConfig(power_iterations=1)
+    a, b = consolidate(S, zero, zero, Q, cold), consolidate(S, zero, zero, Q, cold, other)
+    assert torch.equal(a.stats["snr"], b.stats["snr"]) and torch.equal(a.vector, b.vector)
+    c, d = consolidate(S, zero, zero, Q, warm), consolidate(S, zero, zero, Q, warm, other)
+    assert torch.equal(c.stats["snr"], a.stats["snr"])  # None is the fixed start
+    assert not torch.equal(d.stats["snr"], c.stats["snr"])
+    torch.testing.assert_close(d.vector, power_iteration(S, other, 1)[1], rtol=0, atol=0)
 
 
 def test_lyapunov_rule():

@@ -86,6 +86,21 @@ def test_ragged_pieces_equal_one_call():
         assert_same(pieces, whole)
 
 
+@pytest.mark.parametrize("warm", [True, False])
+def test_state_vector_starts_the_next_power_iteration(warm):
+    # One step per boundary so the start matters. Warm: another vector in the state changes the
+    # next boundary's SNR and the vector that comes back; cold: the state's vector is ignored.
+    cfg = ConsolidationConfig(chunk=8, snr_threshold=1.1, resonance_threshold=0.5, lyapunov_tolerance=1.0,
+                              power_iterations=1, power_warm_start=warm)
+    (q, k, v, gamma), basis = inputs(T=20)
+    state = prefix_state(13)
+    other = state._replace(vector=F.normalize(torch.randn_like(state.vector), dim=-1))
+    a = dissipative_memory(q, k, v, gamma, ETA, basis, cfg, pos=13, state=state)
+    b = dissipative_memory(q, k, v, gamma, ETA, basis, cfg, pos=13, state=other)
+    assert torch.equal(a[2]["snr"][..., 0], b[2]["snr"][..., 0]) != warm
+    assert_same(dissipative_memory_recurrent(q, k, v, gamma, ETA, basis, cfg, pos=13, state=other), b)
+
+
 def test_one_token_at_a_time_equals_one_call():
     (q, k, v, gamma), basis = inputs(T=20)
     whole = dissipative_memory(q, k, v, gamma, ETA, basis, CFG, pos=6)

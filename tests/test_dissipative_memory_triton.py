@@ -3,11 +3,12 @@
 Without a GPU the kernels run in Triton's CPU interpreter: TRITON_INTERPRET=1 is set here, before
 triton is imported (the kernels are decorated when breath.ops.dissipative_memory_triton is first
 imported). With a GPU they run natively on CUDA tensors. Tiny shapes (the interpreter runs every
-program in numpy). Thresholds are set so that random 16-dim
+program in numpy), and one test at the base preset's head_dim 64 and chunk 64. Thresholds are set so that random 16-dim
 memories split both ways at every decision (checked with mixed()), and the fixed seeds keep every
 decision far enough from its threshold that fp32 rounding cannot flip it.
 """
 
+import dataclasses
 import os
 
 import torch
@@ -47,9 +48,11 @@ def basis():
     return torch.linalg.qr(torch.randn(D, D, generator=g, dtype=torch.float64))[0].to(DEV, torch.float32)
 
 
-def prior_state(T=13):
-    """A mid-chunk state: the memory after T tokens of another sequence, with pending adjustments."""
-    q, k, v, gamma = inputs(T=T, seed=7)
+def prior_state(pos=13):
+    """A state at phase pos of a chunk: the memory after two chunks and pos tokens of another
+    sequence, whose two boundaries left pending adjustments (a boosted Γ and an added Γ on one
+    head, η boosted on three: the first chunk of a call runs under them)."""
+    q, k, v, gamma = inputs(T=2 * CFG.chunk + pos, seed=7)
     return dissipative_memory(q, k, v, gamma, ETA, basis(), CFG)[1]
 
 
@@ -80,18 +83,34 @@ def assert_same(got, ref):
             assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("T, pos, with_state, dtype", [(37, 0, False, torch.float32), (50, 13, True, torch.float32),
-                                                       (50, 13, True, torch.bfloat16)])
-def test_forward_matches_reference(T, pos, with_state, dtype):
-    """o, new state and stats; pos 13 starts mid-chunk (partial first segment); all end ragged.
-    bf16 q, k, v are read as the reference reads them (upcast to fp32)."""
+@pytest.mark.parametrize("T, pos, with_state, dtype, warm", [
+    (37, 0, False, torch.float32, True), (50, 13, True, torch.float32, True), (50, 13, True, torch.bfloat16, True),
+    (50, 13, True, torch.float32, False)])
+def test_forward_matches_reference(T, pos, with_state, dtype, warm):
+    """o, new state (the power-iteration vector included) and stats; pos 13 starts mid-chunk
+    (partial first segment); all end ragged. bf16 q, k, v are read as the reference reads them
+    (upcast to fp32). warm=False: the power iteration starts from the fixed vector at every boundary."""
     q, k, v, gamma = inputs(T=T, dtype=dtype)
     state = prior_state(pos) if with_state else None
-    ref = dissipative_memory(q, k, v, gamma, ETA, basis(), CFG, pos=pos, state=state)
-    got = dissipative_memory_triton(q, k, v, gamma, ETA, basis(), CFG, pos=pos, state=state)
+    cfg = CFG if warm else dataclasses.replace(CFG, power_warm_start=False)
+    ref = dissipative_memory(q, k, v, gamma, ETA, basis(), cfg, pos=pos, state=state)
+    got = dissipative_memory_triton(q, k, v, gamma, ETA, basis(), cfg, pos=pos, state=state)
     assert_same(got, ref)
     stats = ref[2]
     assert mixed(stats["low_snr"]) and mixed(stats["stable"]) and (stats["resonant_modes"] < D).any()
+
+
+def test_any_adjustments_carried_in():
+    """The first chunk of a call runs under the state's pending adjustments whatever they are, also
+    values that no boundary of this config sets (a state from another config)."""
+    q, k, v, gamma = inputs(T=50)
+    adjust = dict(gamma_mult=torch.tensor([[1.0, 2.0], [1.3, 2.0]]), gamma_add=torch.tensor([[0.0, 0.01], [0.05, 0.0]]),
+                  eta_mult=torch.tensor([[1.5, 1.0], [1.0, 1.2]]))
+    state = prior_state(13)._replace(**{name: x.to(DEV) for name, x in adjust.items()})
+    ref = dissipative_memory(q, k, v, gamma, ETA, basis(), CFG, pos=13, state=state)
+    assert_same(dissipative_memory_triton(q, k, v, gamma, ETA, basis(), CFG, pos=13, state=state), ref)
+    default = dissipative_memory(q, k, v, gamma, ETA, basis(), CFG, pos=13, state=prior_state(13))
+    assert not torch.allclose(ref[0][:, :, :3], default[0][:, :, :3])  # the adjustments mattered
 
 
 def test_call_without_boundary():
@@ -134,6 +153,45 @@ def test_gradients_match_reference_autograd(model_dtypes):
             close(a, b, RTOL if name == "S" else RTOL_OUT)
 
 
+def test_production_shape_forward_and_backward():
+    """head_dim 64, chunk 64 (the base preset), four chunks from pos 40 with a state carried in
+    (three boundaries, ragged end): o, state, stats and every gradient against the reference.
+    The default power iteration (warm start, its default steps) and the layer's zeta basis; the
+    thresholds split these memories both ways at every decision."""
+    from breath.layers.zeta import zeta_basis
+
+    d = 64
+    cfg = ConsolidationConfig(snr_threshold=1.3, resonance_threshold=0.9, lyapunov_tolerance=1.0)
+    g = torch.Generator().manual_seed(11)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g).to(DEV)
+
+    Q = zeta_basis(d).to(DEV, torch.float32)
+    T0 = 40
+    q0, k0, v0 = rand(1, 2, T0, d), F.normalize(rand(1, 2, T0, d), dim=-1), rand(1, 2, T0, d)
+    state = dissipative_memory(q0, k0, v0, torch.rand(1, 2, T0, generator=g).to(DEV) * 0.05, 0.1, Q, cfg)[1]
+    T = 3 * 64 + 5
+    q, k, v = rand(1, 2, T, d), F.normalize(rand(1, 2, T, d), dim=-1), rand(1, 2, T, d)
+    gamma = torch.rand(1, 2, T, generator=g).to(DEV) * 0.05
+    w_o, w_S = rand(1, 2, T, d), rand(1, 2, d, d)
+
+    def run(fn):
+        xs = [x.clone().requires_grad_() for x in (q, k, v, gamma, state.S)]
+        o, new, stats = fn(*xs[:4], 0.1, Q, cfg, pos=T0, state=state._replace(S=xs[4]))
+        ((o * w_o).sum() + (new.S * w_S).sum()).backward()
+        return (o.detach(), MemoryState(*(x.detach() for x in new)), stats), [x.grad for x in xs]
+
+    ref, ref_grads = run(dissipative_memory)
+    got, got_grads = run(dissipative_memory_triton)
+    assert ref[2]["snr"].shape == (1, 2, 3)
+    assert_same(got, ref)
+    stats = ref[2]
+    assert mixed(stats["low_snr"]) and mixed(stats["stable"]) and (stats["resonant_modes"] < d).any()
+    for name, a, b in zip(("q", "k", "v", "gamma", "S"), got_grads, ref_grads):
+        close(a, b, RTOL_OUT)
+
+
 def test_unsupported_shapes_raise():
     q, k, v, gamma = inputs(T=8)
     with pytest.raises(ValueError, match="chunk"):
@@ -153,9 +211,10 @@ def test_custom_op_registration():
     q, k, v, gamma = (x.requires_grad_() for x in inputs(B=1, T=20))
     S0 = torch.randn(1, 2, D, D, device=DEV, requires_grad=True)
     scal0 = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0], device=DEV).expand(1, 2, 5).contiguous()
-    args = (q, k, v, gamma, basis(), S0, scal0, ETA, 3, CFG.chunk, CFG.snr_threshold, CFG.gamma_boost,
+    x0 = MemoryState.zeros(1, 2, D, device=DEV).vector
+    args = (q, k, v, gamma, basis(), S0, scal0, x0, ETA, 3, CFG.chunk, CFG.snr_threshold, CFG.gamma_boost,
             CFG.eta_boost, CFG.resonance_threshold, CFG.lyapunov_gamma_step, CFG.lyapunov_tolerance,
-            CFG.power_iterations)
+            CFG.power_iterations, CFG.power_warm_start)
     torch.library.opcheck(_memory_fwd, args)
 
 

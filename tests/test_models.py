@@ -181,6 +181,7 @@ def test_a_model_cast_to_bfloat16_runs_and_continues(arch):
     ("dropout", 1.0), ("resolvent", "acausal"), ("base_decay", 0.0), ("hebbian_eta", -0.1), ("snr_threshold", 0),
     ("resonance_threshold", 1.5), ("memory_chunk", 0), ("lyapunov_tolerance", 0.5), ("d_model", 2050),
     ("memory_key_shift", "yes"), ("zeta_init", 1), ("memory_conv", 1), ("memory_conv", True),
+    ("power_warm_start", 1), ("power_iterations", 0),
 ])
 def test_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field}: got {value!r}"):
@@ -232,6 +233,19 @@ def test_configs_saved_before_the_memory_options_load_as_saved(missing, shift):
     for loaded in (ModelConfig.from_dict(saved).to_dict(), checkpoint_options({"model": saved})):
         assert loaded["memory_conv"] == 0
         assert loaded["memory_key_shift"] is bool(shift)
+
+
+def test_configs_saved_before_the_warm_start_load_as_saved():
+    """Configs written before ``power_warm_start`` ran the power iteration cold (8 steps, saved in
+    the config): they load cold, with their saved step count, and the layer gets that config."""
+    from breath.models.phase2 import consolidation_config
+
+    saved = {k: v for k, v in ModelConfig().to_dict().items() if k != "power_warm_start"}
+    saved["power_iterations"] = 8
+    loaded = ModelConfig.from_dict(saved)
+    assert ModelConfig().power_warm_start and not loaded.power_warm_start and loaded.power_iterations == 8
+    consolidation = consolidation_config(loaded)
+    assert not consolidation.power_warm_start and consolidation.power_iterations == 8
 
 
 @pytest.mark.parametrize("arch", ["phase2", "phase1", "phase2-shift"])

@@ -15,7 +15,7 @@ from breath.layers.zeta import zeta_table_size
 ARCHS = ("phase2", "phase1", "transformer")
 RESOLVENTS = ("causal", "full")
 # Fields added after configs were first saved, with the value that keeps an older model's function.
-LEGACY_VALUES: dict[str, Any] = {"memory_key_shift": False, "memory_conv": 0}
+LEGACY_VALUES: dict[str, Any] = {"memory_key_shift": False, "memory_conv": 0, "power_warm_start": False}
 
 
 def upgrade_saved(data: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +65,11 @@ class ModelConfig:
     resonance_threshold: float = 0.1
     lyapunov_gamma_step: float = 0.01
     lyapunov_tolerance: float = 1.5
-    power_iterations: int = 8
+    # σ_max for the SNR filter: power-iteration steps per boundary, started from the previous
+    # boundary's vector (warm; benchmarks/power_iteration_warm_start.py chose 4 warm steps as
+    # matching 8 cold ones). Configs saved before the warm start existed ran 8 cold steps.
+    power_iterations: int = 4
+    power_warm_start: bool = True
     # Zeta and kernels.
     zeta_position_embedding: bool = True
     zeta_init: bool = True
@@ -123,7 +127,7 @@ class ModelConfig:
         check(is_int(self.memory_conv) and (self.memory_conv == 0 or self.memory_conv >= 2), "memory_conv",
               "0 (none) or an integer >= 2")
         check(self.use_triton in (None, True, False), "use_triton", "true, false or null (auto)")
-        for name in ("memory_key_shift", "zeta_position_embedding", "zeta_init"):
+        for name in ("memory_key_shift", "power_warm_start", "zeta_position_embedding", "zeta_init"):
             check(isinstance(getattr(self, name), bool), name, "true or false")
         # The zeta table must hold d_model/2 zeros for the position embedding and up to d_model
         # singular values for the zeta init (every block matrix has d_model on one side).

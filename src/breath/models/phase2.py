@@ -25,7 +25,7 @@ def consolidation_config(cfg: ModelConfig) -> ConsolidationConfig:
         chunk=cfg.memory_chunk, snr_threshold=cfg.snr_threshold, gamma_boost=cfg.gamma_boost,
         eta_boost=cfg.eta_boost, resonance_threshold=cfg.resonance_threshold,
         lyapunov_gamma_step=cfg.lyapunov_gamma_step, lyapunov_tolerance=cfg.lyapunov_tolerance,
-        power_iterations=cfg.power_iterations,
+        power_iterations=cfg.power_iterations, power_warm_start=cfg.power_warm_start,
     )
 
 

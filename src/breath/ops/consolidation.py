@@ -7,7 +7,8 @@ cleaned using only itself and two scalars carried since the previous boundary:
    consolidation) and with ``bound``, the energy that dissipation allows if every write since the
    boundary was uncorrelated with the memory (see :func:`lyapunov_stable`).
 2. SNR filter. ``snr = σ_max(S) / (2‖S‖_F/√d)``: the top singular value over the Marchenko–Pastur
-   noise edge (see :func:`memory_snr`).
+   noise edge (see :func:`memory_snr`), σ_max by power iteration started from the previous
+   boundary's top right-singular vector (carried in the state; see :func:`power_iteration`).
 3. Resonance. Keep the modes of the orthonormal basis Q that carry energy:
    ``S ← S − Q[(1 − M) ⊙ QᵀS]`` (see :func:`resonance_projection`).
 4. Pending adjustments for the next chunk, set fresh at every boundary (they never compound):
@@ -43,7 +44,8 @@ class ConsolidationConfig:
     resonance_threshold: float = 0.1  # keep modes with e_k > threshold · mean(e)
     lyapunov_gamma_step: float = 0.01  # Γ added for the chunk after an unstable boundary
     lyapunov_tolerance: float = 1.5
-    power_iterations: int = 8
+    power_iterations: int = 4  # steps per boundary; see power_iteration for the choice
+    power_warm_start: bool = True  # start from the last boundary's vector (False: the fixed start)
 
 
 class Consolidation(NamedTuple):
@@ -54,10 +56,11 @@ class Consolidation(NamedTuple):
     gamma_add: Tensor  # pending additive Γ for the next chunk
     eta_mult: Tensor  # pending η multiplier for the next chunk
     energy: Tensor  # ‖S‖²_F after the projection (detached): the next energy_start and bound
+    vector: Tensor  # (..., d) unit top right-singular vector estimate: the next boundary's start
     stats: dict[str, Tensor]  # STAT_NAMES; see consolidate()
 
 
-def _start_vector(d: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+def start_vector(d: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Fixed start of the power iteration: ``x_j = 1/2 + frac((j + 1)·φ⁻¹)``, φ the golden ratio.
 
     Power iteration fails only when the start is orthogonal to the top singular vector. This vector
@@ -71,25 +74,50 @@ def _start_vector(d: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     return (x / x.norm()).to(dtype)
 
 
-def spectral_norm(S: Tensor, iterations: int) -> Tensor:
-    """σ_max(S) of (..., d, d) matrices by ``iterations`` steps of power iteration on SᵀS.
+def power_iteration(S: Tensor, x: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
+    """σ_max(S) of (..., d, d) matrices by ``iterations`` steps of power iteration on SᵀS from the
+    unit vectors x (..., d); returns (σ estimate, final unit vector).
 
-    The iteration runs on S/‖S‖_F (so nothing overflows or underflows) and returns
-    ``‖S x‖`` for the final unit vector x: a lower bound of σ_max that is exact for rank one after
-    one step and converges geometrically in (σ₂/σ₁)² otherwise. S = 0 gives 0.
+    The steps ``x ← SnᵀSn x / ‖·‖`` run on Sn = S/‖S‖_F (so nothing overflows or underflows) and
+    the estimate is ``‖S x‖`` for the final x: a lower bound of σ_max that is exact for rank one
+    after one step and otherwise converges as |tan∠(x, u₁)|·(σ₂/σ₁)^{2n} in the angle to the top
+    right-singular vector u₁. A step whose result is 0 (S = 0, or x in the null space of S) keeps
+    x, so the returned vector is always a unit vector (S = 0 gives σ = 0).
+
+    Warm start. Between two boundaries S changes by a decay and one chunk of writes; where its top
+    right-singular vector persists (a recurring association), the previous boundary's final x
+    starts close to it and the iteration continues where it stopped. Measured at d 64, chunk 64
+    (``benchmarks/power_iteration_warm_start.py``, CPU, float64, 32 heads × 64 boundaries per
+    scenario, the memory following the cold 8-step consolidation): on language-like memories
+    (Zipf tokens, mean Γ from 0.04 to 0.8) 4 warm steps give σ within median 5e-7, 99th percentile
+    7e-4 (max 0.16, where the top direction jumped) of 8 cold steps, and 0 of 12288 SNR decisions
+    differ from those of the exact σ_max (cold 4 steps: 8; cold 8: 0). Where the top singular
+    values are nearly equal and the SNR sits at the threshold (8 recalled pairs among noise), no
+    few-step estimate is reliable: 460 of 4096 decisions differ from exact (cold 8: 190, cold 4:
+    524). For noise-like memories (snr ≈ 1) no decision differs. Hence the default: 4 warm steps.
+    The estimate is a lower bound however started; after a jump of the top direction it lags a
+    boundary or two.
     """
     tiny = torch.finfo(S.dtype).tiny
     fro = torch.linalg.matrix_norm(S)
     Sn = S / fro.clamp_min(tiny)[..., None, None]
-    x = _start_vector(S.shape[-1], S.dtype, S.device).expand(S.shape[:-1]).unsqueeze(-1)
+    x = x.unsqueeze(-1)
     for _ in range(iterations):
-        x = Sn.mT @ (Sn @ x)
-        x = x / torch.linalg.vector_norm(x, dim=-2, keepdim=True).clamp_min(tiny)
-    return torch.linalg.vector_norm(Sn @ x, dim=(-2, -1)) * fro
+        y = Sn.mT @ (Sn @ x)
+        norm = torch.linalg.vector_norm(y, dim=-2, keepdim=True)
+        x = torch.where(norm > 0, y / norm.clamp_min(tiny), x)
+    return torch.linalg.vector_norm(Sn @ x, dim=(-2, -1)) * fro, x.squeeze(-1)
 
 
-def memory_snr(S: Tensor, iterations: int) -> Tensor:
-    """Signal-to-noise ratio ``σ_max(S) / (2‖S‖_F/√d)`` of (..., d, d) memories.
+def spectral_norm(S: Tensor, iterations: int) -> Tensor:
+    """σ_max(S) of (..., d, d) matrices by cold power iteration from :func:`start_vector`."""
+    x = start_vector(S.shape[-1], S.dtype, S.device).expand(S.shape[:-1])
+    return power_iteration(S, x, iterations)[0]
+
+
+def memory_snr(S: Tensor, iterations: int, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Signal-to-noise ratio ``σ_max(S) / (2‖S‖_F/√d)`` of (..., d, d) memories, by power
+    iteration from the unit vectors x (..., d) (None: the fixed start); returns (snr, final x).
 
     A d×d matrix of i.i.d. entries of variance σ² has ‖S‖_F ≈ dσ and, by Marchenko–Pastur, its
     largest singular value sits at the noise edge 2σ√d = 2‖S‖_F/√d; a memory of many uncorrelated
@@ -97,9 +125,11 @@ def memory_snr(S: Tensor, iterations: int) -> Tensor:
     and scores the maximum √d/2. S = 0 scores 0.
     """
     d = S.shape[-1]
+    if x is None:
+        x = start_vector(d, S.dtype, S.device).expand(S.shape[:-1])
     fro = torch.linalg.matrix_norm(S)
-    sigma = spectral_norm(S, iterations)
-    return sigma * (math.sqrt(d) / 2.0) / fro.clamp_min(torch.finfo(S.dtype).tiny)
+    sigma, x = power_iteration(S, x, iterations)
+    return sigma * (math.sqrt(d) / 2.0) / fro.clamp_min(torch.finfo(S.dtype).tiny), x
 
 
 def resonance_projection(S: Tensor, basis: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -145,11 +175,13 @@ def _select(condition: Tensor, if_true: float, if_false: float, like: Tensor) ->
     return torch.full_like(like, if_false).masked_fill(condition, if_true)
 
 
-def consolidate(S: Tensor, energy_start: Tensor, bound: Tensor, basis: Tensor,
-                cfg: ConsolidationConfig) -> Consolidation:
+def consolidate(S: Tensor, energy_start: Tensor, bound: Tensor, basis: Tensor, cfg: ConsolidationConfig,
+                vector: Tensor | None = None) -> Consolidation:
     """Consolidate memories S (..., d, d) at a chunk boundary; see the module docstring.
 
-    ``energy_start`` and ``bound`` are (...,). The stats (each (...,)) are ``snr``; ``low_snr``
+    ``energy_start`` and ``bound`` are (...,); ``vector`` (..., d) is the unit vector the power
+    iteration ended on at the previous boundary, its start when ``cfg.power_warm_start`` (None, or
+    a cold config: the fixed :func:`start_vector`). The stats (each (...,)) are ``snr``; ``low_snr``
     (snr < threshold, bool); ``resonant_modes`` (number of kept modes, int64); ``resonance_energy``
     (energy in the kept modes); ``stable`` (bool); ``energy`` (‖S‖²_F before the projection).
     """
@@ -157,7 +189,7 @@ def consolidate(S: Tensor, energy_start: Tensor, bound: Tensor, basis: Tensor,
         Sd = S.detach()
         energy = Sd.square().sum((-2, -1))
         stable = lyapunov_stable(energy, energy_start, bound, cfg.lyapunov_tolerance)
-        snr = memory_snr(Sd, cfg.power_iterations)
+        snr, vector = memory_snr(Sd, cfg.power_iterations, vector if cfg.power_warm_start else None)
     S, keep, mode_energy = resonance_projection(S, basis, cfg.resonance_threshold)
     low_snr = snr < cfg.snr_threshold
     stats = {
@@ -174,5 +206,6 @@ def consolidate(S: Tensor, energy_start: Tensor, bound: Tensor, basis: Tensor,
         gamma_add=_select(stable, 0.0, cfg.lyapunov_gamma_step, energy),
         eta_mult=_select(snr > cfg.snr_threshold, cfg.eta_boost, 1.0, energy),
         energy=S.detach().square().sum((-2, -1)),
+        vector=vector,
         stats=stats,
     )

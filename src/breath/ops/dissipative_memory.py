@@ -32,11 +32,11 @@ import torch
 from torch import Tensor
 
 from breath.ops.backend import MEMORY_KERNEL_CHUNKS, MEMORY_KERNEL_HEAD_DIMS, kernels_fit, require_kernels
-from breath.ops.consolidation import STAT_NAMES, ConsolidationConfig, consolidate
+from breath.ops.consolidation import STAT_NAMES, ConsolidationConfig, consolidate, start_vector
 
 
 class MemoryState(NamedTuple):
-    """Memory carried between calls; every field is (B, H) except S (B, H, d, d)."""
+    """Memory carried between calls; every field is (B, H) except S (B, H, d, d) and vector (B, H, d)."""
 
     S: Tensor  # fast weights S[key_dim, value_dim]
     gamma_mult: Tensor  # pending Γ multiplier for the current chunk: 1 or gamma_boost
@@ -44,14 +44,17 @@ class MemoryState(NamedTuple):
     eta_mult: Tensor  # pending η multiplier: 1 or eta_boost
     energy_start: Tensor  # ‖S‖²_F right after the last consolidation
     bound: Tensor  # Lyapunov noise bound accumulated since the last chunk boundary
+    vector: Tensor  # unit vector the last boundary's power iteration ended on: the next one's start
 
     @staticmethod
     def zeros(B: int, H: int, d: int, dtype: torch.dtype = torch.float32,
               device: torch.device | str | None = None) -> MemoryState:
-        """The empty memory: S = 0, multipliers 1, additive Γ 0, energy 0, bound 0."""
+        """The empty memory: S = 0, multipliers 1, additive Γ 0, energy 0, bound 0, the fixed
+        start vector of the power iteration."""
         zero = torch.zeros(B, H, dtype=dtype, device=device)
         return MemoryState(torch.zeros(B, H, d, d, dtype=dtype, device=device),
-                           zero + 1, zero, zero + 1, zero, zero)
+                           zero + 1, zero, zero + 1, zero, zero,
+                           start_vector(d, dtype, zero.device).expand(B, H, d).contiguous())
 
 
 def _prepare(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
@@ -71,8 +74,8 @@ def _prepare(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
 def _consolidate(state: MemoryState, basis: Tensor, cfg: ConsolidationConfig
                  ) -> tuple[MemoryState, dict[str, Tensor]]:
     """Consolidate at a chunk boundary; energy_start and bound restart from the projected energy."""
-    c = consolidate(state.S, state.energy_start, state.bound, basis, cfg)
-    return MemoryState(c.S, c.gamma_mult, c.gamma_add, c.eta_mult, c.energy, c.energy), c.stats
+    c = consolidate(state.S, state.energy_start, state.bound, basis, cfg, state.vector)
+    return MemoryState(c.S, c.gamma_mult, c.gamma_add, c.eta_mult, c.energy, c.energy, c.vector), c.stats
 
 
 def _stack_stats(per_boundary: list[dict[str, Tensor]], state: MemoryState) -> dict[str, Tensor]:

@@ -12,8 +12,8 @@ boundary and η_t = η·em:
     bound_L = e^{2b_L} bound0 + Σ_s w_s² ‖k_s‖² ‖v_s‖²
 
 and at an absolute boundary the consolidation of :mod:`breath.ops.consolidation` (Lyapunov rule,
-SNR by power iteration on SᵀS from the fixed start vector, resonance projection
-S ← S − Q[(1−M) ⊙ QᵀS], fresh pending adjustments).
+SNR by power iteration on SᵀS started from the state's vector (warm) or the fixed start vector
+(cold), resonance projection S ← S − Q[(1−M) ⊙ QᵀS], fresh pending adjustments).
 
 Chunks are laid on the absolute grid: chunk i of a call holds the tokens t = i·C − off + j
 (j < C, off = pos mod C) that lie in [0, T). Absent tokens load as q = k = v = 0 and ℓ = 0, so
@@ -26,17 +26,25 @@ kernels parallel over (chunk, head) pairs. (Computing o and the token gradients 
 sequential kernels measured 1.2–2.4× slower on an H100: more live tiles, register spills, and the
 chain of chunks gets longer; see benchmarks/notes_memory_kernel.md.)
 
-* ``_fwd_state_kernel`` carries S (d×d, fp32) on chip, saves S at every chunk start, the pending
-  adjustments of every chunk and the keep mask of every boundary (O(T/C·d²) per head, what the
-  other kernels and the backward need), writes the stats and the new state.
+* ``_fwd_update_kernel`` computes, per (chunk, head), the chunk's state update Σ_s w_s k_s v_sᵀ,
+  e^{b_L} and bound increment under each of the four pending adjustments (gm, ga) a boundary can
+  set (chunk 0: under those carried in), so the sequential chain never loads k and v.
+* ``_fwd_state_kernel`` carries S (d×d, fp32) on chip: per chunk S ← e^{b_L} S + em·U from the slot
+  the pending adjustments select, then the consolidation. It saves S at every chunk start, the
+  pending adjustments of every chunk and the keep mask of every boundary (O(T/C·d²) per head, what
+  the other kernels and the backward need), writes the stats and the new state.
 * ``_fwd_out_kernel`` computes o of one (chunk, head) from the saved chunk-start state.
-* ``_bwd_state_kernel`` walks the chunks in reverse with dS on chip. With the decisions held fixed
-  (their derivative is zero almost everywhere), the projection is the linear map
-  Π = I − Q(1−M)Qᵀ, symmetric, so dS_L = Π dS'; then dS0 = e^{b_L} dS_L + Σ_t e^{b_t} q_t do_tᵀ.
-  It saves dS_L of every chunk and returns the gradient of the incoming S.
+* ``_bwd_reads_kernel`` computes the chunk's term R = Σ_t e^{b_t} q_t do_tᵀ of the dS recurrence
+  and its decay e^{b_L}, per (chunk, head).
+* ``_bwd_state_kernel`` then walks the chunks in reverse with dS on chip. With the decisions held
+  fixed (their derivative is zero almost everywhere), the projection is the linear map
+  Π = I − Q(1−M)Qᵀ, symmetric, so dS_L = Π dS'; then dS0 = e^{b_L} dS_L + R. The chain thus holds
+  only an axpy per chunk (and the projection where modes were dropped): the loads of q and dO and
+  the C×d×d product run in the (chunk, head)-parallel kernel. It saves dS_L of every chunk and
+  returns the gradient of the incoming S.
 * ``_bwd_query_kernel`` computes dq and part of ∂b of one (chunk, head) from S0;
-  ``_bwd_key_kernel`` then dk, dv, the rest of ∂b and dΓ from dS_L. (One kernel computing all four
-  held ~10 live 64×64 fp32 tiles and spilled 540–610 registers; H200, 2026-11-30.)
+  ``_bwd_key_kernel`` then dk, dv, the rest of ∂b and dΓ from dS_L. (One kernel computing
+  dq, dk, dv and dΓ held ~10 live 64×64 fp32 tiles and spilled 540–610 registers; H200, 2026-11-30.)
 
 Token gradients of one chunk (D_ts = e^{b_t−b_s} for s ≤ t, 0 otherwise; A = (QKᵀ)⊙D·η,
 B = (dO Vᵀ)⊙D·η, G = A ⊙ (dO Vᵀ), h_s = w_s k_sᵀ dS_L v_s):
@@ -162,25 +170,30 @@ def _start_vector(D: tl.constexpr):
 
 @triton.jit
 def _top_singular_value(S, fro, x, ITERS: tl.constexpr):
-    """consolidation.spectral_norm: ITERS steps of x ← SnᵀSn x / ‖·‖ (Sn = S/‖S‖_F), then ‖S x‖.
+    """consolidation.power_iteration: ITERS steps of x ← SnᵀSn x / ‖·‖ (Sn = S/‖S‖_F) from the unit
+    vector x; returns ‖S x‖ and the final unit x.
 
     M = SnᵀSn is formed once on the matrix units, so a step is one mat-vec (two in the reference).
     M is symmetric, so the steps alternate the reduced axis and x never changes register layout.
     x is renormalised every 4 steps and after the last: the direction is the same as with a
     renormalisation per step (each is a positive scale), and nothing can underflow in between,
-    since ‖Mx‖ ≥ λ_max(M)·|x·u₁| with λ_max(M) = σ_max(Sn)² ≥ 1/d."""
+    since ‖Mx‖ ≥ λ_max(M)·|x·u₁| with λ_max(M) = σ_max(Sn)² ≥ 1/d. A zero result keeps the last
+    unit x, as in the reference (M is positive semi-definite: Mᵏx = 0 exactly when Mx = 0)."""
     tiny = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny, as in the reference's clamps
     Sn = S / tl.maximum(fro, tiny)
     M = _dot(tl.trans(Sn), Sn, False, False)
+    unit = x
     for it in tl.static_range(ITERS):
         if it % 2 == 0:
             x = tl.sum(M * x[None, :], 1)
         else:
             x = tl.sum(M * x[:, None], 0)
         if ((it + 1) % 4 == 0) | (it + 1 == ITERS):
-            x = x / tl.maximum(tl.sqrt(tl.sum(x * x, 0)), tiny)
+            norm = tl.sqrt(tl.sum(x * x, 0))
+            x = tl.where(norm > 0, x / tl.maximum(norm, tiny), unit)
+            unit = x
     sx = tl.sum(S * x[None, :], 1)
-    return tl.sqrt(tl.sum(sx * sx, 0))
+    return tl.sqrt(tl.sum(sx * sx, 0)), x
 
 
 @triton.jit
@@ -197,23 +210,64 @@ def _project_out(X, basis_ptr, keep, cols, D: tl.constexpr):
 
 
 @triton.jit
-def _fwd_state_kernel(
-    k_ptr, v_ptr, g_ptr, basis_ptr, s_in_ptr, scal_in_ptr,
-    s_out_ptr, scal_out_ptr, s_start_ptr, mult_ptr, keep_ptr, stat_f_ptr, flags_ptr, modes_ptr,
+def _fwd_update_kernel(
+    k_ptr, v_ptr, g_ptr, scal_in_ptr, upd_ptr, upd_scal_ptr,
     sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
-    H, T, NT, NB, off, eta, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
-    lyapunov_step, lyapunov_tolerance,
-    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, VX: tl.constexpr,
+    H, T, NT, off, eta, gamma_boost, lyapunov_step,
+    D: tl.constexpr, C: tl.constexpr, VX: tl.constexpr,
 ):
-    bh = tl.program_id(0).to(tl.int64)
+    """The state update of one (chunk, head) for each pending adjustment it can run under, so that
+    the sequential kernel need not load k and v: with w_s = η e^{b_L − b_s},
+    U = Σ_s w_s k_s v_sᵀ, e^{b_L} and Σ_s w_s² ‖k_s‖² ‖v_s‖², for (gm, ga) = (1, 0), (1, step),
+    (boost, 0), (boost, step) (slot gm_boosted·2 + ga_added, what a boundary can set); chunk 0 of
+    the call runs under the adjustments carried in, held in its slot 0. η's multiplier em is a
+    scalar factor the sequential kernel applies (em·U, em²·Σ)."""
+    i = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
     bi = bh // H
     hi = bh % H
     rows = tl.arange(0, C)
     cols = tl.arange(0, D)
+    t = i * C - off + rows
+    valid = (t >= 0) & (t < T)
+    k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
+    v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
+    kv_norms = tl.sum(k * k, 1) * tl.sum(v * v, 1)
+    for c in tl.static_range(4):  # c is a compile-time constant: the branches below are static
+        if c == 0:
+            gm = tl.where(i == 0, tl.load(scal_in_ptr + bh * 5 + 0), 1.0)
+            ga = tl.where(i == 0, tl.load(scal_in_ptr + bh * 5 + 1), 0.0)
+        elif c == 1:
+            gm = 1.0
+            ga = lyapunov_step
+        elif c == 2:
+            gm = gamma_boost
+            ga = 0.0
+        else:
+            gm = gamma_boost
+            ga = lyapunov_step
+        b, b_last = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
+        w = tl.exp(b_last - b) * eta
+        slot = (bh * NT + i) * 4 + c
+        tl.store(upd_ptr + slot * D * D + cols[:, None] * D + cols[None, :],
+                 _dot(tl.trans(k * w[:, None]), v, False, VX))
+        tl.store(upd_scal_ptr + slot * 2 + 0, tl.exp(b_last))
+        tl.store(upd_scal_ptr + slot * 2 + 1, tl.sum(w * w * kv_norms, 0))
+
+
+@triton.jit
+def _fwd_state_kernel(
+    upd_ptr, upd_scal_ptr, basis_ptr, s_in_ptr, scal_in_ptr, x_in_ptr,
+    s_out_ptr, scal_out_ptr, x_out_ptr, s_start_ptr, mult_ptr, keep_ptr, stat_f_ptr, flags_ptr, modes_ptr,
+    T, NT, NB, off, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
+    lyapunov_step, lyapunov_tolerance,
+    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, WARM: tl.constexpr,
+):
+    """The chain of one (batch, head): per chunk S ← e^{b_L} S + em·U and the bound from the slot
+    of _fwd_update_kernel that the pending adjustments select, then the consolidation."""
+    bh = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, D)
     mat = cols[:, None] * D + cols[None, :]
-    k_base = k_ptr + bi * sk_b + hi * sk_h
-    v_base = v_ptr + bi * sv_b + hi * sv_h
-    g_base = g_ptr + bi * sg_b + hi * sg_h
 
     S = tl.load(s_in_ptr + bh * D * D + mat)
     gm = tl.load(scal_in_ptr + bh * 5 + 0)
@@ -221,29 +275,27 @@ def _fwd_state_kernel(
     em = tl.load(scal_in_ptr + bh * 5 + 2)
     energy_start = tl.load(scal_in_ptr + bh * 5 + 3)
     bound = tl.load(scal_in_ptr + bh * 5 + 4)
-    x_start = _start_vector(D)
+    x = tl.load(x_in_ptr + bh * D + cols)  # the power iteration's start when WARM, else passed through
+    combo = tl.full((), 0, tl.int32)  # slot of the pending adjustments; chunk 0's slot 0 holds those carried in
 
     for i in range(NT):
-        t = i * C - off + rows
-        valid = (t >= 0) & (t < T)
-        k = _load_rows(k_base, t, sk_t, valid, cols)
-        v = _load_rows(v_base, t, sv_t, valid, cols)
-        b, b_last = _log_decay(g_base, t, sg_t, valid, gm, ga, C)
         tl.store(s_start_ptr + (bh * NT + i) * D * D + mat, S)
         tl.store(mult_ptr + (bh * NT + i) * 3 + 0, gm)
         tl.store(mult_ptr + (bh * NT + i) * 3 + 1, ga)
         tl.store(mult_ptr + (bh * NT + i) * 3 + 2, em)
 
-        w = tl.exp(b_last - b) * (eta * em)
-        kw = k * w[:, None]
-        S = tl.exp(b_last) * S + _dot(tl.trans(kw), v, False, VX)
-        bound = tl.exp(2.0 * b_last) * bound + tl.sum(w * w * tl.sum(k * k, 1) * tl.sum(v * v, 1), 0)
+        slot = (bh * NT + i) * 4 + combo
+        decay = tl.load(upd_scal_ptr + slot * 2 + 0)
+        S = decay * S + em * tl.load(upd_ptr + slot * D * D + mat)
+        bound = decay * decay * bound + em * em * tl.load(upd_scal_ptr + slot * 2 + 1)
 
         if (i + 1) * C <= off + T:  # absolute boundary after this chunk: consolidate
             energy = tl.sum(tl.sum(S * S, 1), 0)
             stable = (energy <= energy_start) | (energy <= lyapunov_tolerance * bound)
             fro = tl.sqrt(energy)
-            sigma = _top_singular_value(S, fro, x_start, ITERS)
+            if not WARM:
+                x = _start_vector(D)
+            sigma, x = _top_singular_value(S, fro, x, ITERS)
             snr = sigma * (D**0.5 / 2.0) / tl.maximum(fro, 1.1754943508222875e-38)
 
             Qb = tl.load(basis_ptr + mat)
@@ -267,6 +319,7 @@ def _fwd_state_kernel(
             gm = tl.where(low_snr, gamma_boost, 1.0)
             ga = tl.where(stable, 0.0, lyapunov_step)
             em = tl.where(snr > snr_threshold, eta_boost, 1.0)
+            combo = low_snr.to(tl.int32) * 2 + 1 - stable.to(tl.int32)
             bound = energy_start
 
     tl.store(s_out_ptr + bh * D * D + mat, S)
@@ -275,6 +328,7 @@ def _fwd_state_kernel(
     tl.store(scal_out_ptr + bh * 5 + 2, em)
     tl.store(scal_out_ptr + bh * 5 + 3, energy_start)
     tl.store(scal_out_ptr + bh * 5 + 4, bound)
+    tl.store(x_out_ptr + bh * D + cols, x)
 
 
 @triton.jit
@@ -318,20 +372,44 @@ def _fwd_out_kernel(
 
 
 @triton.jit
-def _bwd_state_kernel(
-    q_ptr, g_ptr, do_ptr, basis_ptr, mult_ptr, keep_ptr, ds_out_ptr, ds_end_ptr, ds_in_ptr,
+def _bwd_reads_kernel(
+    q_ptr, g_ptr, do_ptr, mult_ptr, ds_read_ptr, decay_ptr,
     sq_b, sq_h, sq_t, sg_b, sg_h, sg_t,
-    H, T, NT, NB, off,
+    H, T, NT, off,
     D: tl.constexpr, C: tl.constexpr,
 ):
-    bh = tl.program_id(0).to(tl.int64)
+    """The chunk's term of the dS scan, R = Σ_t e^{b_t} q_t do_tᵀ, and its decay e^{b_L}, for one
+    (chunk, head). (Inside _bwd_query_kernel the product doubled that kernel's spills.)"""
+    i = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
     bi = bh // H
     hi = bh % H
-    rows = tl.arange(0, C)
+    cols = tl.arange(0, D)
+    t = i * C - off + tl.arange(0, C)
+    valid = (t >= 0) & (t < T)
+    gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
+    ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
+    b, b_last = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
+    qe = _load_rows(q_ptr + bi * sq_b + hi * sq_h, t, sq_t, valid, cols) * tl.exp(b)[:, None]
+    do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
+    tl.store(ds_read_ptr + (bh * NT + i) * D * D + cols[:, None] * D + cols[None, :],
+             _dot(tl.trans(qe), do, False, False))
+    tl.store(decay_ptr + bh * NT + i, tl.exp(b_last))
+
+
+@triton.jit
+def _bwd_state_kernel(
+    ds_read_ptr, decay_ptr, basis_ptr, keep_ptr, ds_out_ptr, ds_end_ptr, ds_in_ptr,
+    T, NT, NB, off,
+    D: tl.constexpr, C: tl.constexpr,
+):
+    """The reverse scan dS_L = Π dS' (at boundaries), dS0 = e^{b_L} dS_L + R of one (batch, head),
+    with the chunk terms R = Σ_t e^{b_t} q_t do_tᵀ and e^{b_L} precomputed by _bwd_reads_kernel:
+    per chunk the chain only loads a tile and a scalar (independent of the chain, so they need not
+    wait for it) and does an axpy, plus the projection where a boundary dropped modes."""
+    bh = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, D)
     mat = cols[:, None] * D + cols[None, :]
-    q_base = q_ptr + bi * sq_b + hi * sq_h
-    g_base = g_ptr + bi * sg_b + hi * sg_h
 
     dS = tl.load(ds_out_ptr + bh * D * D + mat)
     for r in range(NT):
@@ -341,14 +419,7 @@ def _bwd_state_kernel(
             if tl.sum(keep.to(tl.int32), 0) < D:
                 dS = _project_out(dS, basis_ptr, keep, cols, D)
         tl.store(ds_end_ptr + (bh * NT + i) * D * D + mat, dS)
-        t = i * C - off + rows
-        valid = (t >= 0) & (t < T)
-        gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
-        ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
-        b, b_last = _log_decay(g_base, t, sg_t, valid, gm, ga, C)
-        qe = _load_rows(q_base, t, sq_t, valid, cols) * tl.exp(b)[:, None]
-        do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
-        dS = tl.exp(b_last) * dS + _dot(tl.trans(qe), do, False, False)
+        dS = tl.load(decay_ptr + bh * NT + i) * dS + tl.load(ds_read_ptr + (bh * NT + i) * D * D + mat)
     tl.store(ds_in_ptr + bh * D * D + mat, dS)
 
 
@@ -439,8 +510,8 @@ def _rows_contiguous(x: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class LaunchSettings:
     """Warps of the kernels (the GPU benchmark compares settings): of the sequential per-head
-    kernels, of the forward output kernel and of the backward gradient kernels (all three parallel
-    over (chunk, head)). See notes_memory_kernel.md for the measurements behind the defaults."""
+    kernels, of the forward update and output kernels and of the backward gradient kernels (all
+    parallel over (chunk, head)). See notes_memory_kernel.md for the measurements behind the defaults."""
 
     state_warps: int = 4
     out_warps: int = 4
@@ -453,11 +524,12 @@ def _exact(x: Tensor) -> bool:
 
 
 def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
-                   eta: float, off: int, cfg: ConsolidationConfig, launch: LaunchSettings = LaunchSettings()
-                   ) -> tuple[Tensor, ...]:
-    """Run the forward kernels. Returns (o, S, scal, stat_f, flags, modes, s_start, mult, keep):
-    o (B,H,T,d) fp32; S (B,H,d,d); scal (B,H,5) = gamma_mult, gamma_add, eta_mult, energy_start,
-    bound; stat_f (B,H,nb,3) = snr, resonance_energy, energy; flags (B,H,nb,2) int8 = low_snr, stable;
+                   x0: Tensor, eta: float, off: int, cfg: ConsolidationConfig,
+                   launch: LaunchSettings = LaunchSettings()) -> tuple[Tensor, ...]:
+    """Run the forward kernels (x0 (B,H,d): the state's power-iteration vector). Returns (o, S, scal,
+    x, stat_f, flags, modes, s_start, mult, keep): o (B,H,T,d) fp32; S (B,H,d,d); scal (B,H,5) =
+    gamma_mult, gamma_add, eta_mult, energy_start, bound; x (B,H,d) the vector the last boundary's
+    power iteration ended on (x0 if none); stat_f (B,H,nb,3) = snr, resonance_energy, energy; flags (B,H,nb,2) int8 = low_snr, stable;
     modes (B,H,nb) int64 resonant modes; s_start (B,H,nt,d,d) S at every chunk start; mult (B,H,nt,3)
     the adjustments in force in every chunk; keep (B,H,nb,d) int8 mode masks."""
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
@@ -468,25 +540,32 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
     o = torch.empty(B, H, T, d, **f32)
     S = torch.empty(B, H, d, d, **f32)
     scal = torch.empty(B, H, _NSCAL, **f32)
+    x = torch.empty(B, H, d, **f32)
     stat_f = torch.empty(B, H, NB, 3, **f32)
     flags = torch.empty(B, H, NB, 2, dtype=torch.int8, device=q.device)
     modes = torch.empty(B, H, NB, dtype=torch.int64, device=q.device)
     s_start = torch.empty(B, H, NT, d, d, **f32)
     mult = torch.empty(B, H, NT, 3, **f32)
     keep = torch.empty(B, H, NB, d, dtype=torch.int8, device=q.device)
+    scal0 = scal0.contiguous()
+    upd = torch.empty(B, H, NT, 4, d, d, **f32)  # the chunk updates under each pending adjustment
+    upd_scal = torch.empty(B, H, NT, 4, 2, **f32)  # their e^{b_L} and bound increments
+    _fwd_update_kernel[(NT, B * H)](
+        k, v, gamma, scal0, upd, upd_scal, *_strides(k, v, gamma), H, T, NT, off, eta, cfg.gamma_boost,
+        cfg.lyapunov_gamma_step, D=d, C=C, VX=_exact(v), num_warps=launch.out_warps,
+    )
     _fwd_state_kernel[(B * H,)](
-        k, v, gamma, basis.contiguous().float(), S0.contiguous(), scal0.contiguous(),
-        S, scal, s_start, mult, keep, stat_f, flags, modes, *_strides(k, v, gamma),
-        H, T, NT, NB, off, eta, cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold,
+        upd, upd_scal, basis.contiguous().float(), S0.contiguous(), scal0, x0.float().contiguous(),
+        S, scal, x, s_start, mult, keep, stat_f, flags, modes,
+        T, NT, NB, off, cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold,
         cfg.lyapunov_gamma_step, cfg.lyapunov_tolerance,
-        D=d, C=C, ITERS=cfg.power_iterations, VX=_exact(v),
-        num_warps=launch.state_warps,
+        D=d, C=C, ITERS=cfg.power_iterations, WARM=cfg.power_warm_start, num_warps=launch.state_warps,
     )
     _fwd_out_kernel[(NT, B * H)](
         q, k, v, gamma, s_start, mult, o, *_strides(q, k, v, gamma), H, T, NT, off, eta,
         D=d, C=C, QX=_exact(q), KX=_exact(k), VX=_exact(v), num_warps=launch.out_warps,
     )
-    return o, S, scal, stat_f, flags, modes, s_start, mult, keep
+    return o, S, scal, x, stat_f, flags, modes, s_start, mult, keep
 
 
 def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
@@ -502,9 +581,15 @@ def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gam
     dg = torch.empty(B, H, T, dtype=gamma.dtype, device=gamma.device)
     dS0 = torch.empty(B, H, d, d, dtype=torch.float32, device=q.device)
     ds_end = torch.empty(B, H, NT, d, d, dtype=torch.float32, device=q.device)  # dS_L of every chunk
+    ds_read = torch.empty(B, H, NT, d, d, dtype=torch.float32, device=q.device)  # Σ_t e^{b_t} q_t do_tᵀ per chunk
+    decay = torch.empty(B, H, NT, dtype=torch.float32, device=q.device)  # e^{b_L} per chunk
+    _bwd_reads_kernel[(NT, B * H)](
+        q, gamma, do, mult, ds_read, decay, *_strides(q, gamma), H, T, NT, off, D=d, C=chunk,
+        num_warps=launch.grad_warps,
+    )
     _bwd_state_kernel[(B * H,)](
-        q, gamma, do, basis.contiguous().float(), mult, keep, dS, ds_end, dS0, *_strides(q, gamma),
-        H, T, NT, NB, off, D=d, C=chunk, num_warps=launch.state_warps,
+        ds_read, decay, basis.contiguous().float(), keep, dS, ds_end, dS0, T, NT, NB, off,
+        D=d, C=chunk, num_warps=launch.state_warps,
     )
     db = torch.empty(B, H, T, dtype=torch.float32, device=q.device)  # ∂b from the query side
     _bwd_query_kernel[(NT, B * H)](
@@ -525,23 +610,23 @@ def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gam
 
 @torch.library.custom_op("breath::memory_fwd", mutates_args=())
 def _memory_fwd(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
-                eta: float, off: int, chunk: int, snr_threshold: float, gamma_boost: float, eta_boost: float,
-                resonance_threshold: float, lyapunov_gamma_step: float, lyapunov_tolerance: float,
-                power_iterations: int
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                x0: Tensor, eta: float, off: int, chunk: int, snr_threshold: float, gamma_boost: float,
+                eta_boost: float, resonance_threshold: float, lyapunov_gamma_step: float,
+                lyapunov_tolerance: float, power_iterations: int, power_warm_start: bool
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     cfg = ConsolidationConfig(chunk, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
-                              lyapunov_gamma_step, lyapunov_tolerance, power_iterations)
-    return forward_launch(q, k, v, gamma, basis, S0, scal0, eta, off, cfg)
+                              lyapunov_gamma_step, lyapunov_tolerance, power_iterations, power_warm_start)
+    return forward_launch(q, k, v, gamma, basis, S0, scal0, x0, eta, off, cfg)
 
 
 @_memory_fwd.register_fake
-def _(q, k, v, gamma, basis, S0, scal0, eta, off, chunk, snr_threshold, gamma_boost, eta_boost,
-      resonance_threshold, lyapunov_gamma_step, lyapunov_tolerance, power_iterations):
+def _(q, k, v, gamma, basis, S0, scal0, x0, eta, off, chunk, snr_threshold, gamma_boost, eta_boost,
+      resonance_threshold, lyapunov_gamma_step, lyapunov_tolerance, power_iterations, power_warm_start):
     B, H, T, d = q.shape
     NT, NB = _grid_sizes(T, chunk, off)
     f32 = dict(dtype=torch.float32)
     return (q.new_empty(B, H, T, d, **f32), q.new_empty(B, H, d, d, **f32), q.new_empty(B, H, _NSCAL, **f32),
-            q.new_empty(B, H, NB, 3, **f32), q.new_empty(B, H, NB, 2, dtype=torch.int8),
+            q.new_empty(B, H, d, **f32), q.new_empty(B, H, NB, 3, **f32), q.new_empty(B, H, NB, 2, dtype=torch.int8),
             q.new_empty(B, H, NB, dtype=torch.int64), q.new_empty(B, H, NT, d, d, **f32),
             q.new_empty(B, H, NT, 3, **f32), q.new_empty(B, H, NB, d, dtype=torch.int8))
 
@@ -561,11 +646,11 @@ def _(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk):
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, gamma, basis, _S0, _scal0, eta, off, chunk, *_cfg = inputs
-    _o, _S, scal, stat_f, flags, modes, s_start, mult, keep = output
+    q, k, v, gamma, basis, _S0, _scal0, _x0, eta, off, chunk, *_cfg = inputs
+    _o, _S, scal, x, stat_f, flags, modes, s_start, mult, keep = output
     ctx.save_for_backward(q, k, v, gamma, basis, s_start, mult, keep)
     ctx.eta, ctx.off, ctx.chunk = eta, off, chunk
-    ctx.mark_non_differentiable(scal, stat_f, flags, modes, s_start, mult, keep)
+    ctx.mark_non_differentiable(scal, x, stat_f, flags, modes, s_start, mult, keep)
     # Unused outputs' gradients stay None: no zero (B,H,nt,d,d) tensors are materialised.
     ctx.set_materialize_grads(False)
 
@@ -577,7 +662,7 @@ def _gradients(ctx, do, dS, backward):
     do = q.new_zeros(B, H, T, d, dtype=torch.float32) if do is None else do
     dS = q.new_zeros(B, H, d, d, dtype=torch.float32) if dS is None else dS
     dq, dk, dv, dg, dS0 = backward(do, dS, q, k, v, gamma, basis, s_start, mult, keep, ctx.eta, ctx.off, ctx.chunk)
-    return (dq, dk, dv, dg, None, dS0, None) + (None,) * 10
+    return (dq, dk, dv, dg, None, dS0, None, None) + (None,) * 11
 
 
 _memory_fwd.register_autograd(lambda ctx, do, dS, *_: _gradients(ctx, do, dS, _memory_bwd),
@@ -591,8 +676,8 @@ class _MemoryFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *inputs):
-        q, k, v, gamma, basis, S0, scal0, eta, off, chunk, *cfg = inputs
-        output = forward_launch(q, k, v, gamma, basis, S0, scal0, eta, off, ConsolidationConfig(chunk, *cfg))
+        q, k, v, gamma, basis, S0, scal0, x0, eta, off, chunk, *cfg = inputs
+        output = forward_launch(q, k, v, gamma, basis, S0, scal0, x0, eta, off, ConsolidationConfig(chunk, *cfg))
         _setup_context(ctx, inputs, output)
         return output
 
@@ -647,12 +732,12 @@ def dissipative_memory_triton(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, et
                         -1).float()
     # torch.compile traces the custom op (one opaque node, no graph break); eager calls the Function.
     memory = _memory_fwd if torch.compiler.is_compiling() else _MemoryFunction.apply
-    o, S, scal, stat_f, flags, modes, _s_start, _mult, _keep = memory(
-        q, k, v, gamma, basis, state.S, scal0, float(eta), pos % cfg.chunk, cfg.chunk, cfg.snr_threshold,
-        cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold, cfg.lyapunov_gamma_step,
-        cfg.lyapunov_tolerance, cfg.power_iterations)
+    o, S, scal, x, stat_f, flags, modes, _s_start, _mult, _keep = memory(
+        q, k, v, gamma, basis, state.S, scal0, state.vector, float(eta), pos % cfg.chunk, cfg.chunk,
+        cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold, cfg.lyapunov_gamma_step,
+        cfg.lyapunov_tolerance, cfg.power_iterations, cfg.power_warm_start)
     snr, resonance_energy, energy = stat_f.unbind(-1)
     low_snr, stable = flags.view(torch.bool).unbind(-1)
     stats = {"snr": snr, "low_snr": low_snr, "resonant_modes": modes, "resonance_energy": resonance_energy,
              "stable": stable, "energy": energy}
-    return o, MemoryState(S, *scal.unbind(-1)), stats
+    return o, MemoryState(S, *scal.unbind(-1), x), stats
