@@ -136,9 +136,14 @@ class BreathForCausalLM(PreTrainedModel, GenerationMixin):
         functions of the config (not stored in the weights), which ``from_pretrained`` leaves empty
         after building the model on the meta device."""
         if isinstance(module, CausalLM) and module.pe_gain is not None:
-            init.copy_(module.pe_gammas, zeta_zeros(module.cfg.d_model // 2))
+            buffer, make = module.pe_gammas, lambda: zeta_zeros(module.cfg.d_model // 2)
         elif isinstance(module, HebbianMemory):
-            init.copy_(module.basis, zeta_basis(module.head_dim))
+            buffer, make = module.basis, lambda: zeta_basis(module.head_dim)
+        else:
+            return
+        if buffer.device.type != "meta":  # still on meta: filled on a later call, once materialised
+            with torch.device(buffer.device):  # not the meta device from_pretrained may build under
+                init.copy_(buffer, make())
 
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.model.embed
