@@ -37,7 +37,7 @@ class _RegisterWithTransformers(importlib.abc.MetaPathFinder):
         return spec
 
 
-if "transformers" in sys.modules:
+if sys.modules.get("transformers") is not None:
     import breath.hf  # noqa: F401
 elif importlib.util.find_spec("transformers") is not None:
     sys.meta_path.insert(0, _RegisterWithTransformers())

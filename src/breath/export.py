@@ -34,6 +34,7 @@ from safetensors.torch import save
 
 import breath
 from breath.data.corpora import DataError, load_corpus, split_documents
+from breath.data.tokenizer import EOT
 from breath.models.pretrained import CONFIG_FILE, WEIGHTS_FILE, weights_state_dict
 from breath.train.checkpoint import (RUN_ARGUMENT, Run, atomic_copy, atomic_write, atomic_write_json, load_run,
                                      prepare_output_dir)
@@ -73,6 +74,9 @@ def export_hf(loaded: Run, output_dir: Path) -> list[Path]:
         raise ConfigError("--format", f"hf: the lm_eval task needs the run's corpus: {exc}") from None
     model = hf.BreathForCausalLM.from_breath(loaded.model)
     model.config.auto_map = hf.AUTO_MAP
+    # generate() stops at <|endoftext|>, as breath generate does
+    eot = loaded.tokenizer.token_to_id(EOT)
+    model.generation_config.update(bos_token_id=eot, eos_token_id=eot, pad_token_id=eot)
     model.save_pretrained(output_dir)
     hf.hf_tokenizer(loaded.tokenizer).save_pretrained(output_dir)
     shim = output_dir / hf.REMOTE_CODE_FILE
