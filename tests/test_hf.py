@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 transformers = pytest.importorskip("transformers")
 
@@ -25,6 +26,7 @@ from breath.data.tokenizer import EOT  # noqa: E402
 from breath.data.windows import encode_documents  # noqa: E402
 from breath.generate import generate  # noqa: E402
 from breath.hf import BreathCache, BreathForCausalLM  # noqa: E402
+from breath.lm_eval_tasks import task_name  # noqa: E402
 from breath.sampling import SamplingSettings  # noqa: E402
 from breath.train.checkpoint import load_run  # noqa: E402
 from test_inference import cli, run_dir  # noqa: E402,F401  (the session's tiny trained run)
@@ -62,6 +64,11 @@ def test_auto_classes_load_the_same_function(saved):
         expected, got = model(ids).logits, loaded(ids).logits
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected.float(), rtol=0, atol=1e-5)
+    labels = ids.clone()
+    labels[0, 10] = -100
+    loss = F.cross_entropy(expected.float()[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, labels=labels).loss, loss, rtol=1e-6, atol=1e-6)
 
 
 def test_cache_continues_like_one_pass(saved):
@@ -183,6 +190,12 @@ def test_lm_eval_task_text_tokenises_as_breath_eval_stream(exported: Path, run_d
     stream = encode_documents(run.tokenizer, documents).tolist()
     assert AutoTokenizer.from_pretrained(exported)(row["text"]).input_ids == stream
     assert row["tokens"] == len(stream)
+
+
+def test_task_names_come_from_the_dataset():
+    assert task_name("shakespeare") == "breath_shakespeare"
+    assert task_name("ptb") == "breath_ptb"  # a PTB run needs no other code
+    assert task_name("data/My Corpus.v2.txt") == "breath_my_corpus_v2"
 
 
 def lm_eval_windows_loss(model: torch.nn.Module, stream: list[int], prefix: int, n: int) -> float:

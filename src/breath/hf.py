@@ -155,7 +155,8 @@ class BreathForCausalLM(PreTrainedModel, GenerationMixin):
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 use_cache: bool | None = None, return_dict: bool | None = None) -> CausalLMOutputWithPast:
         """input_ids (B, T) → float32 logits (B, T, vocab), continuing ``cache`` (updated in place)
-        when given. ``labels`` (B, T) give the mean next-token loss (``-100`` ignored)."""
+        when given. ``labels`` (B, T) give the mean next-token loss (``-100`` ignored). The output
+        is always a ``CausalLMOutputWithPast`` (``return_dict`` is accepted for the callers that pass it)."""
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if attention_mask is not None and not bool(attention_mask.all()):
             raise ValueError("attention_mask: breath models read every token (no padding mask); "
