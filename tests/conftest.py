@@ -15,6 +15,11 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+# Without a GPU, Triton kernels run in its CPU interpreter. Triton reads this once, when first
+# imported, and importing transformers (tests/test_hf.py) imports it: set before any test module.
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
 
 @pytest.fixture(scope="session")
 def breath_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:

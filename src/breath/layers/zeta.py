@@ -52,12 +52,15 @@ def zeta_position_embedding(positions: torch.Tensor, gammas: torch.Tensor) -> to
 
 @lru_cache(maxsize=8)
 def _zeta_basis_f64(d: int) -> torch.Tensor:
-    j = torch.arange(d, dtype=torch.float64).unsqueeze(1)
-    angles = 2 * math.pi * j * zeta_zeros((d + 1) // 2).unsqueeze(0) / d
-    raw = torch.stack((angles.cos(), angles.sin()), dim=-1).flatten(1)[:, :d]
-    q, r = torch.linalg.qr(raw)
-    # Fix QR's sign freedom so the basis is a deterministic function of d alone.
-    return q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))
+    # Cached, so built on the CPU whatever the default device: under a meta-device default (how
+    # transformers' from_pretrained builds models) it would otherwise cache a tensor without data.
+    with torch.device("cpu"):
+        j = torch.arange(d, dtype=torch.float64).unsqueeze(1)
+        angles = 2 * math.pi * j * zeta_zeros((d + 1) // 2).unsqueeze(0) / d
+        raw = torch.stack((angles.cos(), angles.sin()), dim=-1).flatten(1)[:, :d]
+        q, r = torch.linalg.qr(raw)
+        # Fix QR's sign freedom so the basis is a deterministic function of d alone.
+        return q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()))
 
 
 def zeta_basis(d: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
