@@ -22,10 +22,10 @@ from typing import Any
 from safetensors.torch import save
 
 import breath
+from breath.io import atomic_copy, atomic_write, atomic_write_json, prepare_output_dir
 from breath.models.pretrained import CONFIG_FILE, WEIGHTS_FILE, weights_state_dict
-from breath.train.checkpoint import (RUN_ARGUMENT, Run, atomic_copy, atomic_write, atomic_write_json, load_run,
-                                     prepare_output_dir)
-from breath.train.metrics import say
+from breath.runs import RUN_ARGUMENT, Run, load_run
+from breath.runtime import say
 
 FORMATS = ("safetensors",)
 
