@@ -5,6 +5,9 @@ nothing of the command line. One optimizer step per batch:
 
     forward (bf16 autocast on CUDA) → cross-entropy → backward → clip → finite? → AdamW step
 
+Validation (every epoch end, every ``eval_every`` steps) computes the loss ``breath eval`` does
+(``breath.loss``: float32 whatever ``--precision``), so the two agree on the same windows.
+
 Host synchronisation is kept to one boolean per step (is the loss/gradient finite? as AMP's
 GradScaler does); the loss and the model's diagnostics are summed on the device and read only
 every ``log_every`` steps and at epoch ends.
