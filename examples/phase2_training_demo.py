@@ -16,7 +16,7 @@ import torch
 from tokenizers import Tokenizer
 
 from breath.cli import main as breath
-from breath.train.checkpoint import load_model
+from breath.runs import load_model
 
 
 def quick_run(output_dir: Path) -> None:

@@ -26,7 +26,8 @@ from breath import ModelConfig, build_model
 from breath.cli import build_parser, main
 from breath.data.corpora import FetchError
 from breath.data.windows import prepare_data
-from breath.train.checkpoint import CHECKPOINT_KEYS, save_checkpoint
+from breath.runs import CHECKPOINT_KEYS
+from breath.train.checkpoint import save_checkpoint
 from breath.train.config import OPTION_TYPES
 from breath.train.metrics import read_jsonl
 
@@ -147,6 +148,21 @@ def test_checkpoint_loads_as_the_docs_show(run):
     assert model(ids).logits.shape == (1, ids.shape[1], checkpoint["config"]["model"]["vocab_size"])
     last = torch.load(run["dir"] / "checkpoint_epoch2.pt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (2, 6)
+
+
+def test_validation_loss_is_what_breath_eval_reports(run, tmp_path):
+    """The trainer's validation and ``breath eval`` share one loss (breath.loss): the run's best val
+    loss is ``breath eval --split val`` of its best_model.pt on the same windows (the run validated
+    on the first 2 batches of 4: --num-val-batches 2, --batch-size 4)."""
+    best = json.loads((run["dir"] / "training_history.json").read_text())["best_val_loss"]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["eval", str(run["dir"]), "--split", "val", "--num-batches", "2",
+                     "--output", str(tmp_path / "eval_val.json")])
+    assert code == 0, err.getvalue()
+    result = json.loads((tmp_path / "eval_val.json").read_text())
+    assert (result["windows"], result["batch_size"]) == (8, 4)
+    assert result["loss"] == pytest.approx(best, rel=1e-9, abs=0)
 
 
 def test_metrics_and_console(run):

@@ -26,7 +26,7 @@ from filelock import FileLock
 from breath.cli import main
 from breath.data.windows import WindowDataset, make_loader, prepare_data
 from breath.models import build_model
-from breath.train.checkpoint import load_checkpoint
+from breath.runs import load_checkpoint
 from breath.train.config import resolve_config
 from breath.train.metrics import read_jsonl
 from breath.train.trainer import Trainer

@@ -30,8 +30,9 @@ from breath.data.tokenizer import EOT, train_word_tokenizer
 from breath.data.windows import encode_documents
 from breath.generate import StreamDecoder, byte_level_alphabet, generate
 from breath.models.pretrained import WEIGHTS_FILE, load_weights
+from breath.runs import load_model
 from breath.sampling import SamplingSettings, sample, top_k_mask, top_p_mask
-from breath.train.checkpoint import load_model, save_checkpoint
+from breath.train.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--d-model", "64", "--n-layers", "2", "--num-heads", "2", "--head-dim", "32", "--ffn-dim", "128",

@@ -30,12 +30,13 @@ from breath.data.tokenizer import TOKENIZERS
 from breath.data.windows import WindowDataset, prepare_data
 from breath.models import ModelConfig, build_model
 from breath.models.config import ARCHS, PRESETS, RESOLVENTS
-from breath.train.checkpoint import (CheckpointError, SaveError, atomic_copy, atomic_write_json,
-                                     load_checkpoint, prepare_output_dir)
-from breath.train.config import (PRECISIONS, ConfigError, TrainConfig, checkpoint_options, load_config_file,
-                                 resolve_config, run_config, select_precision)
+from breath.io import SaveError, atomic_copy, atomic_write_json, prepare_output_dir
+from breath.runs import CheckpointError, load_checkpoint
+from breath.runtime import ConfigError, say
+from breath.train.config import (PRECISIONS, TrainConfig, checkpoint_options, load_config_file, resolve_config,
+                                 run_config, select_precision)
 from breath.train.distributed import Distributed
-from breath.train.metrics import WandbLog, say
+from breath.train.metrics import WandbLog
 from breath.train.trainer import SIGNAL_EXIT_CODES, Trainer, TrainResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

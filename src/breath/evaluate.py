@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from breath import plots
 from breath.data.corpora import DataError, SPLITS, count_words, load_corpus, split_documents
 from breath.data.windows import WindowDataset, encode_split, make_loader
+from breath.io import atomic_write_json, prepare_output_dir
+from breath.loss import perplexity, position_loss_sums
 from breath.models.config import RESOLVENTS
-from breath.train import plots
-from breath.train.checkpoint import RUN_ARGUMENT, Run, atomic_write_json, load_run, prepare_output_dir
-from breath.train.config import ConfigError, select_device
-from breath.train.metrics import perplexity, say
+from breath.runs import RUN_ARGUMENT, Run, load_run
+from breath.runtime import ConfigError, say, select_device
 
 
 @dataclass
@@ -57,23 +57,14 @@ class EvalResult:
         return math.fsum(self.position_loss) / self.n_seq
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, windows: WindowDataset, batch_size: int, num_batches: int | None = None
              ) -> EvalResult:
-    """Cross-entropy of ``model`` on ``windows`` (in order), per position, in float32; the first
-    ``num_batches`` batches only when given."""
+    """Cross-entropy of ``model`` on ``windows`` (in order), per position, as the trainer's
+    validation computes it (``breath.loss``: fp32); the first ``num_batches`` batches only when given."""
     model.eval()
     device = next(model.parameters()).device
     loader = make_loader(windows, batch_size, shuffle=False, drop_last=False)
-    sums = torch.zeros(windows.n_seq, dtype=torch.float64, device=device)
-    count = 0
-    for i, (input_ids, labels) in enumerate(loader):
-        if num_batches is not None and i >= num_batches:
-            break
-        logits = model(input_ids.to(device)).logits
-        losses = F.cross_entropy(logits.float().transpose(1, 2), labels.to(device), reduction="none")
-        sums += losses.sum(dim=0, dtype=torch.float64)
-        count += len(input_ids)
+    sums, count = position_loss_sums(model, loader, device, num_batches)
     return EvalResult(count, windows.n_seq, (sums / count).tolist())
 
 

@@ -35,11 +35,10 @@ from safetensors.torch import save
 import breath
 from breath.data.corpora import DataError, load_corpus, split_documents
 from breath.data.tokenizer import EOT
+from breath.io import atomic_copy, atomic_write, atomic_write_json, prepare_output_dir
 from breath.models.pretrained import CONFIG_FILE, WEIGHTS_FILE, weights_state_dict
-from breath.train.checkpoint import (RUN_ARGUMENT, Run, atomic_copy, atomic_write, atomic_write_json, load_run,
-                                     prepare_output_dir)
-from breath.train.config import ConfigError
-from breath.train.metrics import say
+from breath.runs import RUN_ARGUMENT, Run, load_run
+from breath.runtime import ConfigError, say
 
 FORMATS = ("safetensors", "hf")
 LM_EVAL_DIR = "lm_eval"

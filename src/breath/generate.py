@@ -33,8 +33,8 @@ from breath.data.tokenizer import EOS, EOT, is_word_level, separator_id
 from breath.decoding import Decoder
 from breath.models import ModelState
 from breath.sampling import SamplingSettings, sample
-from breath.train.checkpoint import RUN_ARGUMENT, load_run
-from breath.train.config import ConfigError, flag, select_device
+from breath.runs import RUN_ARGUMENT, load_run
+from breath.runtime import ConfigError, flag, select_device
 
 
 def byte_level_alphabet() -> dict[str, int]:

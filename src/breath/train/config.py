@@ -29,23 +29,9 @@ import yaml
 from breath.data.tokenizer import TOKENIZERS, default_tokenizer, min_vocab_size
 from breath.models import ModelConfig
 from breath.models.config import PRESETS, upgrade_saved
+from breath.runtime import DEVICE_PATTERN, ConfigError, flag
 
 PRECISIONS = ("auto", "fp32", "bf16")
-# No mps: the memory consolidation and the zeta tables compute in float64, which MPS lacks.
-_DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
-
-
-class ConfigError(ValueError):
-    """A bad option value. ``option`` is its command-line spelling (``--batch-size``)."""
-
-    def __init__(self, option: str, message: str):
-        super().__init__(f"{option}: {message}")
-        self.option = option
-
-
-def flag(name: str) -> str:
-    """``learning_rate`` → ``--learning-rate``."""
-    return "--" + name.replace("_", "-")
 
 
 @dataclass
@@ -109,7 +95,7 @@ class TrainConfig:
         _check(self, "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]")
         _check(self, "seed", 0 <= self.seed < 2**63, "an integer in [0, 2**63)")
         _check(self, "precision", self.precision in PRECISIONS, " | ".join(PRECISIONS))
-        _check(self, "device", self.device is None or bool(_DEVICE_PATTERN.match(self.device)),
+        _check(self, "device", self.device is None or bool(DEVICE_PATTERN.match(self.device)),
                "cpu | cuda | cuda:N")
         _check(self, "preset", self.preset is None or self.preset in PRESETS, " | ".join(PRESETS))
         for name in ("dataset", "output_dir", "wandb_project"):
@@ -255,23 +241,6 @@ def validate_model_config(cfg: ModelConfig) -> None:
         if field in MODEL_OPTIONS or field == "vocab_size":
             raise ConfigError(flag(field), rest) from None
         raise ConfigError("--config", str(exc)) from None
-
-
-def select_device(name: str | None) -> torch.device:
-    """The ``--device`` to run on: the named one (checked to exist), else cuda when available."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not _DEVICE_PATTERN.match(name):  # TrainConfig.validate checks this too; other commands do not
-        raise ConfigError("--device", f"got {name!r}; allowed: cpu | cuda | cuda:N")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device", f"got {name!r} but CUDA is not available on this machine; "
-                              "allowed: cpu (or leave --device out)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError("--device", f"got {name!r} but this machine has "
-                              f"{torch.cuda.device_count()} CUDA device(s); allowed: cuda:0..")
-    return device
 
 
 def select_precision(precision: str, device: torch.device) -> torch.dtype | None:

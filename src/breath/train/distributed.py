@@ -39,7 +39,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from breath.train.config import ConfigError, select_device
+from breath.runtime import ConfigError, select_device
 from breath.train.metrics import MetricAccumulator
 
 #: how long a collective may wait for the slowest rank; the longest planned wait is rank 0 writing

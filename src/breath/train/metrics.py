@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 import torch
 from tqdm import tqdm
 
-from breath.train.checkpoint import atomic_write, json_safe
+from breath.io import atomic_write, json_safe
 
 #: model diagnostic name → logged name (after ``batch/`` or ``train/``)
 DIAGNOSTIC_NAMES = {
@@ -152,11 +152,6 @@ class MetricAccumulator:
     def load_state_dict(self, state: Mapping[str, Mapping[str, torch.Tensor]], device: torch.device) -> None:
         self.values = {k: v.to(device) for k, v in state["values"].items()}
         self.counts = {k: v.to(device) for k, v in state["counts"].items()}
-
-
-def perplexity(loss: float) -> float:
-    """exp(mean token loss), inf instead of an overflow."""
-    return math.exp(loss) if loss < 700 else math.inf
 
 
 # --------------------------------------------------------------------------------------------- sinks
@@ -289,12 +284,6 @@ class ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def say(text: str) -> None:
-    """Print a line on stdout without breaking an active progress bar."""
-    tqdm.write(text, file=sys.stdout)
-    sys.stdout.flush()
 
 
 def _fmt(value: Any, spec: str) -> str:

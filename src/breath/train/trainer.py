@@ -5,6 +5,9 @@ nothing of the command line. One optimizer step per batch:
 
     forward (bf16 autocast on CUDA) → cross-entropy → backward → clip → finite? → AdamW step
 
+Validation (every epoch end, every ``eval_every`` steps) computes the loss ``breath eval`` does
+(``breath.loss``: float32 whatever ``--precision``), so the two agree on the same windows.
+
 Host synchronisation is kept to one boolean per step (is the loss/gradient finite? as AMP's
 GradScaler does); the loss and the model's diagnostics are summed on the device and read only
 every ``log_every`` steps and at epoch ends.
@@ -42,15 +45,18 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import breath
+from breath import plots
 from breath.data.windows import make_loader
+from breath.io import atomic_write_json
+from breath.loss import perplexity, position_loss_sums
 from breath.models import ModelConfig
-from breath.train import plots
-from breath.train.checkpoint import atomic_write_json, check_compatible, save_checkpoint
-from breath.train.config import ConfigError, TrainConfig, run_config, select_precision
+from breath.runs import check_compatible
+from breath.runtime import ConfigError, say
+from breath.train.checkpoint import save_checkpoint
+from breath.train.config import TrainConfig, run_config, select_precision
 from breath.train.distributed import Distributed
 from breath.train.metrics import (JsonlLog, MetricAccumulator, MetricsLogger, ProgressBar, WandbLog,
-                                  diagnostics_by_name, format_epoch_summary, perplexity, prefixed,
-                                  read_jsonl, say)
+                                  diagnostics_by_name, format_epoch_summary, prefixed, read_jsonl)
 
 HISTORY_LISTS = ("train_losses", "val_losses", "learning_rates", "gamma_history", "snr_history",
                  "resonance_history", "stability_history")
@@ -424,9 +430,9 @@ class Trainer:
         if self.dist.is_main:
             self.logger.log(record)
 
-    @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean token cross-entropy over the validation windows (``num_val_batches`` batches at most).
+        """Mean token cross-entropy over the validation windows (``num_val_batches`` batches at most),
+        computed as ``breath eval`` computes it (``breath.loss``: in fp32, whatever ``--precision``).
 
         Each rank takes its shard of the windows; the loss sums and token counts are added over
         the ranks, so every rank returns the mean over all of them.
@@ -434,18 +440,10 @@ class Trainer:
         self.model.eval()
         loader = make_loader(self.val_set, self.cfg.batch_size, shuffle=False, rank=self.dist.rank,
                              world_size=self.dist.world_size, drop_last=False)
-        total = torch.zeros((), device=self.device)
-        tokens = 0
-        for i, (input_ids, labels) in enumerate(loader):
-            if self.cfg.num_val_batches is not None and i >= self.cfg.num_val_batches:
-                break
-            input_ids, labels = input_ids.to(self.device), labels.to(self.device)
-            with self._autocast():
-                logits = self.model_fn(input_ids).logits
-            total += F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum")
-            tokens += labels.numel()
+        position_sums, windows = position_loss_sums(self.model_fn, loader, self.device, self.cfg.num_val_batches)
         self.model.train()
-        sums = torch.stack([total.double(), torch.tensor(tokens, dtype=torch.float64, device=self.device)])
+        tokens = windows * position_sums.numel()
+        sums = torch.stack([position_sums.sum(), torch.tensor(tokens, dtype=torch.float64, device=self.device)])
         self.dist.all_reduce(sums)
         loss_sum, token_count = sums.tolist()
         return loss_sum / token_count

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from breath.train.checkpoint import atomic_write
+from breath.io import atomic_write
 
 # (title, left series, right series or None); series are keys of the step records
 DIAGNOSTIC_PANELS = (
