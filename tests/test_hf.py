@@ -28,7 +28,7 @@ from breath.generate import generate  # noqa: E402
 from breath.hf import BreathCache, BreathForCausalLM  # noqa: E402
 from breath.lm_eval_tasks import task_name  # noqa: E402
 from breath.sampling import SamplingSettings  # noqa: E402
-from breath.train.checkpoint import load_run  # noqa: E402
+from breath.runs import load_run  # noqa: E402
 from test_inference import cli, run_dir  # noqa: E402,F401  (the session's tiny trained run)
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
