@@ -72,3 +72,20 @@ def _compiled_matches_eager(f, x: torch.Tensor) -> None:
 @pytest.fixture
 def compiled_matches_eager():
     return _compiled_matches_eager
+
+
+def _rotate_each_pair(x: torch.Tensor, pos: int) -> torch.Tensor:
+    """The definition (and the code before 2026-12-04): pair i of position t turned by (pos + t) θ_i."""
+    from breath.layers.attention import ROPE_BASE
+
+    d, dtype = x.shape[-1], torch.promote_types(x.dtype, torch.float32)
+    inv_freq = ROPE_BASE ** (-torch.arange(0, d, 2, device=x.device, dtype=dtype) / d)
+    angles = torch.arange(pos, pos + x.shape[-2], device=x.device, dtype=dtype)[:, None] * inv_freq
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = x.to(dtype)[..., 0::2], x.to(dtype)[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).to(x.dtype)
+
+
+@pytest.fixture
+def rotate_each_pair():
+    return _rotate_each_pair

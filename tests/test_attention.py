@@ -7,23 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from breath import ModelConfig, build_model
-from breath.layers.attention import ROPE_BASE, fused_rotate, rotary, rotate, rotation
+from breath.layers.attention import fused_rotate, rotary, rotate, rotation
 from breath.models.transformer import TransformerLM
-
-
-def rotate_each_pair(x: torch.Tensor, pos: int) -> torch.Tensor:
-    """The definition (and the code before 2026-12-04): pair i of position t turned by (pos + t) θ_i."""
-    d, dtype = x.shape[-1], torch.promote_types(x.dtype, torch.float32)
-    inv_freq = ROPE_BASE ** (-torch.arange(0, d, 2, device=x.device, dtype=dtype) / d)
-    angles = torch.arange(pos, pos + x.shape[-2], device=x.device, dtype=dtype)[:, None] * inv_freq
-    cos, sin = angles.cos(), angles.sin()
-    x1, x2 = x.to(dtype)[..., 0::2], x.to(dtype)[..., 1::2]
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).to(x.dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("pos", [0, 7, 5000])
-def test_rotary_is_the_pairwise_rotation_bit_for_bit(dtype, pos):
+def test_rotary_is_the_pairwise_rotation_bit_for_bit(dtype, pos, rotate_each_pair):
     x = torch.randn(2, 3, 50, 16, generator=torch.Generator().manual_seed(0)).to(dtype)
     assert torch.equal(rotary(x, pos), rotate_each_pair(x, pos))
     # as the layer calls it: a strided (B, T, H, d) view of the qkv projection, positions along axis -3
