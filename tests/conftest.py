@@ -89,3 +89,20 @@ def _rotate_each_pair(x: torch.Tensor, pos: int) -> torch.Tensor:
 @pytest.fixture
 def rotate_each_pair():
     return _rotate_each_pair
+
+
+def _tiny_model(arch: str = "phase2", **overrides) -> torch.nn.Module:
+    """A model small enough for float64 checks (seed 0, dropout 0): d_model 32, 2 layers, 2 heads of 8,
+    vocabulary 97, memory chunks of 8 (several in a 40-token sequence). ``overrides`` are ModelConfig
+    fields; the model is returned as built (float32, training mode)."""
+    from breath import ModelConfig, build_model
+
+    fields = dict(vocab_size=97, d_model=32, n_layers=2, n_seq=32, num_heads=2, head_dim=8, ffn_dim=64,
+                  dropout=0.0, memory_chunk=8)
+    torch.manual_seed(0)
+    return build_model(ModelConfig(**{**fields, "arch": arch, **overrides}))
+
+
+@pytest.fixture
+def tiny_model():
+    return _tiny_model

@@ -128,20 +128,12 @@ def test_bad_sampling_settings_name_the_field(settings, field):
 # ---------------------------------------------------------------------------------------- generation
 
 
-def tiny_model(arch: str, resolvent: str = "causal") -> torch.nn.Module:
-    """float64, several memory chunks (of 8) inside 40 tokens."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, resolvent=resolvent, vocab_size=97, d_model=32, n_layers=2, n_seq=32,
-                      num_heads=2, head_dim=8, ffn_dim=64, dropout=0.0, memory_chunk=8)
-    return build_model(cfg).double().eval()
-
-
 @pytest.mark.parametrize("arch, resolvent", [("phase2", "causal"), ("phase1", "causal"), ("transformer", "causal"),
                                              ("phase2", "full")])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 @torch.no_grad()
-def test_generating_with_state_equals_rerunning_the_sequence(arch, resolvent, temperature):
-    model = tiny_model(arch, resolvent)
+def test_generating_with_state_equals_rerunning_the_sequence(arch, resolvent, temperature, tiny_model):
+    model = tiny_model(arch, resolvent=resolvent).double().eval()  # float64: several memory chunks in 40 tokens
     prompt = torch.randint(0, 97, (11,), generator=torch.Generator().manual_seed(2)).tolist()
     settings = SamplingSettings(temperature=temperature)
     steps = list(generate(model, prompt, 25, settings, torch.Generator().manual_seed(3), prefill_chunk=4))
@@ -156,18 +148,18 @@ def test_generating_with_state_equals_rerunning_the_sequence(arch, resolvent, te
         assert tokens == rerun.argmax(-1).tolist()
 
 
-def test_generation_stops_at_the_stop_token():
-    model = tiny_model("phase1")
+def test_generation_stops_at_the_stop_token(tiny_model):
+    model = tiny_model("phase1").double().eval()
     first = next(generate(model, [5, 6, 7], 1, SamplingSettings(temperature=0))).token
     steps = list(generate(model, [5, 6, 7], 10, SamplingSettings(temperature=0), stop_token=first))
     assert [step.token for step in steps] == [first]
 
 
 @pytest.mark.parametrize("arch, grows", [("phase2", False), ("phase1", False), ("transformer", True)])
-def test_recurrent_state_has_one_size_while_the_kv_cache_holds_the_whole_generation(arch, grows):
+def test_recurrent_state_has_one_size_while_the_kv_cache_holds_the_whole_generation(arch, grows, tiny_model):
     """Within a generation every state has one size (the KV cache is preallocated); across
     generations the recurrent state keeps it, the cache is proportional to prompt + new tokens."""
-    model = tiny_model(arch)
+    model = tiny_model(arch).double().eval()
     short, long = ([step.state.nbytes() for step in generate(model, [1, 2, 3], n, SamplingSettings(0.0))]
                    for n in (10, 30))
     assert len(set(short)) == len(set(long)) == 1
