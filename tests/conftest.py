@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -27,6 +29,19 @@ def breath_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = root / "breath-cache"
     cache.mkdir(exist_ok=True)
     return cache
+
+
+@pytest.fixture(scope="session")
+def cache(breath_cache: Path) -> Path:
+    """The session cache with the built-in shakespeare tokenized at vocabulary 512 and windows of 64
+    (what the command-line tests train on; one xdist worker prepares it, under a lock)."""
+    from filelock import FileLock
+
+    from breath.data.windows import prepare_data
+
+    with FileLock(str(breath_cache / "shakespeare-512.lock")):
+        prepare_data("shakespeare", 512, 64, cache_dir=breath_cache)
+    return breath_cache
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +121,40 @@ def _tiny_model(arch: str = "phase2", **overrides) -> torch.nn.Module:
 @pytest.fixture
 def tiny_model():
     return _tiny_model
+
+
+def _breath_cli(*args: str) -> tuple[int, str, str]:
+    """``breath ARGS`` in this process: (exit code, stdout, stderr)."""
+    from breath.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def breath_cli():
+    return _breath_cli
+
+
+def _tiny_trainer(output_dir: Path, **overrides):
+    """A 1-layer phase2 trainer on random tokens (vocabulary 300, windows of 32), built the way the CLI
+    builds one; ``overrides`` are configuration options."""
+    from breath.data.windows import WindowDataset
+    from breath.models import build_model
+    from breath.train.config import resolve_config
+    from breath.train.trainer import Trainer
+
+    options = dict(d_model=32, n_layers=1, num_heads=2, head_dim=16, ffn_dim=64, n_seq=32, memory_chunk=16,
+                   vocab_size=300, num_epochs=2)
+    train_cfg, model_cfg = resolve_config({**options, "output_dir": str(output_dir), **overrides})
+    torch.manual_seed(train_cfg.seed)
+    tokens = torch.randint(0, 300, (3000,), generator=torch.Generator().manual_seed(0))
+    return Trainer(build_model(model_cfg), model_cfg, train_cfg, WindowDataset(tokens[:2400], model_cfg.n_seq),
+                   WindowDataset(tokens[2400:], model_cfg.n_seq), torch.device("cpu"))
+
+
+@pytest.fixture
+def tiny_trainer():
+    return _tiny_trainer

@@ -6,8 +6,6 @@ built-in shakespeare corpus, trained once per test session (shared by the xdist 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -24,7 +22,6 @@ from safetensors import safe_open
 from tokenizers import Tokenizer, pre_tokenizers
 
 from breath import ModelConfig, build_model, load_pretrained
-from breath.cli import main
 from breath.data.corpora import load_corpus, split_documents
 from breath.data.tokenizer import EOT, train_word_tokenizer
 from breath.data.windows import encode_documents
@@ -44,7 +41,7 @@ INF = -math.inf
 def run_dir(breath_cache: Path) -> Path:
     """A phase2 run written by the seed's entry point (once per session, whichever worker is first)."""
     directory = breath_cache.parent / "inference-phase2-run"
-    # The lock is the one tests/test_cli.py takes to prepare the same corpus and vocabulary.
+    # The lock is the one conftest's `cache` fixture takes to prepare the same corpus and vocabulary.
     with FileLock(str(breath_cache / "shakespeare-512.lock")):
         if not (directory / "best_model.pt").is_file():
             result = subprocess.run(
@@ -53,14 +50,6 @@ def run_dir(breath_cache: Path) -> Path:
                 cwd=REPO, capture_output=True, text=True, timeout=300)
             assert result.returncode == 0, result.stderr
     return directory
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    """``breath ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -190,9 +179,9 @@ def test_stream_decoder_joins_words_with_spaces():
     assert [decoder.push(token) for token in tokenizer.encode("dog\nsat").ids] == [" dog", "\n", "sat"]
 
 
-def test_generate_streams_the_greedy_continuation(run_dir):
-    code, stdout, stderr = cli("generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0",
-                               "--max-new-tokens", "12")
+def test_generate_streams_the_greedy_continuation(run_dir, breath_cli):
+    code, stdout, stderr = breath_cli("generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0",
+                                      "--max-new-tokens", "12")
     assert code == 0, stderr
     model, _ = load_model(run_dir / "best_model.pt")
     tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
@@ -206,9 +195,9 @@ def test_generate_streams_the_greedy_continuation(run_dir):
     assert f"[{len(new)} tokens in" in stderr and "KiB" in stderr
 
 
-def test_generate_is_reproducible_by_seed(run_dir):
+def test_generate_is_reproducible_by_seed(run_dir, breath_cli):
     args = ["generate", str(run_dir), "--prompt", "", "--max-new-tokens", "20", "--top-k", "100", "--top-p", "0.95"]
-    first, again, other = cli(*args, "--seed", "1"), cli(*args, "--seed", "1"), cli(*args, "--seed", "2")
+    first, again, other = (breath_cli(*args, "--seed", seed) for seed in ("1", "1", "2"))
     assert first[0] == again[0] == other[0] == 0
     assert first[1] == again[1] and first[1] != other[1]
 
@@ -216,10 +205,10 @@ def test_generate_is_reproducible_by_seed(run_dir):
 # -------------------------------------------------------------------------------------------- eval
 
 
-def test_eval_measures_the_split_with_the_runs_tokenizer(run_dir, breath_cache, tmp_path):
+def test_eval_measures_the_split_with_the_runs_tokenizer(run_dir, breath_cache, tmp_path, breath_cli):
     output = tmp_path / "eval.json"
-    code, stdout, stderr = cli("eval", str(run_dir), "--num-batches", "3", "--batch-size", "4",
-                               "--cache-dir", str(breath_cache), "--output", str(output))
+    code, stdout, stderr = breath_cli("eval", str(run_dir), "--num-batches", "3", "--batch-size", "4",
+                                      "--cache-dir", str(breath_cache), "--output", str(output))
     assert code == 0, stderr
     result = json.loads(output.read_text())
     assert (result["split"], result["dataset"], result["windows"], result["n_seq"]) == ("test", "shakespeare", 12, 64)
@@ -247,17 +236,18 @@ def test_eval_measures_the_split_with_the_runs_tokenizer(run_dir, breath_cache, 
     assert f"per-word perplexity {result['word_perplexity']:.2f}" in stdout
 
 
-def test_eval_windows_may_exceed_the_training_window(run_dir, breath_cache, tmp_path):
+def test_eval_windows_may_exceed_the_training_window(run_dir, breath_cache, tmp_path, breath_cli):
     output = tmp_path / "long.json"
-    code, stdout, stderr = cli("eval", str(run_dir / "checkpoint_epoch1.pt"), "--split", "val", "--n-seq", "160",
-                               "--num-batches", "1", "--cache-dir", str(breath_cache), "--output", str(output))
+    code, stdout, stderr = breath_cli("eval", str(run_dir / "checkpoint_epoch1.pt"), "--split", "val",
+                                      "--n-seq", "160", "--num-batches", "1", "--cache-dir", str(breath_cache),
+                                      "--output", str(output))
     assert code == 0, stderr
     result = json.loads(output.read_text())
     assert (result["split"], result["n_seq"], result["train_n_seq"]) == ("val", 160, 64)
     assert len(result["position_loss"]) == 160 and [b["last"] for b in result["position_bands"]][-2:] == [127, 160]
 
 
-def test_causal_evaluation_of_a_full_resolvent_checkpoint(run_dir, breath_cache, tmp_path):
+def test_causal_evaluation_of_a_full_resolvent_checkpoint(run_dir, breath_cache, tmp_path, breath_cli):
     """The same weights under the full resolvent score differently; --resolvent causal gives back
     exactly the causal model's loss (what the benchmark uses to measure the ablation's leakage)."""
     checkpoint = torch.load(run_dir / "best_model.pt", weights_only=True)
@@ -268,7 +258,7 @@ def test_causal_evaluation_of_a_full_resolvent_checkpoint(run_dir, breath_cache,
     shutil.copy(run_dir / "tokenizer.json", full_run)
 
     def evaluate(path: Path, *extra: str) -> None:
-        code, _, stderr = cli("eval", str(path), "--num-batches", "2", "--cache-dir", str(breath_cache), *extra)
+        code, _, stderr = breath_cli("eval", str(path), "--num-batches", "2", "--cache-dir", str(breath_cache), *extra)
         assert code == 0, stderr
 
     evaluate(full_run)
@@ -280,16 +270,17 @@ def test_causal_evaluation_of_a_full_resolvent_checkpoint(run_dir, breath_cache,
     assert (causal["resolvent"], full["resolvent"]) == ("causal", "full")
     assert causal["loss"] == reference["loss"]
     assert full["loss"] != reference["loss"]
-    code, stdout, stderr = cli("generate", str(full_run), "--prompt", "ROMEO:", "--temperature", "0",
-                               "--max-new-tokens", "5")
+    code, stdout, stderr = breath_cli("generate", str(full_run), "--prompt", "ROMEO:", "--temperature", "0",
+                                      "--max-new-tokens", "5")
     assert code == 0 and stdout.startswith("ROMEO:") and "re-reads the whole sequence" in stderr
 
 
 # ------------------------------------------------------------------------------------------ export
 
 
-def test_export_computes_exactly_the_checkpoints_function(run_dir, tmp_path):
-    code, stdout, stderr = cli("export", str(run_dir), "--format", "safetensors", "--output", str(tmp_path / "exp"))
+def test_export_computes_exactly_the_checkpoints_function(run_dir, tmp_path, breath_cli):
+    code, stdout, stderr = breath_cli("export", str(run_dir), "--format", "safetensors",
+                                      "--output", str(tmp_path / "exp"))
     assert code == 0, stderr
     exported = tmp_path / "exp"
     assert {p.name for p in exported.iterdir()} == {"model.safetensors", "config.json", "tokenizer.json"}
@@ -312,8 +303,8 @@ def test_export_computes_exactly_the_checkpoints_function(run_dir, tmp_path):
         assert torch.equal(rebuilt(ids).logits, original(ids).logits)
 
 
-def test_loading_weights_into_another_model_names_the_tensor(run_dir, tmp_path):
-    assert cli("export", str(run_dir), "--output", str(tmp_path))[0] == 0
+def test_loading_weights_into_another_model_names_the_tensor(run_dir, tmp_path, breath_cli):
+    assert breath_cli("export", str(run_dir), "--output", str(tmp_path))[0] == 0
     cfg = ModelConfig.from_dict(json.loads((tmp_path / "config.json").read_text()))
     for change, expected in ((dict(d_model=96), "'embed.weight' has shape (512, 64)"),
                              (dict(n_layers=1), "has 'blocks.1."),
@@ -325,8 +316,8 @@ def test_loading_weights_into_another_model_names_the_tensor(run_dir, tmp_path):
         load_weights(build_model(cfg), tmp_path / "torn.safetensors")
 
 
-def test_export_defaults_to_a_directory_next_to_the_checkpoint(run_dir):
-    code, stdout, stderr = cli("export", str(run_dir / "checkpoint_epoch1.pt"))
+def test_export_defaults_to_a_directory_next_to_the_checkpoint(run_dir, breath_cli):
+    code, stdout, stderr = breath_cli("export", str(run_dir / "checkpoint_epoch1.pt"))
     assert code == 0, stderr
     assert (run_dir / "export" / WEIGHTS_FILE).is_file() and "load_pretrained" in stdout
 
@@ -394,12 +385,13 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("args, option, value", BAD_INPUTS, ids=[" ".join(a) for a, _, _ in BAD_INPUTS])
-def test_bad_input_is_one_line_naming_option_and_value(args, option, value, run_dir, breath_cache, tmp_path):
+def test_bad_input_is_one_line_naming_option_and_value(args, option, value, run_dir, breath_cache, tmp_path,
+                                                       breath_cli):
     paths = {"tmp": tmp_path, "run": run_dir, **bad_files(tmp_path, run_dir)}
     args = [a.format(**paths) for a in args]
     if args[0] == "eval":
         args += ["--cache-dir", str(breath_cache)]
-    code, stdout, stderr = cli(*args)
+    code, stdout, stderr = breath_cli(*args)
     lines = [line for line in stderr.splitlines() if line and not line.startswith("[breath.data]")]
     assert code == 2, stderr
     assert len(lines) == 1 and lines[0].startswith(f"breath {args[0]}: error: "), stderr
