@@ -72,6 +72,20 @@ def logits_in_pieces():
     return _logits_in_pieces
 
 
+def _close_to_scale(actual: torch.Tensor, expected: torch.Tensor, rtol: float) -> None:
+    """``actual`` equals ``expected`` (same dtype and shape) to ``rtol`` times the largest entry of
+    ``expected``: the measure for kernels whose rounding error scales with the whole tensor (sums,
+    recurrences), not with each entry."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=0, atol=rtol * scale + 1e-30)
+
+
+@pytest.fixture
+def close_to_scale():
+    return _close_to_scale
+
+
 def _compiled_matches_eager(f, x: torch.Tensor) -> None:
     """``f(x)`` (a scalar) compiled with ``fullgraph=True`` — so any graph break fails — gives the
     eager value and the eager gradient of x."""
