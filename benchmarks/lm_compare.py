@@ -21,10 +21,12 @@ the seed do), and one alternative, ``key-shift`` (no convolution; the previous t
     python benchmarks/lm_compare.py                                  # small preset, shakespeare, all models
     python benchmarks/lm_compare.py --datasets shakespeare,brown --max-steps 600 --num-epochs 4
     python benchmarks/lm_compare.py --archs phase2,transformer --ablations none --batch-size 32
+    python benchmarks/lm_compare.py --report a/lm_compare.json b/lm_compare.json   # tables of earlier runs
 
-Prints one table; writes ``lm_compare.json`` (every number, the settings, device, date and the
-commands) and ``lm_compare.md`` (the table, for QUALITY.md) into ``--output-dir``, after every run
-(so a run cut short keeps what was done). Each run's directory keeps its ``commands.log``.
+Prints one table; writes ``lm_compare.json`` (every number, the settings, device, date, git commit
+and the command) and ``lm_compare.md`` (the table, for QUALITY.md) into ``--output-dir``, after every
+run (so a run cut short keeps what was done). Each run's directory keeps its ``commands.log``.
+``--report`` runs nothing: it prints the markdown of each given ``lm_compare.json``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ from pathlib import Path
 
 from breath.models.config import PRESETS
 from breath.train.metrics import read_jsonl
+
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import the neighbours as the package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.provenance import git_commit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = ("phase1", "phase2", "transformer")
@@ -76,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", help="passed to every command (default: theirs, cuda when available)")
     parser.add_argument("--train-args", default="", help='extra flags for every training run, e.g. "--vocab-size 8000"')
     parser.add_argument("--output-dir", type=Path, default=REPO / "benchmarks" / "results" / "lm_compare")
+    parser.add_argument("--report", nargs="+", type=Path, metavar="JSON",
+                        help="run nothing: print the markdown of these lm_compare.json files of earlier runs")
     args = parser.parse_args(argv)
     args.archs = [a for a in args.archs.split(",") if a]
     args.ablations = [] if args.ablations == "none" else [a for a in args.ablations.split(",") if a]
@@ -202,32 +211,42 @@ def device_name(requested: str | None) -> str:
     return "cpu"
 
 
-def write_report(args: argparse.Namespace, rows: list[dict], meta: dict) -> None:
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "lm_compare.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
-    header = [f"{meta['date']}, {meta['device']}: `{meta['command']}`", "",
-              f"preset {args.preset}, batch {args.batch_size} × window {meta['n_seq']}, at most {meta['steps']} steps "
-              f"({meta['steps'] * args.batch_size * meta['n_seq']:,} tokens) per model (an epoch stops early when "
+def markdown(report: dict) -> str:
+    """One run's markdown (the content of its ``lm_compare.md``) from its ``lm_compare.json``."""
+    settings, rows = report["settings"], report["rows"]
+    commit = report.get("git_commit", "not recorded") + (" (dirty tree)" if report.get("git_dirty") else "")
+    steps, n_seq, batch = report["steps"], report["n_seq"], settings["batch_size"]
+    header = [f"{report['date']}, {report['device']}, commit {commit}: `{report['command']}`", "",
+              f"preset {settings['preset']}, batch {batch} × window {n_seq}, at most {steps} steps "
+              f"({steps * batch * n_seq:,} tokens) per model (an epoch stops early when "
               f"the split holds fewer batches: 'train tokens' is what ran), learning rate "
-              f"{args.learning_rate:g}; best val = the best of {args.num_epochs} epoch-end validations "
-              f"({args.val_batches} batches each); test = "
-              + (f"the first {args.test_batches} batches of the test split." if args.test_batches
+              f"{settings['learning_rate']:g}; best val = the best of {settings['num_epochs']} epoch-end validations "
+              f"({settings['val_batches']} batches each); test = "
+              + (f"the first {settings['test_batches']} batches of the test split." if settings["test_batches"]
                  else "the whole test split."), ""]
     samples = [f"- **{r['dataset']} / {r['model']}**: {r['sample']!r}" for r in rows if r.get("sample")]
     if samples:
         samples = ["", f"Greedy samples (prompt {PROMPT!r}):", "", *samples]
-    text = "\n".join(header + table(rows) + samples)
-    (args.output_dir / "lm_compare.md").write_text(text + "\n")
+    return "\n".join(header + table(rows) + samples) + "\n"
+
+
+def write_report(output_dir: Path, report: dict) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "lm_compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    (output_dir / "lm_compare.md").write_text(markdown(report))
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.report:
+        print("\n".join(markdown(json.loads(path.read_text())) for path in args.report), end="")
+        return
     n_seq = args.n_seq or PRESETS[args.preset]["n_seq"]
     steps = args.max_steps // args.num_epochs * args.num_epochs
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
             "device": device_name(args.device), "command": shlex.join(["python", sys.argv[0], *(argv or sys.argv[1:])]),
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "n_seq": n_seq, "steps": steps}
+            "n_seq": n_seq, "steps": steps, **git_commit()}
     models = variants(args)
     rows: list[dict] = []
     started = time.perf_counter()
@@ -237,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{elapsed:6.0f} s] {dataset} / {name}: training {steps} steps ...", flush=True)
             row = benchmark_model(args, dataset, name, flags, n_seq)
             rows.append(row)
-            write_report(args, rows, meta)
+            write_report(args.output_dir, {**meta, "rows": rows})
             done = row.get("error") or (f"best val {row['best_val_loss']:.4f}, test ppl {row['test_ppl']:.1f}, "
                                         f"{row['tokens_per_sec']:,.0f} tokens/s")
             print(f"[{time.perf_counter() - started:6.0f} s] {dataset} / {name}: {done}", flush=True)

@@ -61,6 +61,11 @@ import torch.nn.functional as F
 
 from breath import ModelConfig, build_model
 
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import the neighbours as the package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.provenance import git_commit  # noqa: E402
+
 PAD = 0
 IGNORE = -100
 FILLERS = ("pad", "random")
@@ -429,7 +434,7 @@ def main() -> None:
     command = "python " + " ".join(sys.argv)
     device = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
               else f"cpu, {torch.get_num_threads()} threads")
-    environment = {"device": device, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    environment = {"device": device, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), **git_commit()}
     print(f"{command}\n{environment}", flush=True)
     results = []
     for pairs, length in settings:

@@ -21,8 +21,10 @@ operators by host time; on a GPU also the kernels launched and the GPU time. Run
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,9 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from breath import ModelConfig, build_model
+
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import the neighbours as the package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 # Operators that only reinterpret a tensor (no kernel, no allocation worth counting).
 VIEW_OPS = frozenset({
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
                              vocab_size=10000, n_seq=args.length, dropout=0.0)
     with torch.device(args.device):
         if args.arch == "gpt":
-            from plain_gpt import PlainGPT  # benchmarks/ is on the path of a script run from it
+            from benchmarks.plain_gpt import PlainGPT
             model = PlainGPT(cfg, max_length=args.length).to(args.device)
         else:
             model = build_model(cfg).to(args.device)

@@ -48,7 +48,6 @@ import datetime
 import json
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -59,11 +58,16 @@ import torch.nn.functional as F
 
 from torch.utils._pytree import tree_map
 
-import profile_step
 from breath import ModelConfig, build_model
 from breath.decoding import Decoder
 from breath.models import ModelState
-from plain_gpt import PlainGPT
+
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import the neighbours as the package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks import profile_step  # noqa: E402
+from benchmarks.plain_gpt import PlainGPT  # noqa: E402
+from benchmarks.provenance import git_commit  # noqa: E402
 
 ARCHS = ("gpt", "transformer", "phase1", "phase2")
 GPT_PEERS = ("gpt", "transformer")  # every training ratio is against the faster of these two
@@ -206,17 +210,6 @@ def training_table(rows: list[dict]) -> list[str]:
         lines.append(f"| {preset} | {batch} × {length} | {mode} | "
                      + " | ".join(speed(by_arch.get(a)) for a in archs) + f" | {peak} | {ms} |")
     return lines
-
-
-def git_commit() -> dict:
-    """The checkout's commit and whether the tree has uncommitted changes (a copy without .git says so)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError) as error:
-        return {"git_commit": f"unknown ({type(error).__name__}: not a git checkout?)", "git_dirty": None}
-    return {"git_commit": head.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
 
 
 def op_benchmark(batch: int, heads: int, length: int, dim: int, chunk: int) -> list[dict]:
@@ -406,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         parser.error(f"--archs: unknown {', '.join(unknown)}; allowed: {', '.join(ARCHS)}")
     if args.report:
         reports = [json.loads(path.read_text()) for path in args.report]
-        merged = {key: " / ".join(dict.fromkeys(str(r.get(key, "?")) for r in reports))
+        merged = {key: " / ".join(dict.fromkeys(str(r.get(key, "not recorded")) for r in reports))
                   for key in ("device", "torch", "triton", "date", "git_commit")}
         print_report({**merged, "profile": next((r["profile"] for r in reports if r.get("profile")), None),
                       **{part: [row for r in reports for row in r[part]] for part in ("train", "op", "decode")}})

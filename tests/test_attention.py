@@ -6,24 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from breath import ModelConfig, build_model
-from breath.layers.attention import ROPE_BASE, fused_rotate, rotary, rotate, rotation
+from breath.layers.attention import fused_rotate, rotary, rotate, rotation
 from breath.models.transformer import TransformerLM
-
-
-def rotate_each_pair(x: torch.Tensor, pos: int) -> torch.Tensor:
-    """The definition (and the code before 2026-12-04): pair i of position t turned by (pos + t) θ_i."""
-    d, dtype = x.shape[-1], torch.promote_types(x.dtype, torch.float32)
-    inv_freq = ROPE_BASE ** (-torch.arange(0, d, 2, device=x.device, dtype=dtype) / d)
-    angles = torch.arange(pos, pos + x.shape[-2], device=x.device, dtype=dtype)[:, None] * inv_freq
-    cos, sin = angles.cos(), angles.sin()
-    x1, x2 = x.to(dtype)[..., 0::2], x.to(dtype)[..., 1::2]
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).to(x.dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("pos", [0, 7, 5000])
-def test_rotary_is_the_pairwise_rotation_bit_for_bit(dtype, pos):
+def test_rotary_is_the_pairwise_rotation_bit_for_bit(dtype, pos, rotate_each_pair):
     x = torch.randn(2, 3, 50, 16, generator=torch.Generator().manual_seed(0)).to(dtype)
     assert torch.equal(rotary(x, pos), rotate_each_pair(x, pos))
     # as the layer calls it: a strided (B, T, H, d) view of the qkv projection, positions along axis -3
@@ -38,17 +27,16 @@ def test_rotary_preserves_norms_and_turns_back():
     torch.testing.assert_close(rotary(turned.flip(-2), -(11 + 49)).flip(-2), x)  # angle −(pos + t) θ undoes it
 
 
-def tiny(**overrides):
-    torch.manual_seed(0)
-    fields = dict(vocab_size=97, d_model=32, n_layers=2, num_heads=2, head_dim=8, ffn_dim=64, dropout=0.0)
-    return build_model(ModelConfig(arch="transformer", **{**fields, **overrides}))
+@pytest.fixture
+def tiny(tiny_model):
+    return lambda **overrides: tiny_model("transformer", **overrides)
 
 
 def loss_of(model, ids):
     return F.cross_entropy(model(ids).logits.flatten(0, 1), ids.roll(-1, 1).flatten())
 
 
-def test_inference_mode_then_training_at_the_same_shape():
+def test_inference_mode_then_training_at_the_same_shape(tiny):
     """The angles are cached per shape: ones made under inference mode must not reach autograd."""
     model, ids = tiny(), torch.randint(0, 97, (2, 24))
     with torch.inference_mode():
@@ -57,7 +45,7 @@ def test_inference_mode_then_training_at_the_same_shape():
     assert torch.equal(model(ids).logits, reference)
 
 
-def test_compiled_transformer_matches_eager_without_graph_breaks():
+def test_compiled_transformer_matches_eager_without_graph_breaks(tiny):
     torch._dynamo.reset()
     model, ids = tiny(), torch.randint(0, 97, (2, 24))
     explained = torch._dynamo.explain(model)(ids)
@@ -68,7 +56,7 @@ def test_compiled_transformer_matches_eager_without_graph_breaks():
 
 
 @pytest.mark.parametrize("dropout, runs_dropout", [(0.0, False), (0.1, True)])
-def test_dropout_zero_runs_no_dropout_kernel(dropout, runs_dropout):
+def test_dropout_zero_runs_no_dropout_kernel(dropout, runs_dropout, tiny):
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Names(TorchDispatchMode):

@@ -224,20 +224,11 @@ def test_bkcore_real_path_matches_complex_path(hermitian, T, with_state):
         _close(a, b)
 
 
-def _tiny_phase2(use_triton: bool):
-    from breath import ModelConfig, build_model
-
-    torch.manual_seed(0)
-    return build_model(ModelConfig(arch="phase2", vocab_size=97, d_model=32, n_layers=2, n_seq=32, num_heads=2,
-                                   head_dim=16, ffn_dim=64, memory_chunk=16, dropout=0.0,
-                                   use_triton=use_triton)).to(DEV)
-
-
 @pytest.mark.parametrize("pieces", [[3, 13, 1, 7, 16], [1] * 8])
-def test_phase2_recurrent_equals_parallel_with_kernels(pieces, logits_in_pieces):
+def test_phase2_recurrent_equals_parallel_with_kernels(pieces, logits_in_pieces, tiny_model):
     """The model's ground rule with every kernel (BK, short convolution, memory) chosen: feeding the
     sequence in pieces with the state gives the logits of one pass, to float32 rounding."""
-    model = _tiny_phase2(use_triton=True)
+    model = tiny_model(head_dim=16, memory_chunk=16, use_triton=True).to(DEV)
     ids = torch.randint(0, 97, (2, sum(pieces)), generator=torch.Generator().manual_seed(1)).to(DEV)
     with torch.no_grad():
         full = model(ids).logits
@@ -246,10 +237,11 @@ def test_phase2_recurrent_equals_parallel_with_kernels(pieces, logits_in_pieces)
 
 
 @pytest.mark.parametrize("prefill_kernels", [True, False])
-def test_a_state_continues_on_the_other_path(prefill_kernels):
+def test_a_state_continues_on_the_other_path(prefill_kernels, tiny_model):
     """The kernels and the PyTorch path share one state format: a prompt prefilled on one path and
     continued token by token on the other gives the logits of one pass."""
-    first, second = _tiny_phase2(prefill_kernels), _tiny_phase2(not prefill_kernels)  # same weights (seed)
+    first, second = (tiny_model(head_dim=16, memory_chunk=16, use_triton=kernels).to(DEV)  # same weights (seed)
+                     for kernels in (prefill_kernels, not prefill_kernels))
     ids = torch.randint(0, 97, (2, 24), generator=torch.Generator().manual_seed(1)).to(DEV)
     with torch.no_grad():
         full = second(ids).logits

@@ -6,8 +6,6 @@ The first test to need the corpus downloads it into the session cache (tests/con
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -23,7 +21,7 @@ from filelock import FileLock
 from tokenizers import Tokenizer
 
 from breath import ModelConfig, build_model
-from breath.cli import build_parser, main
+from breath.cli import build_parser
 from breath.data.corpora import FetchError
 from breath.data.windows import prepare_data
 from breath.runs import CHECKPOINT_KEYS
@@ -44,22 +42,6 @@ WANDB_EPOCH_KEYS = {"train/loss", "val/loss", "train/perplexity", "val/perplexit
                     "train/snr_mean", "train/resonant_modes", "train/stability_ratio"}
 
 
-@pytest.fixture(scope="session")
-def cache(breath_cache: Path) -> Path:
-    """The session cache with shakespeare tokenized at vocab 512 (one xdist worker does it)."""
-    with FileLock(str(breath_cache / "shakespeare-512.lock")):
-        prepare_data("shakespeare", 512, 64, cache_dir=breath_cache)
-    return breath_cache
-
-
-def train(*args: str) -> tuple[int, str, str]:
-    """Run ``breath train ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["train", *args])
-    return code, out.getvalue(), err.getvalue()
-
-
 def messages(stderr: str) -> list[str]:
     """stderr without progress bars and the data module's progress lines."""
     lines = [line.split("\r")[-1] for line in stderr.splitlines()]
@@ -67,10 +49,10 @@ def messages(stderr: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def run(cache: Path, tmp_path_factory: pytest.TempPathFactory, breath_cli) -> dict:
     output = tmp_path_factory.mktemp("run")
-    code, stdout, stderr = train(*TINY, "--num-epochs", "2", "--save-every", "1",
-                                 "--cache-dir", str(cache), "--output-dir", str(output))
+    code, stdout, stderr = breath_cli("train", *TINY, "--num-epochs", "2", "--save-every", "1",
+                                      "--cache-dir", str(cache), "--output-dir", str(output))
     assert code == 0, stderr
     return {"dir": output, "stdout": stdout, "stderr": stderr}
 
@@ -86,29 +68,26 @@ def ptb_cache(corpus_cache: Path, breath_cache: Path) -> Path:
     return corpus_cache
 
 
-def test_ptb_trains_word_level_and_evaluates_per_word(ptb_cache: Path, tmp_path: Path):
+def test_ptb_trains_word_level_and_evaluates_per_word(ptb_cache: Path, tmp_path: Path, breath_cli):
     tiny = [arg for pair in zip(TINY[::2], TINY[1::2]) if pair[0] != "--vocab-size" for arg in pair]
-    code, _, stderr = train(*tiny, "--dataset", "ptb", "--num-epochs", "1", "--cache-dir", str(ptb_cache),
-                            "--output-dir", str(tmp_path))
+    code, _, stderr = breath_cli("train", *tiny, "--dataset", "ptb", "--num-epochs", "1",
+                                 "--cache-dir", str(ptb_cache), "--output-dir", str(tmp_path))
     assert code == 0, stderr
     config = json.loads((tmp_path / "config.json").read_text())
     assert (config["train"]["tokenizer"], config["model"]["vocab_size"]) == ("word", 10000)  # ptb's default
 
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["eval", str(tmp_path), "--num-batches", "2", "--output", str(tmp_path / "eval.json")])
-    assert code == 0, err.getvalue()
+    code, out, err = breath_cli("eval", str(tmp_path), "--num-batches", "2", "--output", str(tmp_path / "eval.json"))
+    assert code == 0, err
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["split_words"] == result["split_tokens"] == 82_430  # one token per word and <eos>
     assert result["word_perplexity"] == pytest.approx(result["perplexity"], rel=1e-12)
-    assert f"per-word perplexity {result['word_perplexity']:.2f}" in out.getvalue()
+    assert f"per-word perplexity {result['word_perplexity']:.2f}" in out
 
     prompt = "the company said"
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = main(["generate", str(tmp_path), "--prompt", prompt, "--max-new-tokens", "12", "--temperature", "0"])
-    assert code == 0 and out.getvalue().startswith(prompt)
-    text = out.getvalue()[:-1]  # generate ends the output with a newline of its own
+    code, out, _ = breath_cli("generate", str(tmp_path), "--prompt", prompt, "--max-new-tokens", "12",
+                              "--temperature", "0")
+    assert code == 0 and out.startswith(prompt)
+    text = out[:-1]  # generate ends the output with a newline of its own
     tokenizer = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
     assert len(tokenizer.encode(text[len(prompt):]).ids) == 12  # twelve whole words (or <eos>s)...
     assert tokenizer.decode(tokenizer.encode(text).ids) == text  # ...joined as the tokenizer joins them
@@ -150,16 +129,14 @@ def test_checkpoint_loads_as_the_docs_show(run):
     assert (last["epoch"], last["global_step"]) == (2, 6)
 
 
-def test_validation_loss_is_what_breath_eval_reports(run, tmp_path):
+def test_validation_loss_is_what_breath_eval_reports(run, tmp_path, breath_cli):
     """The trainer's validation and ``breath eval`` share one loss (breath.loss): the run's best val
     loss is ``breath eval --split val`` of its best_model.pt on the same windows (the run validated
     on the first 2 batches of 4: --num-val-batches 2, --batch-size 4)."""
     best = json.loads((run["dir"] / "training_history.json").read_text())["best_val_loss"]
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["eval", str(run["dir"]), "--split", "val", "--num-batches", "2",
-                     "--output", str(tmp_path / "eval_val.json")])
-    assert code == 0, err.getvalue()
+    code, _, err = breath_cli("eval", str(run["dir"]), "--split", "val", "--num-batches", "2",
+                              "--output", str(tmp_path / "eval_val.json"))
+    assert code == 0, err
     result = json.loads((tmp_path / "eval_val.json").read_text())
     assert (result["windows"], result["batch_size"]) == (8, 4)
     assert result["loss"] == pytest.approx(best, rel=1e-9, abs=0)
@@ -181,8 +158,9 @@ def test_metrics_and_console(run):
     assert "loss=" in run["stderr"] and "Γ=" in run["stderr"]  # the progress bar's postfix
 
 
-def test_resume_continues_exactly(run, tmp_path):
-    code, stdout, stderr = train("--resume", str(run["dir"] / "checkpoint_epoch1.pt"), "--output-dir", str(tmp_path))
+def test_resume_continues_exactly(run, tmp_path, breath_cli):
+    code, stdout, stderr = breath_cli("train", "--resume", str(run["dir"] / "checkpoint_epoch1.pt"),
+                                      "--output-dir", str(tmp_path))
     assert code == 0, stderr
     assert "resuming" in stdout and "epoch 2, step 3" in stdout
     losses = {r["step"]: r["batch/loss"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "batch/loss" in r}
@@ -192,9 +170,9 @@ def test_resume_continues_exactly(run, tmp_path):
             == json.loads((run["dir"] / "training_history.json").read_text()))
 
 
-def test_transformer_has_no_diagnostics_and_still_trains(cache, tmp_path):
-    code, stdout, stderr = train(*TINY, "--arch", "transformer", "--num-epochs", "1", "--cache-dir", str(cache),
-                                 "--output-dir", str(tmp_path))
+def test_transformer_has_no_diagnostics_and_still_trains(cache, tmp_path, breath_cli):
+    code, stdout, stderr = breath_cli("train", *TINY, "--arch", "transformer", "--num-epochs", "1",
+                                      "--cache-dir", str(cache), "--output-dir", str(tmp_path))
     assert code == 0, stderr
     assert "Γ forgetting" not in stdout and (tmp_path / "loss_curves.png").is_file()
     assert not (tmp_path / "diagnostics.png").exists()
@@ -290,10 +268,11 @@ if not torch.cuda.is_available():
 
 
 @pytest.mark.parametrize("args, option, value", BAD_INPUTS, ids=[" ".join(a) for a, _, _ in BAD_INPUTS])
-def test_bad_input_is_one_line_naming_option_and_value(args, option, value, run, cache, tmp_path):
+def test_bad_input_is_one_line_naming_option_and_value(args, option, value, run, cache, tmp_path, breath_cli):
     paths = {"tmp": tmp_path, "best": run["dir"] / "best_model.pt", **bad_files(tmp_path, run["dir"])}
     args = [a.format(**paths) for a in args]
-    code, stdout, stderr = train(*TINY, "--cache-dir", str(cache), "--output-dir", str(tmp_path / "out"), *args)
+    code, stdout, stderr = breath_cli("train", *TINY, "--cache-dir", str(cache), "--output-dir", str(tmp_path / "out"),
+                                      *args)
     lines = messages(stderr)
     assert code == 2, stderr
     assert len(lines) == 1 and lines[0].startswith(("breath train: error: ", "breath: error: ")), stderr
@@ -335,7 +314,7 @@ def test_every_option_is_a_flag():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_checkpoint_interrupted(cache, tmp_path, signum, code):
+def test_signal_saves_checkpoint_interrupted(cache, tmp_path, signum, code, breath_cli):
     child = subprocess.Popen(
         [sys.executable, "-m", "breath", "train", *TINY, "--num-train-batches", "1000", "--num-epochs", "1",
          "--cache-dir", str(cache), "--output-dir", str(tmp_path)],
@@ -356,17 +335,17 @@ def test_signal_saves_checkpoint_interrupted(cache, tmp_path, signum, code):
 
     # The hint works; the resumed run writes next to its checkpoint (here: one more batch, then the epoch ends).
     step = checkpoint["global_step"]
-    code, stdout, stderr = train("--resume", str(tmp_path / "checkpoint_interrupted.pt"),
-                                 "--num-train-batches", str(step + 1))
+    code, stdout, stderr = breath_cli("train", "--resume", str(tmp_path / "checkpoint_interrupted.pt"),
+                                      "--num-train-batches", str(step + 1))
     assert code == 0, stderr
     assert f"epoch 1, step {step}" in stdout
     assert torch.load(tmp_path / "checkpoint_epoch1.pt", weights_only=True)["global_step"] == step + 1
 
 
-def test_non_finite_run_stops_with_checkpoint_and_remedy(cache, tmp_path, monkeypatch):
+def test_non_finite_run_stops_with_checkpoint_and_remedy(cache, tmp_path, monkeypatch, breath_cli):
     monkeypatch.setattr("breath.train.trainer.F.cross_entropy", lambda logits, *a, **k: logits.sum() * math.nan)
-    code, _, stderr = train(*TINY, "--num-epochs", "1", "--max-bad-steps", "2", "--cache-dir", str(cache),
-                            "--output-dir", str(tmp_path))
+    code, _, stderr = breath_cli("train", *TINY, "--num-epochs", "1", "--max-bad-steps", "2",
+                                 "--cache-dir", str(cache), "--output-dir", str(tmp_path))
     assert code == 1
     [line] = messages(stderr)
     assert "2 consecutive steps had a non-finite loss" in line
@@ -402,12 +381,12 @@ def wandb_history(run_file: Path) -> list[dict]:
     return rows
 
 
-def test_wandb_offline_logs_the_seeds_keys(cache, tmp_path, monkeypatch):
+def test_wandb_offline_logs_the_seeds_keys(cache, tmp_path, monkeypatch, breath_cli):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    code, _, stderr = train(*TINY, "--num-epochs", "1", "--use-wandb", "--wandb-name", "ci",
-                            "--cache-dir", str(cache), "--output-dir", str(tmp_path))
+    code, _, stderr = breath_cli("train", *TINY, "--num-epochs", "1", "--use-wandb", "--wandb-name", "ci",
+                                 "--cache-dir", str(cache), "--output-dir", str(tmp_path))
     assert code == 0, stderr
     [run_file] = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     # W&B's writer is a separate service process: on a loaded machine its last blocks can land

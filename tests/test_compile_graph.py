@@ -21,7 +21,6 @@ from torch.utils._pytree import tree_leaves  # noqa: E402
 
 pytest.importorskip("triton", reason="triton is not importable: the Triton kernels cannot be tested")
 
-from breath import ModelConfig, build_model  # noqa: E402
 from breath.ops.bk_resolvent_triton import _bk_causal_bwd, _bk_causal_fwd, bk_causal_triton  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -37,15 +36,13 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def tiny(arch, n_layers=2):
+@pytest.fixture
+def tiny(tiny_model):
     """A model whose every kernel is Triton (memory head_dim and chunk 16: the kernel's smallest),
     with a memory boundary in each half of a T-token sequence. On CUDA the ops choose the kernels
     themselves (use_triton=None, what ``--use-triton`` training sets), so that choice is traced too."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, vocab_size=VOCAB, d_model=32, n_layers=n_layers, n_seq=T, num_heads=2,
-                      head_dim=16, ffn_dim=64, memory_chunk=16, dropout=0.0,
-                      use_triton=None if DEV == "cuda" else True)
-    return build_model(cfg).to(DEV)
+    return lambda arch, n_layers=2: tiny_model(arch, vocab_size=VOCAB, n_layers=n_layers, n_seq=T, head_dim=16,
+                                               memory_chunk=16, use_triton=None if DEV == "cuda" else True).to(DEV)
 
 
 def tokens():
@@ -64,7 +61,7 @@ def leaves(out):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_no_graph_breaks(arch):
+def test_no_graph_breaks(arch, tiny):
     model, ids = tiny(arch), tokens()
     for x, kwargs in calls(model, ids):
         explained = torch._dynamo.explain(model)(x, **kwargs)
@@ -73,7 +70,7 @@ def test_no_graph_breaks(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_bk_graphs_have_no_complex_tensors(arch):
+def test_bk_graphs_have_no_complex_tensors(arch, tiny):
     """With the Triton kernel the BK layer builds the kernel's inputs and reads its output as real
     (re, im) tensors, and keeps its state real: no node of the compiled forward or backward graph is
     complex (inductor cannot generate code for complex ops and runs each as a separate eager kernel)."""
@@ -98,7 +95,7 @@ def test_bk_graphs_have_no_complex_tensors(arch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
-def test_compiled_forward_matches_eager(arch):
+def test_compiled_forward_matches_eager(arch, tiny):
     """aot_eager: the custom ops' fake implementations and autograd registrations are traced, the
     kernels run as in eager mode, so the results agree to rounding."""
     model, ids = tiny(arch, n_layers=1), tokens()
@@ -110,7 +107,7 @@ def test_compiled_forward_matches_eager(arch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
-def test_compiled_training_step_matches_eager(arch):
+def test_compiled_training_step_matches_eager(arch, tiny):
     """Inductor forward + backward (what ``compile: true`` training runs): same loss and gradients.
     (aot_eager cannot run phase2's backward: PyTorch's fake softplus_backward picks other strides
     than the eager kernel for the transposed Γ gradient, and a later view fails.)"""

@@ -73,26 +73,23 @@ def test_load_directory(tmp_path):
     assert sorted(d.text for d in corpus.documents) == ["alpha text\n", "beta", "gamma"]
 
 
-def test_bad_paths_raise_data_error_naming_the_path(tmp_path):
-    missing = tmp_path / "nope.txt"
-    with pytest.raises(DataError, match=re.escape(str(missing))):
-        load_corpus(str(missing))
-    other = tmp_path / "table.csv"
-    other.write_text("a,b\n")
-    with pytest.raises(DataError, match=re.escape(str(other)) + ".*jsonl"):
-        load_corpus(str(other))
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(DataError, match=re.escape(str(empty))):
-        load_corpus(str(empty))
-    bad_json = tmp_path / "bad.jsonl"
-    bad_json.write_text('{"text": "ok"}\n{"body": "no text field"}\n')
-    with pytest.raises(DataError, match=re.escape(str(bad_json)) + ", line 2"):
-        load_corpus(str(bad_json))
-    binary = tmp_path / "binary.txt"
-    binary.write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(DataError, match=re.escape(str(binary))):
-        load_corpus(str(binary))
+@pytest.mark.parametrize("name, content, after_path", [
+    ("nope.txt", None, ""),  # missing
+    ("table.csv", "a,b\n", ".*jsonl"),  # an unknown format names the known ones
+    ("empty", "directory", ""),
+    ("bad.jsonl", '{"text": "ok"}\n{"body": "no text field"}\n', ", line 2"),
+    ("binary.txt", b"\xff\xfe\x00bad", ""),
+])
+def test_bad_paths_raise_data_error_naming_the_path(tmp_path, name, content, after_path):
+    path = tmp_path / name
+    if content == "directory":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=re.escape(str(path)) + after_path):
+        load_corpus(str(path))
 
 
 def test_unknown_name_without_datasets_lists_builtins(monkeypatch):

@@ -14,7 +14,6 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-from breath import ModelConfig, build_model  # noqa: E402
 from breath.decoding import Decoder  # noqa: E402
 from breath.models import ModelState  # noqa: E402
 
@@ -22,13 +21,10 @@ ARCHS = ["phase2", "phase1", "transformer", "phase2-shift"]
 VARIANTS = {"phase2-shift": dict(arch="phase2", memory_conv=0, memory_key_shift=True)}
 
 
-def tiny(arch, **overrides):
+@pytest.fixture
+def tiny(tiny_model):
     """float64, memory chunks of 8: a 30-token decode crosses several boundaries."""
-    fields = dict(vocab_size=97, d_model=32, n_layers=2, n_seq=32, num_heads=2, head_dim=8, ffn_dim=64,
-                  dropout=0.0, memory_chunk=8, arch=arch)
-    fields.update(VARIANTS.get(arch, {}), **overrides)
-    torch.manual_seed(0)
-    return build_model(ModelConfig(**fields)).double().eval()
+    return lambda arch, **overrides: tiny_model(**{"arch": arch, **VARIANTS.get(arch, {}), **overrides}).double().eval()
 
 
 def copy_state(state: ModelState) -> ModelState:
@@ -39,7 +35,7 @@ def copy_state(state: ModelState) -> ModelState:
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("prompt_length", [3, 11])
 @torch.no_grad()
-def test_decoder_steps_equal_plain_calls_and_a_full_rerun(arch, prompt_length):
+def test_decoder_steps_equal_plain_calls_and_a_full_rerun(arch, prompt_length, tiny):
     """30 steps from a 3- or 11-token prompt (chunk 8: both kinds of step, each replayed at several
     positions after its first): the same logits as plain ``model(token, state)`` calls (with the
     same KV-cache capacity), bit for bit, and as one forward of the whole sequence. The 3-token
@@ -66,7 +62,7 @@ def test_decoder_steps_equal_plain_calls_and_a_full_rerun(arch, prompt_length):
 
 
 @torch.no_grad()
-def test_decoder_with_the_triton_memory_kernel():
+def test_decoder_with_the_triton_memory_kernel(tiny):
     """The memory kernel gets the host position (its place in the chunk): a step replayed at other
     places of the chunk, as a graph does, still equals plain calls."""
     pytest.importorskip("triton", reason="triton is not installed")
@@ -83,7 +79,7 @@ def test_decoder_with_the_triton_memory_kernel():
 
 
 @torch.no_grad()
-def test_kv_cache_is_preallocated_and_written_in_place():
+def test_kv_cache_is_preallocated_and_written_in_place(tiny):
     model = tiny("transformer")
     ids = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(1))
     state = model.reserve(model(ids[:, :4]).state, 20)
@@ -99,7 +95,7 @@ def test_kv_cache_is_preallocated_and_written_in_place():
 
 
 @torch.no_grad()
-def test_kv_cache_grows_by_doubling_without_a_reserve():
+def test_kv_cache_grows_by_doubling_without_a_reserve(tiny):
     model = tiny("transformer")
     ids = torch.randint(0, 97, (1, 12), generator=torch.Generator().manual_seed(1))
     state, capacities = model(ids[:, :3]).state, []
@@ -110,7 +106,7 @@ def test_kv_cache_grows_by_doubling_without_a_reserve():
 
 
 @torch.no_grad()
-def test_decoder_refuses_what_it_cannot_do():
+def test_decoder_refuses_what_it_cannot_do(tiny):
     model = tiny("phase1")
     state = model(torch.tensor([[1, 2, 3]])).state
     with pytest.raises(ValueError, match="^cuda_graphs: got True"):
@@ -129,7 +125,7 @@ def test_decoder_refuses_what_it_cannot_do():
 
 
 @torch.no_grad()
-def test_decoder_refuses_a_step_that_changes_the_states_dtype():
+def test_decoder_refuses_a_step_that_changes_the_states_dtype(tiny):
     """A prefill without autocast and steps under it would change the state's dtype: said, not cast."""
     model = tiny("phase2").float()
     decoder = Decoder(model, model(torch.tensor([[1, 2, 3]])).state, capacity=8)

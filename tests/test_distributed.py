@@ -9,8 +9,6 @@ rank 1 fail, signal itself, or refuse any write into the run's directories.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -21,15 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from filelock import FileLock
 
-from breath.cli import main
-from breath.data.windows import WindowDataset, make_loader, prepare_data
-from breath.models import build_model
+from breath.data.windows import make_loader
 from breath.runs import load_checkpoint
-from breath.train.config import resolve_config
 from breath.train.metrics import read_jsonl
-from breath.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 # The default learning rate: at 1e-3 the float rounding that differs between one batch of 8 and two
@@ -82,14 +75,6 @@ RANK_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def cache(breath_cache: Path) -> Path:
-    """The session cache with shakespeare tokenized at vocab 512 (the lock of tests/test_cli.py)."""
-    with FileLock(str(breath_cache / "shakespeare-512.lock")):
-        prepare_data("shakespeare", 512, 64, cache_dir=breath_cache)
-    return breath_cache
-
-
 def torchrun(tmp: Path, args: list[str], watched: list[Path], action: str = "") -> subprocess.CompletedProcess:
     """``breath train ARGS`` on 2 CPU ranks under torchrun (each rank one compute thread)."""
     script = tmp / "rank.py"
@@ -107,14 +92,6 @@ def torchrun(tmp: Path, args: list[str], watched: list[Path], action: str = "") 
             stdout, stderr = launcher.communicate(timeout=60)
             pytest.fail(f"torchrun did not finish in 120 s:\n{stderr}")
     return subprocess.CompletedProcess(command, launcher.returncode, stdout, stderr)
-
-
-def train(*args: str) -> tuple[int, str, str]:
-    """``breath train ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["train", *args])
-    return code, out.getvalue(), err.getvalue()
 
 
 def records(run: Path) -> dict[tuple[int, str], dict]:
@@ -140,14 +117,15 @@ def assert_close(actual: dict, expected: dict, rel: float = 1e-5) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def runs(cache: Path, tmp_path_factory: pytest.TempPathFactory, breath_cli) -> dict:
     """The same training (2 epochs of 3 global batches of 8 windows) in one process and on 2 ranks.
 
     The ranks get a cache without the val and test tokens, so rank 0 has data to prepare.
     """
     tmp = tmp_path_factory.mktemp("ddp")
     one = tmp / "one"
-    code, _, stderr = train(*TINY, "--batch-size", "8", "--cache-dir", str(cache), "--output-dir", str(one))
+    code, _, stderr = breath_cli("train", *TINY, "--batch-size", "8", "--cache-dir", str(cache),
+                                 "--output-dir", str(one))
     assert code == 0, stderr
 
     fresh = tmp / "cache"
@@ -180,11 +158,11 @@ def test_only_rank_0_prints_and_writes(runs):
     assert history["total_epochs"] == 2 and len(history["val_losses"]) == 2
 
 
-def test_one_process_resumes_what_two_ranks_saved(runs, tmp_path):
+def test_one_process_resumes_what_two_ranks_saved(runs, tmp_path, breath_cli):
     checkpoint = load_checkpoint(runs["two"] / "checkpoint_epoch1.pt")
     assert checkpoint["trainer_state"]["world_size"] == 2 and checkpoint["global_step"] == 3
-    code, stdout, stderr = train("--resume", str(runs["two"] / "checkpoint_epoch1.pt"), "--batch-size", "8",
-                                 "--output-dir", str(tmp_path))
+    code, stdout, stderr = breath_cli("train", "--resume", str(runs["two"] / "checkpoint_epoch1.pt"),
+                                      "--batch-size", "8", "--output-dir", str(tmp_path))
     assert code == 0, stderr
     assert "epoch 2, step 3" in stdout
     expected = {key: record for key, record in records(runs["one"]).items() if key[0] > 3}
@@ -221,17 +199,8 @@ def test_a_failure_on_one_rank_stops_both(cache, tmp_path):
 # ------------------------------------------------------------------------------------ in-process
 
 
-def tiny_trainer(output_dir: Path, **overrides) -> Trainer:
-    train_cfg, model_cfg = resolve_config({"d_model": 32, "n_layers": 1, "num_heads": 2, "head_dim": 16,
-                                           "ffn_dim": 64, "n_seq": 32, "memory_chunk": 16, "vocab_size": 300,
-                                           "num_epochs": 2, "output_dir": str(output_dir), **overrides})
-    tokens = torch.randint(0, 300, (3000,), generator=torch.Generator().manual_seed(0))
-    return Trainer(build_model(model_cfg), model_cfg, train_cfg, WindowDataset(tokens[:2400], 32),
-                   WindowDataset(tokens[2400:], 32), torch.device("cpu"))
-
-
 @pytest.mark.parametrize("batch_size, batch_in_epoch, schedule_step", [(4, 1, 1), (3, 1, 1), (1, 4, 4)])
-def test_resume_keeps_the_position_in_windows(tmp_path, batch_size, batch_in_epoch, schedule_step):
+def test_resume_keeps_the_position_in_windows(tmp_path, batch_size, batch_in_epoch, schedule_step, tiny_trainer):
     saved = tiny_trainer(tmp_path, batch_size=2)
     saved.batch_in_epoch = saved.scheduler.last_epoch = 2  # as after 2 steps of 2 windows
     resumed = tiny_trainer(tmp_path, batch_size=batch_size)

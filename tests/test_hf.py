@@ -29,7 +29,6 @@ from breath.hf import BreathCache, BreathForCausalLM  # noqa: E402
 from breath.lm_eval_tasks import task_name  # noqa: E402
 from breath.sampling import SamplingSettings  # noqa: E402
 from breath.runs import load_run  # noqa: E402
-from test_inference import cli, run_dir  # noqa: E402,F401  (the session's tiny trained run)
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
@@ -148,9 +147,9 @@ def test_import_breath_registers_lazily_and_needs_no_transformers():
 
 
 @pytest.fixture(scope="module")
-def exported(run_dir: Path, tmp_path_factory) -> Path:
+def exported(run_dir: Path, tmp_path_factory, breath_cli) -> Path:
     directory = tmp_path_factory.mktemp("export-hf")
-    code, out, err = cli("export", str(run_dir), "--format", "hf", "--output", str(directory))
+    code, out, err = breath_cli("export", str(run_dir), "--format", "hf", "--output", str(directory))
     assert code == 0, err
     assert "lm_eval --model hf" in out
     return directory
@@ -171,8 +170,8 @@ def test_export_hf_loads_with_auto_classes(exported: Path, run_dir: Path):
         torch.testing.assert_close(model(ids).logits, run.model(ids).logits.float(), rtol=0, atol=1e-5)
 
 
-def test_export_hf_greedy_text_equals_breath_generate(exported: Path, run_dir: Path):
-    code, out, err = cli("generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0",
+def test_export_hf_greedy_text_equals_breath_generate(exported: Path, run_dir: Path, breath_cli):
+    code, out, err = breath_cli("generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0",
                          "--max-new-tokens", "32", "--device", "cpu")
     assert code == 0, err
     tokenizer = AutoTokenizer.from_pretrained(exported)
@@ -213,10 +212,10 @@ def lm_eval_windows_loss(model: torch.nn.Module, stream: list[int], prefix: int,
 
 
 @pytest.mark.slow
-def test_lm_eval_perplexity_equals_breath_eval(exported: Path, run_dir: Path, tmp_path: Path):
+def test_lm_eval_perplexity_equals_breath_eval(exported: Path, run_dir: Path, tmp_path: Path, breath_cli):
     """The documented command: lm_eval's token_perplexity is breath eval's perplexity within 0.5%
     (the windows differ only at the ends), and equals breath's model on lm_eval's own windows."""
-    code, _, err = cli("eval", str(run_dir), "--split", "test", "--device", "cpu",
+    code, _, err = breath_cli("eval", str(run_dir), "--split", "test", "--device", "cpu",
                        "--output", str(tmp_path / "eval.json"))
     assert code == 0, err
     breath_ppl = json.loads((tmp_path / "eval.json").read_text())["perplexity"]

@@ -6,25 +6,19 @@ built-in shakespeare corpus, trained once per test session (shared by the xdist 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 from safetensors import safe_open
 from tokenizers import Tokenizer, pre_tokenizers
 
 from breath import ModelConfig, build_model, load_pretrained
-from breath.cli import main
 from breath.data.corpora import load_corpus, split_documents
 from breath.data.tokenizer import EOT, train_word_tokenizer
 from breath.data.windows import encode_documents
@@ -35,33 +29,7 @@ from breath.sampling import SamplingSettings, sample, top_k_mask, top_p_mask
 from breath.train.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--d-model", "64", "--n-layers", "2", "--num-heads", "2", "--head-dim", "32", "--ffn-dim", "128",
-        "--n-seq", "64", "--memory-chunk", "32", "--vocab-size", "512", "--batch-size", "4",
-        "--num-train-batches", "3", "--num-val-batches", "2", "--learning-rate", "1e-3", "--num-epochs", "1"]
 INF = -math.inf
-
-
-@pytest.fixture(scope="session")
-def run_dir(breath_cache: Path) -> Path:
-    """A phase2 run written by the seed's entry point (once per session, whichever worker is first)."""
-    directory = breath_cache.parent / "inference-phase2-run"
-    # The lock is the one tests/test_cli.py takes to prepare the same corpus and vocabulary.
-    with FileLock(str(breath_cache / "shakespeare-512.lock")):
-        if not (directory / "best_model.pt").is_file():
-            result = subprocess.run(
-                [sys.executable, "scripts/train_phase2.py", *TINY, "--cache-dir", str(breath_cache),
-                 "--output-dir", str(directory)],
-                cwd=REPO, capture_output=True, text=True, timeout=300)
-            assert result.returncode == 0, result.stderr
-    return directory
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    """``breath ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -129,20 +97,12 @@ def test_bad_sampling_settings_name_the_field(settings, field):
 # ---------------------------------------------------------------------------------------- generation
 
 
-def tiny_model(arch: str, resolvent: str = "causal") -> torch.nn.Module:
-    """float64, several memory chunks (of 8) inside 40 tokens."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, resolvent=resolvent, vocab_size=97, d_model=32, n_layers=2, n_seq=32,
-                      num_heads=2, head_dim=8, ffn_dim=64, dropout=0.0, memory_chunk=8)
-    return build_model(cfg).double().eval()
-
-
 @pytest.mark.parametrize("arch, resolvent", [("phase2", "causal"), ("phase1", "causal"), ("transformer", "causal"),
                                              ("phase2", "full")])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 @torch.no_grad()
-def test_generating_with_state_equals_rerunning_the_sequence(arch, resolvent, temperature):
-    model = tiny_model(arch, resolvent)
+def test_generating_with_state_equals_rerunning_the_sequence(arch, resolvent, temperature, tiny_model):
+    model = tiny_model(arch, resolvent=resolvent).double().eval()  # float64: several memory chunks in 40 tokens
     prompt = torch.randint(0, 97, (11,), generator=torch.Generator().manual_seed(2)).tolist()
     settings = SamplingSettings(temperature=temperature)
     steps = list(generate(model, prompt, 25, settings, torch.Generator().manual_seed(3), prefill_chunk=4))
@@ -157,18 +117,18 @@ def test_generating_with_state_equals_rerunning_the_sequence(arch, resolvent, te
         assert tokens == rerun.argmax(-1).tolist()
 
 
-def test_generation_stops_at_the_stop_token():
-    model = tiny_model("phase1")
+def test_generation_stops_at_the_stop_token(tiny_model):
+    model = tiny_model("phase1").double().eval()
     first = next(generate(model, [5, 6, 7], 1, SamplingSettings(temperature=0))).token
     steps = list(generate(model, [5, 6, 7], 10, SamplingSettings(temperature=0), stop_token=first))
     assert [step.token for step in steps] == [first]
 
 
 @pytest.mark.parametrize("arch, grows", [("phase2", False), ("phase1", False), ("transformer", True)])
-def test_recurrent_state_has_one_size_while_the_kv_cache_holds_the_whole_generation(arch, grows):
+def test_recurrent_state_has_one_size_while_the_kv_cache_holds_the_whole_generation(arch, grows, tiny_model):
     """Within a generation every state has one size (the KV cache is preallocated); across
     generations the recurrent state keeps it, the cache is proportional to prompt + new tokens."""
-    model = tiny_model(arch)
+    model = tiny_model(arch).double().eval()
     short, long = ([step.state.nbytes() for step in generate(model, [1, 2, 3], n, SamplingSettings(0.0))]
                    for n in (10, 30))
     assert len(set(short)) == len(set(long)) == 1
@@ -199,9 +159,9 @@ def test_stream_decoder_joins_words_with_spaces():
     assert [decoder.push(token) for token in tokenizer.encode("dog\nsat").ids] == [" dog", "\n", "sat"]
 
 
-def test_generate_streams_the_greedy_continuation(run_dir):
-    code, stdout, stderr = cli("generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0",
-                               "--max-new-tokens", "12")
+def test_generate_streams_the_greedy_continuation(run_dir, breath_cli):
+    code, stdout, stderr = breath_cli("generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0",
+                                      "--max-new-tokens", "12")
     assert code == 0, stderr
     model, _ = load_model(run_dir / "best_model.pt")
     tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
@@ -215,9 +175,9 @@ def test_generate_streams_the_greedy_continuation(run_dir):
     assert f"[{len(new)} tokens in" in stderr and "KiB" in stderr
 
 
-def test_generate_is_reproducible_by_seed(run_dir):
+def test_generate_is_reproducible_by_seed(run_dir, breath_cli):
     args = ["generate", str(run_dir), "--prompt", "", "--max-new-tokens", "20", "--top-k", "100", "--top-p", "0.95"]
-    first, again, other = cli(*args, "--seed", "1"), cli(*args, "--seed", "1"), cli(*args, "--seed", "2")
+    first, again, other = (breath_cli(*args, "--seed", seed) for seed in ("1", "1", "2"))
     assert first[0] == again[0] == other[0] == 0
     assert first[1] == again[1] and first[1] != other[1]
 
@@ -225,10 +185,10 @@ def test_generate_is_reproducible_by_seed(run_dir):
 # -------------------------------------------------------------------------------------------- eval
 
 
-def test_eval_measures_the_split_with_the_runs_tokenizer(run_dir, breath_cache, tmp_path):
+def test_eval_measures_the_split_with_the_runs_tokenizer(run_dir, breath_cache, tmp_path, breath_cli):
     output = tmp_path / "eval.json"
-    code, stdout, stderr = cli("eval", str(run_dir), "--num-batches", "3", "--batch-size", "4",
-                               "--cache-dir", str(breath_cache), "--output", str(output))
+    code, stdout, stderr = breath_cli("eval", str(run_dir), "--num-batches", "3", "--batch-size", "4",
+                                      "--cache-dir", str(breath_cache), "--output", str(output))
     assert code == 0, stderr
     result = json.loads(output.read_text())
     assert (result["split"], result["dataset"], result["windows"], result["n_seq"]) == ("test", "shakespeare", 12, 64)
@@ -256,17 +216,18 @@ def test_eval_measures_the_split_with_the_runs_tokenizer(run_dir, breath_cache, 
     assert f"per-word perplexity {result['word_perplexity']:.2f}" in stdout
 
 
-def test_eval_windows_may_exceed_the_training_window(run_dir, breath_cache, tmp_path):
+def test_eval_windows_may_exceed_the_training_window(run_dir, breath_cache, tmp_path, breath_cli):
     output = tmp_path / "long.json"
-    code, stdout, stderr = cli("eval", str(run_dir / "checkpoint_epoch1.pt"), "--split", "val", "--n-seq", "160",
-                               "--num-batches", "1", "--cache-dir", str(breath_cache), "--output", str(output))
+    code, stdout, stderr = breath_cli("eval", str(run_dir / "checkpoint_epoch1.pt"), "--split", "val",
+                                      "--n-seq", "160", "--num-batches", "1", "--cache-dir", str(breath_cache),
+                                      "--output", str(output))
     assert code == 0, stderr
     result = json.loads(output.read_text())
     assert (result["split"], result["n_seq"], result["train_n_seq"]) == ("val", 160, 64)
     assert len(result["position_loss"]) == 160 and [b["last"] for b in result["position_bands"]][-2:] == [127, 160]
 
 
-def test_causal_evaluation_of_a_full_resolvent_checkpoint(run_dir, breath_cache, tmp_path):
+def test_causal_evaluation_of_a_full_resolvent_checkpoint(run_dir, breath_cache, tmp_path, breath_cli):
     """The same weights under the full resolvent score differently; --resolvent causal gives back
     exactly the causal model's loss (what the benchmark uses to measure the ablation's leakage)."""
     checkpoint = torch.load(run_dir / "best_model.pt", weights_only=True)
@@ -277,7 +238,7 @@ def test_causal_evaluation_of_a_full_resolvent_checkpoint(run_dir, breath_cache,
     shutil.copy(run_dir / "tokenizer.json", full_run)
 
     def evaluate(path: Path, *extra: str) -> None:
-        code, _, stderr = cli("eval", str(path), "--num-batches", "2", "--cache-dir", str(breath_cache), *extra)
+        code, _, stderr = breath_cli("eval", str(path), "--num-batches", "2", "--cache-dir", str(breath_cache), *extra)
         assert code == 0, stderr
 
     evaluate(full_run)
@@ -289,16 +250,17 @@ def test_causal_evaluation_of_a_full_resolvent_checkpoint(run_dir, breath_cache,
     assert (causal["resolvent"], full["resolvent"]) == ("causal", "full")
     assert causal["loss"] == reference["loss"]
     assert full["loss"] != reference["loss"]
-    code, stdout, stderr = cli("generate", str(full_run), "--prompt", "ROMEO:", "--temperature", "0",
-                               "--max-new-tokens", "5")
+    code, stdout, stderr = breath_cli("generate", str(full_run), "--prompt", "ROMEO:", "--temperature", "0",
+                                      "--max-new-tokens", "5")
     assert code == 0 and stdout.startswith("ROMEO:") and "re-reads the whole sequence" in stderr
 
 
 # ------------------------------------------------------------------------------------------ export
 
 
-def test_export_computes_exactly_the_checkpoints_function(run_dir, tmp_path):
-    code, stdout, stderr = cli("export", str(run_dir), "--format", "safetensors", "--output", str(tmp_path / "exp"))
+def test_export_computes_exactly_the_checkpoints_function(run_dir, tmp_path, breath_cli):
+    code, stdout, stderr = breath_cli("export", str(run_dir), "--format", "safetensors",
+                                      "--output", str(tmp_path / "exp"))
     assert code == 0, stderr
     exported = tmp_path / "exp"
     assert {p.name for p in exported.iterdir()} == {"model.safetensors", "config.json", "tokenizer.json"}
@@ -321,8 +283,8 @@ def test_export_computes_exactly_the_checkpoints_function(run_dir, tmp_path):
         assert torch.equal(rebuilt(ids).logits, original(ids).logits)
 
 
-def test_loading_weights_into_another_model_names_the_tensor(run_dir, tmp_path):
-    assert cli("export", str(run_dir), "--output", str(tmp_path))[0] == 0
+def test_loading_weights_into_another_model_names_the_tensor(run_dir, tmp_path, breath_cli):
+    assert breath_cli("export", str(run_dir), "--output", str(tmp_path))[0] == 0
     cfg = ModelConfig.from_dict(json.loads((tmp_path / "config.json").read_text()))
     for change, expected in ((dict(d_model=96), "'embed.weight' has shape (512, 64)"),
                              (dict(n_layers=1), "has 'blocks.1."),
@@ -334,8 +296,8 @@ def test_loading_weights_into_another_model_names_the_tensor(run_dir, tmp_path):
         load_weights(build_model(cfg), tmp_path / "torn.safetensors")
 
 
-def test_export_defaults_to_a_directory_next_to_the_checkpoint(run_dir):
-    code, stdout, stderr = cli("export", str(run_dir / "checkpoint_epoch1.pt"))
+def test_export_defaults_to_a_directory_next_to_the_checkpoint(run_dir, breath_cli):
+    code, stdout, stderr = breath_cli("export", str(run_dir / "checkpoint_epoch1.pt"))
     assert code == 0, stderr
     assert (run_dir / "export" / WEIGHTS_FILE).is_file() and "load_pretrained" in stdout
 
@@ -403,12 +365,13 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("args, option, value", BAD_INPUTS, ids=[" ".join(a) for a, _, _ in BAD_INPUTS])
-def test_bad_input_is_one_line_naming_option_and_value(args, option, value, run_dir, breath_cache, tmp_path):
+def test_bad_input_is_one_line_naming_option_and_value(args, option, value, run_dir, breath_cache, tmp_path,
+                                                       breath_cli):
     paths = {"tmp": tmp_path, "run": run_dir, **bad_files(tmp_path, run_dir)}
     args = [a.format(**paths) for a in args]
     if args[0] == "eval":
         args += ["--cache-dir", str(breath_cache)]
-    code, stdout, stderr = cli(*args)
+    code, stdout, stderr = breath_cli(*args)
     lines = [line for line in stderr.splitlines() if line and not line.startswith("[breath.data]")]
     assert code == 2, stderr
     assert len(lines) == 1 and lines[0].startswith(f"breath {args[0]}: error: "), stderr

@@ -18,14 +18,10 @@ VARIANTS = {"phase2-plain": dict(arch="phase2", memory_conv=0),
 DIAGNOSTICS = ["mean_gamma", "std_gamma", "min_gamma", "max_gamma", *MEMORY_STATS]
 
 
-def tiny(arch, **overrides):
-    """A model small enough for float64 checks, with 3+ memory chunks in a 40-token sequence."""
-    fields = dict(vocab_size=97, d_model=32, n_layers=2, n_seq=32, num_heads=2, head_dim=8,
-                  ffn_dim=64, dropout=0.0, memory_chunk=8, arch=arch)
-    fields.update(VARIANTS.get(arch, {}))
-    fields.update(overrides)
-    torch.manual_seed(0)
-    return build_model(ModelConfig(**fields)).eval()
+@pytest.fixture
+def tiny(tiny_model):
+    """The shared tiny model (3+ memory chunks in a 40-token sequence) of an arch or a variant, in eval mode."""
+    return lambda arch, **overrides: tiny_model(**{"arch": arch, **VARIANTS.get(arch, {}), **overrides}).eval()
 
 
 def tokens(batch=2, length=40, seed=1):
@@ -33,7 +29,7 @@ def tokens(batch=2, length=40, seed=1):
 
 
 @pytest.mark.parametrize("arch", RULE_ARCHS)
-def test_causal_earlier_logits_bit_identical(arch):
+def test_causal_earlier_logits_bit_identical(arch, tiny):
     model, ids = tiny(arch), tokens()
     base = model(ids).logits
     for j in (0, 5, 8, 21, 39):  # inside chunks and on chunk edges
@@ -45,7 +41,7 @@ def test_causal_earlier_logits_bit_identical(arch):
 
 
 @pytest.mark.parametrize("arch", RULE_ARCHS)
-def test_per_sequence_independence(arch):
+def test_per_sequence_independence(arch, tiny):
     model = tiny(arch).double()
     ids = tokens(batch=3)
     batched = model(ids).logits
@@ -55,7 +51,7 @@ def test_per_sequence_independence(arch):
 
 
 @pytest.mark.parametrize("arch", RULE_ARCHS)
-def test_no_hidden_state_between_calls(arch):
+def test_no_hidden_state_between_calls(arch, tiny):
     model, ids = tiny(arch), tokens()
     first, second = model(ids), model(ids)
     assert torch.equal(first.logits, second.logits)
@@ -63,7 +59,7 @@ def test_no_hidden_state_between_calls(arch):
 
 @pytest.mark.parametrize("arch", RULE_ARCHS)
 @pytest.mark.parametrize("pieces", [[1] * 40, [3, 13, 1, 7, 16], [8, 8, 24]])
-def test_recurrent_equals_parallel(arch, pieces, logits_in_pieces):
+def test_recurrent_equals_parallel(arch, pieces, logits_in_pieces, tiny):
     model, ids = tiny(arch).double(), tokens()
     full = model(ids).logits
     stepped, state = logits_in_pieces(model, ids, pieces)
@@ -72,7 +68,7 @@ def test_recurrent_equals_parallel(arch, pieces, logits_in_pieces):
 
 
 @pytest.mark.parametrize("arch", RULE_ARCHS)
-def test_gradients_reach_every_parameter(arch):
+def test_gradients_reach_every_parameter(arch, tiny):
     model = tiny(arch).train()
     ids = tokens()
     logits = model(ids[:, :-1]).logits
@@ -85,7 +81,7 @@ def test_gradients_reach_every_parameter(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_forward_and_backward_never_read_a_value_on_the_host(arch):
+def test_forward_and_backward_never_read_a_value_on_the_host(arch, tiny):
     # Meta tensors have no values: any .item(), bool(tensor) or data-dependent branch raises.
     # (DistributedDataParallel also relies on every parameter getting a gradient: see above.)
     model, ids = tiny(arch).to("meta"), tokens().to("meta")
@@ -95,13 +91,13 @@ def test_forward_and_backward_never_read_a_value_on_the_host(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_runs_past_training_context(arch):
+def test_runs_past_training_context(arch, tiny):
     model = tiny(arch, n_seq=16)
     assert model(tokens(batch=1, length=50)).logits.shape == (1, 50, 97)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_same_function_after_save_and_load_in_new_process(arch, tmp_path):
+def test_same_function_after_save_and_load_in_new_process(arch, tmp_path, tiny):
     model, ids = tiny(arch), tokens()
     path = tmp_path / "model.pt"
     torch.save({"config": model.cfg.to_dict(), "model": model.state_dict(), "ids": ids,
@@ -123,7 +119,7 @@ def test_same_function_after_save_and_load_in_new_process(arch, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["phase2", "phase1"])
-def test_full_resolvent_ablation_leaks_the_future_and_refuses_to_continue(arch):
+def test_full_resolvent_ablation_leaks_the_future_and_refuses_to_continue(arch, tiny):
     model, ids = tiny(arch, resolvent="full"), tokens()
     perturbed = ids.clone()
     perturbed[:, 30] = (perturbed[:, 30] + 1) % 97
@@ -132,7 +128,7 @@ def test_full_resolvent_ablation_leaks_the_future_and_refuses_to_continue(arch):
         model(ids[:, 5:], state=model(ids[:, :5]).state)
 
 
-def test_phase2_diagnostics_present_and_sane_at_init():
+def test_phase2_diagnostics_present_and_sane_at_init(tiny):
     cfg_decay = 0.01
     model = tiny("phase2", base_decay=cfg_decay, n_layers=3)
     diag = model(tokens(), return_diagnostics=True).diagnostics
@@ -145,7 +141,7 @@ def test_phase2_diagnostics_present_and_sane_at_init():
     assert diag["mean_snr"] > 0 and diag["mean_fast_weight_energy"] > 0
 
 
-def test_diagnostics_off_by_default_and_baselines_report_only_what_they_have():
+def test_diagnostics_off_by_default_and_baselines_report_only_what_they_have(tiny):
     assert tiny("phase2")(tokens()).diagnostics == {}
     assert tiny("transformer")(tokens(), return_diagnostics=True).diagnostics == {}
 
@@ -169,7 +165,7 @@ def test_public_interface_of_design_section_8():
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_a_model_cast_to_bfloat16_runs_and_continues(arch):
+def test_a_model_cast_to_bfloat16_runs_and_continues(arch, tiny):
     model = tiny(arch).to(torch.bfloat16)
     out = model(tokens())
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits).all()
@@ -194,7 +190,7 @@ def test_unknown_preset_lists_the_allowed():
 
 
 @pytest.mark.parametrize("conv", [0, 3])
-def test_memory_layer_writes_what_its_options_say(conv):
+def test_memory_layer_writes_what_its_options_say(conv, tiny):
     """The layer's op sees q, k, v from the short convolution of the projections (none for conv=0);
     with the key shift it sees keys (0, k_0, …, k_{T−2}) and the next call starts from k_{T−1}.
     Checked against the op called directly."""
@@ -249,7 +245,7 @@ def test_configs_saved_before_the_warm_start_load_as_saved():
 
 
 @pytest.mark.parametrize("arch", ["phase2", "phase1", "phase2-shift"])
-def test_recurrent_state_owns_its_memory(arch):
+def test_recurrent_state_owns_its_memory(arch, tiny):
     """Every tensor of a phase2/phase1 state holds only its own elements: a view into the call's
     activations would keep them alive, and the state would grow with the context it was built from."""
     model = tiny(arch)

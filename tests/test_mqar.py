@@ -1,17 +1,13 @@
 """The MQAR benchmark (benchmarks/mqar.py): its task generator, its scoring, its training recipe."""
 
-import importlib.util
 import math
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-spec = importlib.util.spec_from_file_location("mqar", Path(__file__).parents[1] / "benchmarks" / "mqar.py")
-mqar = sys.modules["mqar"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mqar)
+from benchmarks import mqar
 
 TASK = mqar.Task(pairs=8, seq_len=64, vocab_size=64)
 

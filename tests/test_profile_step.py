@@ -1,15 +1,9 @@
 """benchmarks/profile_step.py: the training- and decoding-step profiles run on the CPU and count operators."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-spec = importlib.util.spec_from_file_location("profile_step", Path(__file__).parents[1] / "benchmarks" / "profile_step.py")
-profile_step = sys.modules["profile_step"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(profile_step)
+from benchmarks import profile_step
 
 
 def test_operator_count_skips_views():
@@ -30,7 +24,6 @@ def test_decode_profile_on_cpu(arch, capsys):
 
 @pytest.mark.parametrize("arch", ["transformer", "gpt"])
 def test_training_profile_on_cpu_counts_operators(arch, capsys):
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))  # --arch gpt imports plain_gpt.py
     result = profile_step.main(["--arch", arch, "--preset", "small", "--batch", "1", "--length", "16",
                                 "--device", "cpu", "--top", "5"])
     counts = result["operators"]

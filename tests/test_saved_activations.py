@@ -1,17 +1,9 @@
 """The activation-memory accounting (benchmarks/saved_activations.py): it finds what autograd keeps."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
 
+from benchmarks import saved_activations
 from breath import ModelConfig, build_model
-
-spec = importlib.util.spec_from_file_location("saved_activations",
-                                              Path(__file__).parents[1] / "benchmarks" / "saved_activations.py")
-saved_activations = sys.modules["saved_activations"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(saved_activations)
 
 
 def test_saved_tensors_are_attributed_to_their_modules():

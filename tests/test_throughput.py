@@ -1,8 +1,9 @@
 """benchmarks/throughput.py's training part and its plain GPT (benchmarks/plain_gpt.py), on the CPU:
 the GPT has the preset's sizes and is causal, and a smoke run writes the JSON and the markdown table."""
 
-import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,12 +12,8 @@ import torch
 
 from breath import ModelConfig, build_model
 
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))  # throughput.py imports its neighbours, as when run as a script
-spec = importlib.util.spec_from_file_location("throughput", BENCHMARKS / "throughput.py")
-throughput = sys.modules["throughput"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(throughput)
-from plain_gpt import PlainGPT  # noqa: E402
+from benchmarks import throughput
+from benchmarks.plain_gpt import PlainGPT
 
 CFG = ModelConfig(vocab_size=97, d_model=32, n_layers=2, num_heads=2, head_dim=8, ffn_dim=64, dropout=0.0,
                   arch="transformer")
@@ -86,3 +83,16 @@ def test_bad_options_name_the_allowed_values(capsys):
     with pytest.raises(SystemExit):
         throughput.main(["--device", "cpu"])
     assert "--device cpu: runs the training part only" in capsys.readouterr().err
+
+
+def test_runs_as_a_script_from_the_repository_root(tmp_path):
+    """``python benchmarks/throughput.py`` (as the docs run it) imports its neighbours as the package."""
+    root = Path(__file__).resolve().parents[1]
+    saved = {"device": "cpu", "torch": "2", "date": "2026-12-04", "git_commit": "abc123", "profile": None,
+             "train": [], "op": [], "decode": []}
+    (tmp_path / "run.json").write_text(json.dumps(saved))
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    done = subprocess.run([sys.executable, "benchmarks/throughput.py", "--report", str(tmp_path / "run.json")],
+                          cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "# cpu, torch 2, Triton not recorded, 2026-12-04, commit abc123" in done.stdout

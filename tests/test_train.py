@@ -20,7 +20,6 @@ import pytest
 import torch
 from torch import nn
 
-from breath.data.windows import WindowDataset
 from breath.io import SaveError, atomic_write
 from breath.models import build_model
 from breath.models.config import PRESETS
@@ -37,14 +36,10 @@ TINY = dict(d_model=32, n_layers=1, num_heads=2, head_dim=16, ffn_dim=64, n_seq=
             log_every=1, learning_rate=3e-3, warmup_steps=1)
 
 
-def tiny_trainer(output_dir, **overrides) -> Trainer:
-    """A 1-layer phase2 trainer on random tokens, built the way the CLI builds one."""
-    train_cfg, model_cfg = resolve_config({**TINY, "output_dir": str(output_dir), **overrides})
-    torch.manual_seed(train_cfg.seed)
-    tokens = torch.randint(0, 300, (3000,), generator=torch.Generator().manual_seed(0))
-    model = build_model(model_cfg)
-    return Trainer(model, model_cfg, train_cfg, WindowDataset(tokens[:2400], model_cfg.n_seq),
-                   WindowDataset(tokens[2400:], model_cfg.n_seq), torch.device("cpu"))
+@pytest.fixture
+def tiny_trainer(tiny_trainer):
+    """The shared tiny trainer with this module's batches, logging and schedule (TINY)."""
+    return lambda output_dir, **overrides: tiny_trainer(output_dir, **{**TINY, **overrides})
 
 
 def step_losses(output_dir) -> dict[int, float]:
@@ -282,7 +277,7 @@ def test_wandb_missing_says_how_to_install(monkeypatch, capsys, tmp_path):
 # ------------------------------------------------------------------------------------- trainer
 
 
-def test_checkpoint_holds_only_safe_types_and_the_seeds_keys(tmp_path):
+def test_checkpoint_holds_only_safe_types_and_the_seeds_keys(tmp_path, tiny_trainer):
     trainer = tiny_trainer(tmp_path, num_epochs=1, save_every=1)
     assert trainer.fit().status == "completed"
     state = torch.load(tmp_path / "checkpoint_epoch1.pt", weights_only=True)
@@ -292,7 +287,7 @@ def test_checkpoint_holds_only_safe_types_and_the_seeds_keys(tmp_path):
     assert len(state["train_losses"]) == len(state["val_losses"]) == len(state["gamma_history"]) == 1
 
 
-def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path, monkeypatch):
+def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path, monkeypatch, tiny_trainer):
     # No dropout: the replay below skips the bad steps' forward passes and their random draws.
     trainer = tiny_trainer(tmp_path, max_bad_steps=3, num_train_batches=5, dropout=0.0)
     initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -343,7 +338,7 @@ def _interrupt_after(monkeypatch, steps: int) -> None:
 
 # Stopped in mid-epoch 1, after its last batch, in mid-epoch 2 with a half-full log window.
 @pytest.mark.parametrize("stop_after, log_every", [(2, 1), (3, 1), (5, 2)])
-def test_resume_is_exact(tmp_path, monkeypatch, stop_after, log_every):
+def test_resume_is_exact(tmp_path, monkeypatch, stop_after, log_every, tiny_trainer):
     straight = tiny_trainer(tmp_path / "straight", log_every=log_every)
     assert straight.fit().status == "completed"
 
@@ -372,7 +367,7 @@ def test_resume_is_exact(tmp_path, monkeypatch, stop_after, log_every):
     assert histories[0] == histories[1]
 
 
-def test_eval_every_adds_validation_records(tmp_path):
+def test_eval_every_adds_validation_records(tmp_path, tiny_trainer):
     trainer = tiny_trainer(tmp_path, num_epochs=1, eval_every=2, log_every=3)
     assert trainer.fit().status == "completed"
     records = read_jsonl(tmp_path / "metrics.jsonl")

@@ -6,10 +6,6 @@ eager and compiled) and its phase2 kernel profile run.
     PYTHONPATH=src python -m pytest -q -m gpu tests/gpu/test_rotary_and_plain_gpt.py
 """
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,17 +16,11 @@ from breath.layers.attention import rotary
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
-BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-spec = importlib.util.spec_from_file_location("throughput", BENCHMARKS / "throughput.py")
-throughput = sys.modules["throughput"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(throughput)
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from test_attention import rotate_each_pair  # noqa: E402
+from benchmarks import throughput
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rotary_is_the_pairwise_rotation_on_cuda(dtype):
+def test_rotary_is_the_pairwise_rotation_on_cuda(dtype, rotate_each_pair):
     x = torch.randn(4, 1024, 8, 64, device="cuda").to(dtype)  # (B, T, H, d) as the layer calls it
     x_fused, x_pairs = x.clone().requires_grad_(), x.clone().requires_grad_()
     fused = rotary(x_fused, 123, dim=-3)

@@ -42,15 +42,15 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 @dataclass(frozen=True)
 class LaunchSettings:
-    """Tile of one program, block_t rows × block_c contiguous channels, and its warps (the GPU check
-    compares settings)."""
+    """Tile of one program, block_t rows × block_c contiguous channels, and its warps (the speed
+    script compares settings)."""
 
     block_t: int = 32
     block_c: int = 128
     num_warps: int = 4
 
 
-# Defaults measured on an H200 (B 32, T 1024, C 1536, bf16; benchmarks/gpu_check_short_conv.py).
+# Defaults measured on an H200 (B 32, T 1024, C 1536, bf16; benchmarks/short_conv_speed.py).
 FORWARD_LAUNCH = LaunchSettings(32, 128, 4)
 BACKWARD_LAUNCH = LaunchSettings(64, 128, 4)
 
