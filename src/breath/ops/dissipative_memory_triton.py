@@ -320,7 +320,7 @@ def _fwd_state_kernel(
             ga = tl.where(stable, 0.0, lyapunov_step)
             em = tl.where(snr > snr_threshold, eta_boost, 1.0)
             combo = low_snr.to(tl.int32) * 2 + 1 - stable.to(tl.int32)
-            log_decay = 0.0
+            log_decay = tl.full((), 0.0, tl.float32)
 
     tl.store(s_out_ptr + bh * D * D + mat, S)
     tl.store(scal_out_ptr + bh * 5 + 0, gm)
