@@ -198,8 +198,8 @@ def consolidate(S: Tensor, energy_start: Tensor, log_decay: Tensor, basis: Tenso
 
     ``energy_start`` and ``log_decay`` (−Σ Γeff since the last boundary) are (...,); ``vector``
     (..., d) is the unit vector the power iteration ended on at the previous boundary, its start when
-    ``cfg.power_warm_start`` (None, or a cold config: the fixed :func:`start_vector`). The stats (each (...,)) are ``snr``; ``low_snr``
-    (snr < threshold, bool); ``resonant_modes`` (number of kept modes, int64); ``resonance_energy``
+    ``cfg.power_warm_start`` (None, or a cold config: the fixed :func:`start_vector`). The stats
+    (each (...,)) are ``snr``; ``low_snr`` (snr < threshold, bool); ``resonant_modes`` (number of kept modes, int64); ``resonance_energy``
     (energy in the kept modes); ``stable`` (bool); ``energy`` (‖S‖²_F before the projection);
     ``effective_gamma`` (−log_decay / chunk: the mean Γeff the memory applied over a full chunk).
     """
