@@ -41,7 +41,8 @@ SHAPES = [(4, 8, 8192), (1, 8, 32768), (32, 8, 1024)]
 REFERENCE_MAX_T = 8192  # the PyTorch reference is timed up to this length (~0.3 s a call at B4 T8192)
 # Every dot runs in tf32x3 (fp32-level): the state path because decisions are taken on it, o and
 # the token gradients because single tf32 products corrupted a deep model's gradients.
-STATE_PATH = ("S", "energy_start", "bound", "stat_snr", "stat_resonance_energy", "stat_energy", "dS0")
+STATE_PATH = ("S", "energy_start", "log_decay", "stat_snr", "stat_resonance_energy", "stat_energy",
+              "stat_effective_gamma", "dS0")
 OUTPUTS = ("o", "dq", "dk", "dv", "dgamma")
 TOL_STATE, TOL_OUT, TOL_VECTOR = 1e-5, 1e-5, 1e-3
 BF16_GRADS, TOL_BF16 = ("dq", "dv"), 2**-8  # gradients of bf16 inputs carry bf16's rounding
@@ -187,10 +188,10 @@ def compare(got, ref):
         return ((x - y).norm() / y.norm().clamp_min(1e-300)).item()
 
     out = {"heads_with_other_decisions": int(differ.sum()), "heads": differ.numel(), "o": err(o, o_r)}
-    for name, x, y in zip(("S", "energy_start", "bound", "vector"), (state[0], state[4], state[5], state[6]),
+    for name, x, y in zip(("S", "energy_start", "log_decay", "vector"), (state[0], state[4], state[5], state[6]),
                           (state_r[0], state_r[4], state_r[5], state_r[6])):
         out[name] = err(x, y)
-    for name in ("snr", "resonance_energy", "energy"):
+    for name in ("snr", "resonance_energy", "energy", "effective_gamma"):
         out["stat_" + name] = err(stats[name], stats_r[name])
     for name, x, y in zip(("dq", "dk", "dv", "dgamma", "dS0"), grads, grads_r):
         out[name] = err(x, y)

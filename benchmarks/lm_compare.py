@@ -135,8 +135,8 @@ def train_summary(run_dir: Path, batch_size: int, n_seq: int) -> dict:
         "train_time_s": train_time,
         "tokens_per_sec": steps * batch_size * n_seq / train_time,
         "peak_vram_mb": max(vram) if vram else None,
-        "gamma_mean": last.get("train/gamma_mean"),
-        "stability_ratio": last.get("train/stability_ratio"),
+        "mean_gamma": last.get("train/mean_gamma"),
+        "lyapunov_stable_ratio": last.get("train/lyapunov_stable_ratio"),
     }
 
 
@@ -199,7 +199,7 @@ def table(rows: list[dict]) -> list[str]:
             f"| {r['dataset']} | {r['model']} | {r['parameters'] / 1e6:.2f}M | {r['train_tokens']:,} | "
             f"{r['best_val_loss']:.4f} | {r['best_val_ppl']:.1f} | {fmt(r.get('test_ppl'), '.1f')} | "
             f"{fmt(r.get('causal_test_ppl'), '.1f')} | {r['tokens_per_sec']:,.0f} | {fmt(r['peak_vram_mb'], '.0f')} | "
-            f"{fmt(r['gamma_mean'], '.4f')} | {fmt(r['stability_ratio'], '.3f')} |")
+            f"{fmt(r['mean_gamma'], '.4f')} | {fmt(r['lyapunov_stable_ratio'], '.3f')} |")
     return lines
 
 

@@ -35,6 +35,14 @@ TINY = ["--d-model", "64", "--n-layers", "2", "--num-heads", "2", "--head-dim", 
         "--num-train-batches", "3", "--num-val-batches", "2", "--learning-rate", "1e-3", "--log-every", "1"]
 HISTORY_KEYS = {"train_losses", "val_losses", "learning_rates", "gamma_history", "snr_history",
                 "resonance_history", "stability_history", "best_val_loss", "total_epochs"}
+# metrics.jsonl: the diagnostics' own names; W&B: the seed's W&B names (metrics.WANDB_NAMES)
+BATCH_KEYS = {"batch/mean_gamma", "batch/std_gamma", "batch/mean_snr", "batch/low_snr_ratio",
+              "batch/num_resonant_modes", "batch/total_resonance_energy", "batch/lyapunov_stable_ratio",
+              "batch/mean_fast_weight_energy", "batch/mean_effective_gamma", "batch/loss", "batch/lr",
+              "batch/tokens_per_sec"}
+EPOCH_KEYS = {"train/loss", "val/loss", "train/perplexity", "val/perplexity", "train/mean_gamma",
+              "train/mean_snr", "train/num_resonant_modes", "train/lyapunov_stable_ratio",
+              "train/mean_effective_gamma"}
 WANDB_BATCH_KEYS = {"batch/gamma_mean", "batch/gamma_std", "batch/snr_mean", "batch/snr_low_ratio",
                     "batch/resonant_modes", "batch/resonance_energy", "batch/stability_ratio",
                     "batch/fast_weight_energy", "batch/loss", "batch/lr", "batch/tokens_per_sec"}
@@ -106,7 +114,9 @@ def test_outputs_and_their_keys(run):
     assert set(history) == HISTORY_KEYS
     assert history["total_epochs"] == 2 and len(history["val_losses"]) == 2
     assert history["best_val_loss"] == min(history["val_losses"])
-    assert set(history["gamma_history"][0]) == {"mean", "std", "min", "max"}
+    assert set(history["gamma_history"][0]) == {"mean_gamma", "std_gamma", "min_gamma", "max_gamma",
+                                                "mean_effective_gamma"}
+    assert set(history["stability_history"][0]) == {"lyapunov_stable_ratio", "mean_fast_weight_energy"}
     assert all(isinstance(v, float) for entry in history["gamma_history"] for v in entry.values())
 
     config = json.loads((out / "config.json").read_text())
@@ -147,8 +157,8 @@ def test_metrics_and_console(run):
     steps = [r for r in records if "batch/loss" in r]
     epochs = [r for r in records if "train/loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
-    assert all(WANDB_BATCH_KEYS <= set(r) for r in steps)
-    assert len(epochs) == 2 and all(WANDB_EPOCH_KEYS <= set(r) for r in epochs)
+    assert all(BATCH_KEYS <= set(r) for r in steps)
+    assert len(epochs) == 2 and all(EPOCH_KEYS <= set(r) for r in epochs)
     assert epochs[0]["train/perplexity"] == pytest.approx(math.exp(epochs[0]["train/loss"]))
     stdout = run["stdout"]
     for section in ("Epoch 2/2", "Loss", "val", "peak VRAM", "Γ forgetting", "SNR", "low-SNR ratio",
@@ -177,7 +187,33 @@ def test_transformer_has_no_diagnostics_and_still_trains(cache, tmp_path, breath
     assert "Γ forgetting" not in stdout and (tmp_path / "loss_curves.png").is_file()
     assert not (tmp_path / "diagnostics.png").exists()
     history = json.loads((tmp_path / "training_history.json").read_text())
-    assert history["gamma_history"] == [{"mean": None, "std": None, "min": None, "max": None}]
+    assert history["gamma_history"] == [dict.fromkeys(("mean_gamma", "std_gamma", "min_gamma", "max_gamma",
+                                                       "mean_effective_gamma"))]
+
+
+def test_raising_base_decay_raises_the_stable_ratio(cache, tmp_path):
+    # The seed's advice "stable ratio below 90%: increase --base-decay", through the command line.
+    # TINY's chunk is 32: base_decay ≥ ln(3)/64 = 0.0172 makes every chunk stable (tolerance 1.5);
+    # at 0.001 the memory barely dissipates and the first chunk of every window is flagged.
+    ratios = []
+    for base_decay in ("0.001", "0.02"):
+        out = tmp_path / base_decay
+        code, _, stderr = train(*TINY, "--num-epochs", "1", "--base-decay", base_decay, "--cache-dir", str(cache),
+                                "--output-dir", str(out))
+        assert code == 0, stderr
+        ratios.append([r for r in read_jsonl(out / "metrics.jsonl") if "train/loss" in r][-1]["train/lyapunov_stable_ratio"])
+    assert ratios[0] < 0.9 and ratios[1] == 1.0
+
+
+def test_files_of_older_versions_read_with_todays_names(tmp_path):
+    from breath.train.trainer import OLD_HISTORY_FIELDS, HISTORY_FIELDS
+
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "batch/gamma_mean": 0.02,
+                                                        "train/stability_ratio": 0.5, "batch/loss": 3.0}) + "\n")
+    assert read_jsonl(tmp_path / "metrics.jsonl") == [{"step": 1, "batch/mean_gamma": 0.02,
+                                                       "train/lyapunov_stable_ratio": 0.5, "batch/loss": 3.0}]
+    for key, old in OLD_HISTORY_FIELDS.items():
+        assert set(old.values()) <= set(HISTORY_FIELDS[key])
 
 
 # ------------------------------------------------------------------------------------- bad inputs

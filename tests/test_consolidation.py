@@ -181,27 +181,38 @@ def test_consolidation_uses_the_vector_only_when_warm():
 
 
 def test_lyapunov_rule():
-    energy = torch.tensor([1.0, 2.0, 2.0, 4.0])
-    energy_start = torch.tensor([1.0, 1.0, 3.0, 1.0])
-    bound = torch.tensor([0.1, 1.5, 0.0, 2.0])
-    # non-increasing; within 1.5·bound; non-increasing; neither
-    assert lyapunov_stable(energy, energy_start, bound, 1.5).tolist() == [True, True, True, False]
+    # E − Λ·E0 ≤ τ(1 − Λ)·E with Λ = e^{2·log_decay}, τ = 1.5
+    energy = torch.tensor([1.0, 2.0, 0.0, 100.0, 1.9, 2.1], dtype=torch.float64)
+    energy_start = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    log_decay = torch.tensor([0.0, 0.0, 0.0, -5.0, 0.5 * math.log(0.5), 0.5 * math.log(0.5)], dtype=torch.float64)
+    # no dissipation: strictly non-increasing (twice), nothing written; strong dissipation: anything;
+    # Λ = 1/2: E ≤ 2·E0
+    assert lyapunov_stable(energy, energy_start, log_decay, 1.5).tolist() == [True, False, True, True, True, False]
+    # τ = 1 is the strict dE ≤ 0 whatever the dissipation
+    assert lyapunov_stable(energy, energy_start, log_decay, 1.0).tolist() == [True, False, True, False, False, False]
 
 
-def test_uncorrelated_write_adds_exactly_the_bound_in_expectation():
-    """The derivation behind the bound: E‖λS + η k vᵀ‖² = λ²‖S‖² + η²‖k‖²‖v‖² for random k."""
-    d, n, lam, eta = 16, 20_000, 0.9, 0.5
+def test_lyapunov_rule_is_next_chunk_energy_non_increasing():
+    """The derivation: with E = ΛE0 + I, the next chunk injecting I again changes the energy by
+    dE = I − (1 − Λ)E, and stable (τ) ⟺ dE ≤ (1 − 1/τ)·I."""
     g = torch.Generator().manual_seed(0)
-    S = torch.randn(d, d, generator=g, dtype=torch.float64)
-    v = torch.randn(d, generator=g, dtype=torch.float64)
-    k = F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=-1)
-    energies = (lam * S + eta * k[:, :, None] * v).square().sum((-2, -1))
-    expected = lam**2 * S.square().sum() + eta**2 * v.square().sum()
-    torch.testing.assert_close(energies.mean(), expected, rtol=2e-3, atol=0)
-    # A write aligned with what S already holds (coherent) adds the cross term 2λη kᵀSv > 0.
-    k_aligned = F.normalize(S @ v, dim=0)
-    pumped = (lam * S + eta * torch.outer(k_aligned, v)).square().sum()
-    torch.testing.assert_close(pumped, expected + 2 * lam * eta * (S @ v).norm(), rtol=1e-12, atol=0)
+    E0 = torch.rand(1000, generator=g, dtype=torch.float64) * 10
+    injected = torch.rand(1000, generator=g, dtype=torch.float64) * 10
+    log_decay = -torch.rand(1000, generator=g, dtype=torch.float64) * 2
+    decay = torch.exp(2 * log_decay)
+    E = decay * E0 + injected
+    next_change = injected - (1 - decay) * E
+    for tau in (1.0, 1.5, 3.0):
+        stable = lyapunov_stable(E, E0, log_decay, tau)
+        assert torch.equal(stable, next_change <= (1 - 1 / tau) * injected + 1e-12)
+        assert mixed(stable)
+    # the dissipation bound: τ(1 − Λ) ≥ 1 makes every chunk stable
+    strong = tau * (1 - decay) >= 1
+    assert strong.any() and lyapunov_stable(E, E0, log_decay, tau)[strong].all()
+
+
+def mixed(flag: torch.Tensor) -> bool:
+    return bool(flag.any()) and not bool(flag.all())
 
 
 def test_pending_adjustments_are_set_fresh():
@@ -211,8 +222,8 @@ def test_pending_adjustments_are_set_fresh():
     clean = torch.outer(torch.randn(d, dtype=torch.float64), torch.randn(d, dtype=torch.float64))
     S = torch.stack([noise, clean])
     energy = S.square().sum((-2, -1))
-    # row 0: energy fell since the boundary (stable); row 1: energy far above the bound (unstable)
-    c = consolidate(S, torch.stack([energy[0] * 2, energy[1] / 10]), energy / 10, Q, cfg)
+    # no dissipation since the boundary: row 0's energy fell (stable), row 1's grew tenfold (unstable)
+    c = consolidate(S, torch.stack([energy[0] * 2, energy[1] / 10]), torch.zeros(2, dtype=torch.float64), Q, cfg)
     assert c.stats["low_snr"].tolist() == [True, False]
     assert c.stats["stable"].tolist() == [True, False]
     assert c.gamma_mult.tolist() == [cfg.gamma_boost, 1.0]

@@ -114,7 +114,7 @@ def test_any_adjustments_carried_in():
 
 
 def test_call_without_boundary():
-    """T = 2 from pos 13 crosses no boundary: empty stats of the right dtypes, bound carried on."""
+    """T = 2 from pos 13 crosses no boundary: empty stats of the right dtypes, log-decay carried on."""
     q, k, v, gamma = inputs(T=2)
     state = prior_state(13)
     ref = dissipative_memory(q, k, v, gamma, ETA, basis(), CFG, pos=13, state=state)

@@ -177,11 +177,29 @@ def test_a_model_cast_to_bfloat16_runs_and_continues(arch, tiny):
     ("dropout", 1.0), ("resolvent", "acausal"), ("base_decay", 0.0), ("hebbian_eta", -0.1), ("snr_threshold", 0),
     ("resonance_threshold", 1.5), ("memory_chunk", 0), ("lyapunov_tolerance", 0.5), ("d_model", 2050),
     ("memory_key_shift", "yes"), ("zeta_init", 1), ("memory_conv", 1), ("memory_conv", True),
-    ("power_warm_start", 1), ("power_iterations", 0),
+    ("power_warm_start", 1), ("power_iterations", 0), ("max_gamma", 0.005),
 ])
 def test_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field}: got {value!r}"):
         ModelConfig(**{field: value}).validate()
+
+
+def test_max_gamma_bounds_gamma_smoothly_with_exact_gradients():
+    from breath.layers.bk import BKCore
+
+    free, bounded = BKCore(8, 2, 0.01), BKCore(8, 2, 0.01, max_gamma=0.1)
+    u = torch.linspace(-12, 12, 101, dtype=torch.float64)
+    g_free, g_bounded = free.forgetting_rate(u), bounded.forgetting_rate(u)
+    assert (g_bounded <= 0.1).all() and (g_bounded >= 0.01).all() and (g_bounded.diff() >= 0).all()
+    assert (g_bounded[u <= 0].diff() > 0).all()  # strictly increasing until it saturates
+    assert g_free.max() > 1  # what the bound removes
+    near = g_free < 0.02  # around the initial Γ ≈ 2·base_decay the bound changes Γ by < 0.5%
+    torch.testing.assert_close(g_bounded[near], g_free[near], rtol=5e-3, atol=0)
+    assert torch.autograd.gradcheck(bounded.forgetting_rate, u[::10].clone().requires_grad_())
+    model = tiny("phase2", max_gamma=0.03)
+    with torch.no_grad():
+        model.blocks[0].bk.forgetting.bias.fill_(5.0)  # softplus ≈ 5: far above the bound
+    assert model(tokens(), return_diagnostics=True).diagnostics["max_gamma"] <= 0.03
 
 
 def test_unknown_preset_lists_the_allowed():

@@ -90,6 +90,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
     phase2 = parser.add_argument_group("Phase 2 dynamics")
     add(phase2, "base-decay", "floor of the forgetting rate Γ (Γ = softplus(.) + base_decay)", type=float)
+    add(phase2, "max-gamma", "smooth upper bound of Γ (0: unbounded, the default)", type=float)
     add(phase2, "hebbian-eta", "Hebbian write strength η", type=float)
     add(phase2, "memory-chunk", "tokens per memory chunk; consolidation runs at chunk ends", type=int)
     add(phase2, "memory-conv", "width of a causal depthwise convolution on the memory's q, k, v (0: none)", type=int)

@@ -1,7 +1,8 @@
 """PNG plots of a run, drawn from its ``metrics.jsonl`` records.
 
 ``loss_curves.png``: batch loss per logged step, train/val loss per epoch (and at ``--eval-every``
-points), learning rate. ``diagnostics.png``: Γ (mean with its min–max band), SNR and the low-SNR
+points), learning rate. ``diagnostics.png``: Γ (mean with its min–max band, and the effective Γ the
+memory applied), SNR and the low-SNR
 ratio, resonant modes and their energy, Lyapunov stable ratio and fast-weight energy; written
 only when the model reports diagnostics. ``breath eval`` adds the loss by position in the window
 (``plot_position_loss``). Figures are rendered on matplotlib's Agg canvas directly,
@@ -21,10 +22,10 @@ from breath.io import atomic_write
 
 # (title, left series, right series or None); series are keys of the step records
 DIAGNOSTIC_PANELS = (
-    ("Γ (forgetting rate)", "batch/gamma_mean", None),
-    ("SNR", "batch/snr_mean", "batch/snr_low_ratio"),
-    ("Memory resonance", "batch/resonant_modes", "batch/resonance_energy"),
-    ("Stability", "batch/stability_ratio", "batch/fast_weight_energy"),
+    ("Γ (forgetting rate)", "batch/mean_gamma", None),
+    ("SNR", "batch/mean_snr", "batch/low_snr_ratio"),
+    ("Memory resonance", "batch/num_resonant_modes", "batch/total_resonance_energy"),
+    ("Stability", "batch/lyapunov_stable_ratio", "batch/mean_fast_weight_energy"),
 )
 
 
@@ -63,11 +64,15 @@ def plot_diagnostics(records: Sequence[dict[str, Any]], path: Path) -> bool:
         ax.plot(*_series(records, left), color="tab:blue")
         ax.set(title=title, xlabel="step")
         ax.set_ylabel(left.split("/")[1], color="tab:blue")
-        if left == "batch/gamma_mean":
-            steps, low = _series(records, "batch/gamma_min")
-            _, high = _series(records, "batch/gamma_max")
+        if left == "batch/mean_gamma":
+            steps, low = _series(records, "batch/min_gamma")
+            _, high = _series(records, "batch/max_gamma")
             if steps and len(low) == len(high):
                 ax.fill_between(steps, low, high, alpha=0.2, color="tab:blue", label="min–max")
+            effective = _series(records, "batch/mean_effective_gamma")
+            if effective[0]:
+                ax.plot(*effective, color="tab:green", label="effective (memory)")
+            if steps or effective[0]:
                 ax.legend()
         if right is not None:
             twin = ax.twinx()

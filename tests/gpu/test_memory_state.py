@@ -63,7 +63,7 @@ def test_state_pass_matches_reference(B, H, T, warm):
     close(o, o_r, 1e-5, "o")
     for name, x, y in zip(MemoryState._fields, state_t, state_r):
         close(x, y, 1e-3 if name == "vector" else 1e-5, name)  # the vector is ill-conditioned where σ₁ ≈ σ₂
-    for name in ("snr", "resonance_energy", "energy"):
+    for name in ("snr", "resonance_energy", "energy", "effective_gamma"):
         close(stats[name], stats_r[name], 1e-5, name)
     for name, x, y in zip(("q", "k", "v", "gamma", "S0"), grads, grads_r):
         close(x, y, 4e-3 if name in ("q", "v") else 1e-5, "d" + name)  # dq, dv come back in bf16

@@ -5,6 +5,8 @@ For token t and channel c (one channel per memory head):
 
     V_{t,c} = (W_V x_t)_c
     Γ_{t,c} = softplus((W_Γ x_t)_c + b_c) + base_decay          (non-Hermitian forgetting rate)
+    Γ_{t,c} = base_decay + m·tanh(softplus((W_Γ x_t)_c + b_c) / m),  m = max_gamma − base_decay
+                                                                  (with a bound ``max_gamma``)
     a_{t,c} = V_{t,c} − iΓ_{t,c}
     g_{t,c} = 1 / (a_{t,c} − z_c − h_c² g_{t−1,c})                 (causal resolvent, g_0 = 0)
 
@@ -12,6 +14,10 @@ For token t and channel c (one channel per memory head):
 shift ``z_c`` has ``Im z_c ≥ ε > 0``. Since ``Im(a_t − z) = −(Γ_t + Im z) < 0`` every ``g_t`` stays
 in the upper half plane with ``|g_t| ≤ 1/(Γ_t + Im z)``: the recursion is bounded by construction.
 The features ``(Re g, Im g)`` are mapped back to the model width by ``W_bk``.
+
+The bounded Γ is a smooth saturation: it equals the unbounded one to first order near base_decay
+(tanh(u) = u − u³/3) and rises monotonically to ``max_gamma``, so gradients stay exact
+and everything downstream (the resolvent, the memory, the kernels) sees just another Γ.
 
 With ``hermitian=True`` (the Phase 1 baseline) there is no Γ: ``a = V`` is real and only ``Im z``
 keeps the recursion bounded.
@@ -45,9 +51,13 @@ class BKCore(nn.Module):
     """Potential, forgetting rate and causal resolvent features of ``channels`` BK chains."""
 
     def __init__(self, d_model: int, channels: int, base_decay: float, hermitian: bool = False,
-                 causal: bool = True, use_triton: bool | None = None):
+                 causal: bool = True, use_triton: bool | None = None, max_gamma: float | None = None):
         super().__init__()
+        if max_gamma and max_gamma <= base_decay:
+            raise ValueError(f"max_gamma: got {max_gamma!r}; allowed: None or 0 (unbounded), or a number "
+                             f"> base_decay ({base_decay!r})")
         self.base_decay, self.causal = base_decay, causal
+        self.max_gamma = max_gamma or None
         self.use_triton = use_triton
         self.potential = nn.Linear(d_model, channels)  # W_V
         # W_Γ and b_c: at init softplus(b_c) = base_decay, so Γ ≈ 2·base_decay (DESIGN §4); the
@@ -64,6 +74,14 @@ class BKCore(nn.Module):
         if self.forgetting is not None:
             nn.init.normal_(self.forgetting.weight, std=0.1 / math.sqrt(self.forgetting.in_features))
             nn.init.constant_(self.forgetting.bias, _softplus_inverse(self.base_decay))
+
+    def forgetting_rate(self, u: torch.Tensor) -> torch.Tensor:
+        """Γ from the pre-activation ``u = W_Γ x + b`` (module docstring: unbounded or saturating)."""
+        excess = F.softplus(u)
+        if self.max_gamma is not None:
+            span = self.max_gamma - self.base_decay
+            excess = span * torch.tanh(excess / span)
+        return excess + self.base_decay
 
     def compute_dtype(self) -> torch.dtype:
         """The parameters' precision, at least float32 (there is no complex bfloat16)."""
@@ -90,7 +108,7 @@ class BKCore(nn.Module):
         # parameter dtype: it is a continued fraction, and bf16's 8-bit mantissa would dominate it.
         dtype = self.compute_dtype()
         potential = self.potential(x).to(dtype)
-        gamma = None if self.forgetting is None else F.softplus(self.forgetting(x).to(dtype)) + self.base_decay
+        gamma = None if self.forgetting is None else self.forgetting_rate(self.forgetting(x).to(dtype))
         if g_prev is not None and not self.causal:
             raise ValueError("resolvent='full' sees the whole window at once: it cannot continue a "
                              "sequence from a state (use the causal resolvent)")

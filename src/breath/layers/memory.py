@@ -16,8 +16,7 @@ alternative, measured before the convolution: the key written at t is the previo
 (k_{−1} = 0), S_t = e^{−Γ_t} S_{t−1} + η k_{t−1} v_tᵀ.
 
 Keys are L2-normalised: a write then adds exactly ``η²‖v‖²`` of energy, which bounds the memory
-without clamps, makes the Lyapunov bound (``Σ η²‖k‖²‖v‖²``) and the SNR scale-free, and lets
-retrieval score keys by cosine similarity. Queries need no scaling: the RMS norm after the read
+without clamps, makes the SNR scale-free, and lets retrieval score keys by cosine similarity. Queries need no scaling: the RMS norm after the read
 removes their scale.
 """
 

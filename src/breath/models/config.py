@@ -15,7 +15,8 @@ from breath.layers.zeta import zeta_table_size
 ARCHS = ("phase2", "phase1", "transformer")
 RESOLVENTS = ("causal", "full")
 # Fields added after configs were first saved, with the value that keeps an older model's function.
-LEGACY_VALUES: dict[str, Any] = {"memory_key_shift": False, "memory_conv": 0, "power_warm_start": False}
+LEGACY_VALUES: dict[str, Any] = {"memory_key_shift": False, "memory_conv": 0, "power_warm_start": False,
+                                  "max_gamma": None}
 
 
 def upgrade_saved(data: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +49,8 @@ class ModelConfig:
     resolvent: str = "causal"
     # Non-Hermitian forgetting and the dissipative Hebbian memory.
     base_decay: float = 0.01
+    # Smooth upper bound of Γ (layers/bk.py; None or 0: unbounded). The seed expects Γ < 0.1.
+    max_gamma: float | None = None
     hebbian_eta: float = 0.1
     memory_chunk: int = 64
     # Width of a causal depthwise convolution on the memory's q, k, v (0: none): keys and values then
@@ -116,6 +119,8 @@ class ModelConfig:
         check(self.d_model % 2 == 0, "d_model", "an even integer (sin/cos position-embedding pairs)")
         check(0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)")
         check(self.base_decay > 0, "base_decay", "a number > 0 (Γ = softplus(·) + base_decay)")
+        check(self.max_gamma is None or self.max_gamma == 0 or self.max_gamma > self.base_decay, "max_gamma",
+              "null or 0 (unbounded), or a number > base_decay")
         check(self.hebbian_eta > 0, "hebbian_eta", "a number > 0")
         check(self.snr_threshold > 0, "snr_threshold", "a number > 0 (random memories score ≈ 1)")
         check(self.gamma_boost >= 1, "gamma_boost", "a number >= 1")

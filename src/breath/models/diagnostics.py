@@ -4,6 +4,8 @@ Everything stays a device tensor (no host synchronisation); a statistic over an 
 chunk boundary crossed in the call, e.g. one decoding step) is NaN. Names are part of the interface:
 
     mean_gamma, std_gamma, min_gamma, max_gamma      BK forgetting rate Γ over layers, heads, tokens
+    mean_effective_gamma                             Γ the memory applied (× SNR boost + Lyapunov
+                                                     step), mean over the chunks that ended
     mean_snr, low_snr_ratio                          memory SNR at chunk boundaries, fraction < threshold
     num_resonant_modes, total_resonance_energy       kept zeta modes per head and their energy
     lyapunov_stable_ratio, mean_fast_weight_energy   stable head-chunks, ‖S‖²_F before consolidation
@@ -23,6 +25,7 @@ MEMORY_STATS = {
     "total_resonance_energy": "resonance_energy",
     "lyapunov_stable_ratio": "stable",
     "mean_fast_weight_energy": "energy",
+    "mean_effective_gamma": "effective_gamma",
 }
 
 

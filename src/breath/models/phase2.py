@@ -34,7 +34,7 @@ class Phase2Block(nn.Module):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.bk = BKCore(cfg.d_model, cfg.num_heads, cfg.base_decay, causal=cfg.resolvent == "causal",
-                         use_triton=cfg.use_triton)
+                         use_triton=cfg.use_triton, max_gamma=cfg.max_gamma)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.memory = HebbianMemory(cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.hebbian_eta,
                                     consolidation_config(cfg), conv=cfg.memory_conv,

@@ -4,8 +4,9 @@ Per batch row and head, the fast weight ``S`` (d×d, indexed ``S[key_dim, value_
 cleaned using only itself and two scalars carried since the previous boundary:
 
 1. Lyapunov monitor. ``E = ‖S‖²_F`` is compared with ``energy_start`` (the energy right after the last
-   consolidation) and with ``bound``, the energy that dissipation allows if every write since the
-   boundary was uncorrelated with the memory (see :func:`lyapunov_stable`).
+   consolidation) and with ``log_decay`` = Σ log λ_t = −Σ Γeff_t over the tokens since then: is the
+   energy non-increasing up to a tolerance, i.e. does dissipation balance the writes (see
+   :func:`lyapunov_stable`)?
 2. SNR filter. ``snr = σ_max(S) / (2‖S‖_F/√d)``: the top singular value over the Marchenko–Pastur
    noise edge (see :func:`memory_snr`), σ_max by power iteration started from the previous
    boundary's top right-singular vector (carried in the state; see :func:`power_iteration`).
@@ -30,7 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-STAT_NAMES = ("snr", "low_snr", "resonant_modes", "resonance_energy", "stable", "energy")
+STAT_NAMES = ("snr", "low_snr", "resonant_modes", "resonance_energy", "stable", "energy", "effective_gamma")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ConsolidationConfig:
     eta_boost: float = 1.5  # η multiplier for the chunk after a high-SNR boundary
     resonance_threshold: float = 0.1  # keep modes with e_k > threshold · mean(e)
     lyapunov_gamma_step: float = 0.01  # Γ added for the chunk after an unstable boundary
-    lyapunov_tolerance: float = 1.5
+    lyapunov_tolerance: float = 1.5  # τ of lyapunov_stable: the energy may grow by (1 − 1/τ) of the injection
     power_iterations: int = 4  # steps per boundary; see power_iteration for the choice
     power_warm_start: bool = True  # start from the last boundary's vector (False: the fixed start)
 
@@ -55,7 +56,7 @@ class Consolidation(NamedTuple):
     gamma_mult: Tensor  # pending Γ multiplier for the next chunk
     gamma_add: Tensor  # pending additive Γ for the next chunk
     eta_mult: Tensor  # pending η multiplier for the next chunk
-    energy: Tensor  # ‖S‖²_F after the projection (detached): the next energy_start and bound
+    energy: Tensor  # ‖S‖²_F after the projection (detached): the next energy_start
     vector: Tensor  # (..., d) unit top right-singular vector estimate: the next boundary's start
     stats: dict[str, Tensor]  # STAT_NAMES; see consolidate()
 
@@ -150,21 +151,37 @@ def resonance_projection(S: Tensor, basis: Tensor, threshold: float) -> tuple[Te
     return S - basis @ P.masked_fill(keep.unsqueeze(-1), 0.0), keep, energy
 
 
-def lyapunov_stable(energy: Tensor, energy_start: Tensor, bound: Tensor, tolerance: float) -> Tensor:
-    """Whether a memory stayed within what dissipation allows over the chunk just ended.
+def lyapunov_stable(energy: Tensor, energy_start: Tensor, log_decay: Tensor, tolerance: float) -> Tensor:
+    """Lyapunov's condition, energy non-increasing (dE ≤ 0) up to a tolerance τ ≥ 1, for the chunk just ended.
 
-    ``stable = (E ≤ energy_start) or (E ≤ tolerance · bound)`` with E = ‖S‖²_F now. The bound is
-    accumulated per token from ``bound = energy_start`` at the previous boundary as
-    ``bound_t = λ_t² bound_{t−1} + η_t² ‖k_t‖² ‖v_t‖²``. It is exactly the expected energy when each
-    write is uncorrelated with the memory it lands on:
+    Over the chunk the memory S0 carried from the last boundary (energy ``E0 = energy_start``) decayed
+    to e^{b}S0, b = ``log_decay`` = −Σ Γeff_t, keeping the fraction Λ = e^{2b} of its energy, and the
+    writes added W = Σ_s e^{b − b_s} η_s k_s v_sᵀ. The energy now is
 
-        E‖λS + η k vᵀ‖²_F = λ²‖S‖²_F + 2λη E⟨S, k vᵀ⟩ + η²‖k vᵀ‖²_F = λ²‖S‖²_F + η²‖k‖²‖v‖²,
+        E = ‖e^{b} S0 + W‖²_F = Λ E0 + I,        I = ‖W‖²_F + 2 e^{b} ⟨S0, W⟩,
 
-    because ⟨S, k vᵀ⟩ = kᵀ S v has zero mean and ‖k vᵀ‖_F = ‖k‖‖v‖. Coherent pumping (the same
-    association written again and again) adds the cross term with a positive sign every time: after
-    n equal writes the energy is n²η²‖k‖²‖v‖² against a bound of nη²‖k‖²‖v‖², so it is flagged.
+    I the energy the chunk's writes injected, net: correlated writes and overwrites included. If the
+    next chunk injects as much, the energy changes by dE = I − (1 − Λ) E: it is non-increasing iff
+    the dissipation (1 − Λ)E of the energy now held balances the injection. The rule is
+
+        stable  ⟺  I ≤ τ (1 − Λ) E  ⟺  dE ≤ (1 − 1/τ) I,
+
+    equivalently E ≥ E_eq / τ with E_eq = I / (1 − Λ) the equilibrium energy of this chunk's writes
+    and decay: a memory within a factor τ of its equilibrium is stable; one far below it keeps
+    gaining energy chunk after chunk. τ = 1 is the strict dE ≤ 0. Consequences:
+
+    * Vanishing dissipation (Λ → 1) leaves E ≤ E0: a memory that is written to and does not
+      dissipate gains energy at every chunk and is flagged, however its writes correlate.
+    * Dissipation bound: τ(1 − Λ) ≥ 1, i.e. Σ_chunk Γeff ≥ ½ ln(τ/(τ−1)), makes every chunk stable.
+      Γ ≥ base_decay, so ``base_decay ≥ ln(τ/(τ−1)) / (2·chunk)`` (0.0086 at τ 1.5, chunk 64)
+      guarantees it; below that the condition reads E (τ − (τ−1)/Λ) ≤ E0, looser as Γ grows.
+    * It asks whether dissipation balances the writes, not whether writes grow: it does not judge
+      η (bounded, and its boost is set fresh at every boundary).
+
+    E = E0 = 0 (nothing written) is stable.
     """
-    return (energy <= energy_start) | (energy <= tolerance * bound)
+    decay = torch.exp(2 * log_decay)
+    return energy - decay * energy_start <= tolerance * (1 - decay) * energy
 
 
 def _select(condition: Tensor, if_true: float, if_false: float, like: Tensor) -> Tensor:
@@ -175,20 +192,21 @@ def _select(condition: Tensor, if_true: float, if_false: float, like: Tensor) ->
     return torch.full_like(like, if_false).masked_fill(condition, if_true)
 
 
-def consolidate(S: Tensor, energy_start: Tensor, bound: Tensor, basis: Tensor, cfg: ConsolidationConfig,
+def consolidate(S: Tensor, energy_start: Tensor, log_decay: Tensor, basis: Tensor, cfg: ConsolidationConfig,
                 vector: Tensor | None = None) -> Consolidation:
     """Consolidate memories S (..., d, d) at a chunk boundary; see the module docstring.
 
-    ``energy_start`` and ``bound`` are (...,); ``vector`` (..., d) is the unit vector the power
-    iteration ended on at the previous boundary, its start when ``cfg.power_warm_start`` (None, or
-    a cold config: the fixed :func:`start_vector`). The stats (each (...,)) are ``snr``; ``low_snr``
-    (snr < threshold, bool); ``resonant_modes`` (number of kept modes, int64); ``resonance_energy``
-    (energy in the kept modes); ``stable`` (bool); ``energy`` (‖S‖²_F before the projection).
+    ``energy_start`` and ``log_decay`` (−Σ Γeff since the last boundary) are (...,); ``vector``
+    (..., d) is the unit vector the power iteration ended on at the previous boundary, its start when
+    ``cfg.power_warm_start`` (None, or a cold config: the fixed :func:`start_vector`). The stats
+    (each (...,)) are ``snr``; ``low_snr`` (snr < threshold, bool); ``resonant_modes`` (number of kept modes, int64); ``resonance_energy``
+    (energy in the kept modes); ``stable`` (bool); ``energy`` (‖S‖²_F before the projection);
+    ``effective_gamma`` (−log_decay / chunk: the mean Γeff the memory applied over a full chunk).
     """
     with torch.no_grad():
         Sd = S.detach()
         energy = Sd.square().sum((-2, -1))
-        stable = lyapunov_stable(energy, energy_start, bound, cfg.lyapunov_tolerance)
+        stable = lyapunov_stable(energy, energy_start, log_decay, cfg.lyapunov_tolerance)
         snr, vector = memory_snr(Sd, cfg.power_iterations, vector if cfg.power_warm_start else None)
     S, keep, mode_energy = resonance_projection(S, basis, cfg.resonance_threshold)
     low_snr = snr < cfg.snr_threshold
@@ -199,6 +217,7 @@ def consolidate(S: Tensor, energy_start: Tensor, bound: Tensor, basis: Tensor, c
         "resonance_energy": (mode_energy * keep).sum(-1),
         "stable": stable,
         "energy": energy,
+        "effective_gamma": -log_decay / cfg.chunk,
     }
     return Consolidation(
         S=S,

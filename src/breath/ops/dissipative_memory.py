@@ -5,7 +5,7 @@ chunk boundary (see :mod:`breath.ops.consolidation`):
 
     Γeff_t = Γ_t · gamma_mult + gamma_add        λ_t = exp(−Γeff_t)        η_t = η · eta_mult
     S_t = λ_t S_{t−1} + η_t k_t v_tᵀ              o_t = S_tᵀ q_t
-    bound_t = λ_t² bound_{t−1} + η_t² ‖k_t‖² ‖v_t‖²
+    log_decay_t = log_decay_{t−1} − Γeff_t       (from 0 at the last boundary: the Lyapunov monitor's Λ)
 
 ``S`` is indexed S[key_dim, value_dim]; the read happens after the write of token t and before any
 consolidation. After the token at absolute position p with (p + 1) % chunk == 0, S is consolidated
@@ -17,7 +17,7 @@ cumulative log-decay ``b_t = Σ_{s≤t} log λ_s`` (segment-local) the recurrenc
 
     o_t     = e^{b_t} S0ᵀ q_t + Σ_{s≤t} e^{b_t − b_s} η_s (q_t·k_s) v_s
     S_end   = e^{b_L} S0 + Σ_s e^{b_L − b_s} η_s k_s v_sᵀ
-    bound_end = e^{2b_L} bound0 + Σ_s e^{2(b_L − b_s)} η_s² ‖k_s‖² ‖v_s‖²
+    log_decay_end = log_decay0 + b_L
 
 Since Γeff ≥ 0, b is non-increasing and only the non-positive differences b_t − b_s (s ≤ t) are
 exponentiated: nothing overflows, however strong the decay. Each segment is a few batched matmuls;
@@ -43,13 +43,13 @@ class MemoryState(NamedTuple):
     gamma_add: Tensor  # pending additive Γ: 0 or lyapunov_gamma_step
     eta_mult: Tensor  # pending η multiplier: 1 or eta_boost
     energy_start: Tensor  # ‖S‖²_F right after the last consolidation
-    bound: Tensor  # Lyapunov noise bound accumulated since the last chunk boundary
+    log_decay: Tensor  # Σ log λ_t = −Σ Γeff_t since the last chunk boundary (Lyapunov monitor)
     vector: Tensor  # unit vector the last boundary's power iteration ended on: the next one's start
 
     @staticmethod
     def zeros(B: int, H: int, d: int, dtype: torch.dtype = torch.float32,
               device: torch.device | str | None = None) -> MemoryState:
-        """The empty memory: S = 0, multipliers 1, additive Γ 0, energy 0, bound 0, the fixed
+        """The empty memory: S = 0, multipliers 1, additive Γ 0, energy 0, log-decay 0, the fixed
         start vector of the power iteration."""
         zero = torch.zeros(B, H, dtype=dtype, device=device)
         return MemoryState(torch.zeros(B, H, d, d, dtype=dtype, device=device),
@@ -73,9 +73,10 @@ def _prepare(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
 
 def _consolidate(state: MemoryState, basis: Tensor, cfg: ConsolidationConfig
                  ) -> tuple[MemoryState, dict[str, Tensor]]:
-    """Consolidate at a chunk boundary; energy_start and bound restart from the projected energy."""
-    c = consolidate(state.S, state.energy_start, state.bound, basis, cfg, state.vector)
-    return MemoryState(c.S, c.gamma_mult, c.gamma_add, c.eta_mult, c.energy, c.energy, c.vector), c.stats
+    """Consolidate at a chunk boundary; energy_start restarts from the projected energy, log_decay from 0."""
+    c = consolidate(state.S, state.energy_start, state.log_decay, basis, cfg, state.vector)
+    return (MemoryState(c.S, c.gamma_mult, c.gamma_add, c.eta_mult, c.energy, torch.zeros_like(c.energy), c.vector),
+            c.stats)
 
 
 def _stack_stats(per_boundary: list[dict[str, Tensor]], state: MemoryState) -> dict[str, Tensor]:
@@ -94,14 +95,13 @@ def dissipative_memory_recurrent(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor,
     state, q, k, v, gamma, basis = _prepare(q, k, v, gamma, basis, state)
     outputs, stats = [], []
     for t in range(q.shape[2]):
-        lam = torch.exp(-(gamma[:, :, t] * state.gamma_mult + state.gamma_add))
+        log_lam = -(gamma[:, :, t] * state.gamma_mult + state.gamma_add)
+        lam = torch.exp(log_lam)
         eta_t = eta * state.eta_mult
         kt, vt = k[:, :, t], v[:, :, t]
         S = lam[..., None, None] * state.S + eta_t[..., None, None] * kt[..., :, None] * vt[..., None, :]
         outputs.append((S.mT @ q[:, :, t, :, None]).squeeze(-1))
-        with torch.no_grad():
-            bound = lam**2 * state.bound + eta_t**2 * kt.square().sum(-1) * vt.square().sum(-1)
-        state = state._replace(S=S, bound=bound)
+        state = state._replace(S=S, log_decay=state.log_decay + log_lam.detach())
         if (pos + t + 1) % cfg.chunk == 0:
             state, boundary_stats = _consolidate(state, basis, cfg)
             stats.append(boundary_stats)
@@ -130,10 +130,7 @@ def _segment(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: float, state: 
     b_last = b[..., -1:]
     weight = (b_last - b).exp()[..., None] * eta_seg  # e^{b_L − b_s} η_s, (B,H,L,1)
     S = b_last.exp()[..., None] * state.S + (k * weight).mT @ v
-    with torch.no_grad():
-        writes = (weight.squeeze(-1).square() * k.square().sum(-1) * v.square().sum(-1)).sum(-1)
-        bound = (2 * b_last.squeeze(-1)).exp() * state.bound + writes
-    return o, state._replace(S=S, bound=bound)
+    return o, state._replace(S=S, log_decay=state.log_decay + b_last.squeeze(-1).detach())
 
 
 def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: float, basis: Tensor,
@@ -157,8 +154,8 @@ def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: floa
 
     Returns:
         o (B, H, T, d) in the state dtype, the new state, and per-boundary stats
-        (``snr, low_snr, resonant_modes, resonance_energy, stable, energy``), each (B, H, nb) for the
-        nb chunk boundaries crossed by this call.
+        (``snr, low_snr, resonant_modes, resonance_energy, stable, energy, effective_gamma``), each
+        (B, H, nb) for the nb chunk boundaries crossed by this call.
     """
     if use_triton is None:
         use_triton = (kernels_fit(q) and q.shape[-1] in MEMORY_KERNEL_HEAD_DIMS

@@ -9,7 +9,7 @@ boundary and η_t = η·em:
     ℓ_t = −(Γ_t·gm + ga)          b_t = Σ_{s≤t} ℓ_s (inclusive, local to the chunk)
     o_t = e^{b_t} S0ᵀ q_t + Σ_{s≤t} e^{b_t−b_s} η_t (q_t·k_s) v_s
     S_L = e^{b_L} S0 + Σ_s w_s k_s v_sᵀ,      w_s = η_t e^{b_L−b_s}
-    bound_L = e^{2b_L} bound0 + Σ_s w_s² ‖k_s‖² ‖v_s‖²
+    log_decay_L = log_decay0 + b_L
 
 and at an absolute boundary the consolidation of :mod:`breath.ops.consolidation` (Lyapunov rule,
 SNR by power iteration on SᵀS started from the state's vector (warm) or the fixed start vector
@@ -27,7 +27,7 @@ sequential kernels measured 1.2–2.4× slower on an H100: more live tiles, regi
 chain of chunks gets longer; see benchmarks/notes_memory_kernel.md.)
 
 * ``_fwd_update_kernel`` computes, per (chunk, head), the chunk's state update Σ_s w_s k_s v_sᵀ,
-  e^{b_L} and bound increment under each of the four pending adjustments (gm, ga) a boundary can
+  and b_L under each of the four pending adjustments (gm, ga) a boundary can
   set (chunk 0: under those carried in), so the sequential chain never loads k and v.
 * ``_fwd_state_kernel`` carries S (d×d, fp32) on chip: per chunk S ← e^{b_L} S + em·U from the slot
   the pending adjustments select, then the consolidation. It saves S at every chunk start, the
@@ -85,7 +85,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # three tf32 products ("tf32x3"), or fewer where an operand came as bf16/fp16 and so is exactly
 # representable in tf32 (see _dot). Under the interpreter every product is fp32.
 
-# Packed per-head scalars of the state (in and out): gamma_mult, gamma_add, eta_mult, energy_start, bound.
+# Packed per-head scalars of the state (in and out): gamma_mult, gamma_add, eta_mult, energy_start, log_decay.
 _NSCAL = 5
 
 
@@ -218,10 +218,10 @@ def _fwd_update_kernel(
 ):
     """The state update of one (chunk, head) for each pending adjustment it can run under, so that
     the sequential kernel need not load k and v: with w_s = η e^{b_L − b_s},
-    U = Σ_s w_s k_s v_sᵀ, e^{b_L} and Σ_s w_s² ‖k_s‖² ‖v_s‖², for (gm, ga) = (1, 0), (1, step),
+    U = Σ_s w_s k_s v_sᵀ and b_L, for (gm, ga) = (1, 0), (1, step),
     (boost, 0), (boost, step) (slot gm_boosted·2 + ga_added, what a boundary can set); chunk 0 of
     the call runs under the adjustments carried in, held in its slot 0. η's multiplier em is a
-    scalar factor the sequential kernel applies (em·U, em²·Σ)."""
+    scalar factor the sequential kernel applies (em·U)."""
     i = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     bi = bh // H
@@ -232,7 +232,6 @@ def _fwd_update_kernel(
     valid = (t >= 0) & (t < T)
     k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
     v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
-    kv_norms = tl.sum(k * k, 1) * tl.sum(v * v, 1)
     for c in tl.static_range(4):  # c is a compile-time constant: the branches below are static
         if c == 0:
             gm = tl.where(i == 0, tl.load(scal_in_ptr + bh * 5 + 0), 1.0)
@@ -251,8 +250,7 @@ def _fwd_update_kernel(
         slot = (bh * NT + i) * 4 + c
         tl.store(upd_ptr + slot * D * D + cols[:, None] * D + cols[None, :],
                  _dot(tl.trans(k * w[:, None]), v, False, VX))
-        tl.store(upd_scal_ptr + slot * 2 + 0, tl.exp(b_last))
-        tl.store(upd_scal_ptr + slot * 2 + 1, tl.sum(w * w * kv_norms, 0))
+        tl.store(upd_scal_ptr + slot, b_last)
 
 
 @triton.jit
@@ -263,8 +261,8 @@ def _fwd_state_kernel(
     lyapunov_step, lyapunov_tolerance,
     D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, WARM: tl.constexpr,
 ):
-    """The chain of one (batch, head): per chunk S ← e^{b_L} S + em·U and the bound from the slot
-    of _fwd_update_kernel that the pending adjustments select, then the consolidation."""
+    """The chain of one (batch, head): per chunk S ← e^{b_L} S + em·U and log_decay ← log_decay + b_L
+    from the slot of _fwd_update_kernel that the pending adjustments select, then the consolidation."""
     bh = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, D)
     mat = cols[:, None] * D + cols[None, :]
@@ -274,7 +272,7 @@ def _fwd_state_kernel(
     ga = tl.load(scal_in_ptr + bh * 5 + 1)
     em = tl.load(scal_in_ptr + bh * 5 + 2)
     energy_start = tl.load(scal_in_ptr + bh * 5 + 3)
-    bound = tl.load(scal_in_ptr + bh * 5 + 4)
+    log_decay = tl.load(scal_in_ptr + bh * 5 + 4)
     x = tl.load(x_in_ptr + bh * D + cols)  # the power iteration's start when WARM, else passed through
     combo = tl.full((), 0, tl.int32)  # slot of the pending adjustments; chunk 0's slot 0 holds those carried in
 
@@ -285,13 +283,14 @@ def _fwd_state_kernel(
         tl.store(mult_ptr + (bh * NT + i) * 3 + 2, em)
 
         slot = (bh * NT + i) * 4 + combo
-        decay = tl.load(upd_scal_ptr + slot * 2 + 0)
-        S = decay * S + em * tl.load(upd_ptr + slot * D * D + mat)
-        bound = decay * decay * bound + em * em * tl.load(upd_scal_ptr + slot * 2 + 1)
+        b_last = tl.load(upd_scal_ptr + slot)
+        S = tl.exp(b_last) * S + em * tl.load(upd_ptr + slot * D * D + mat)
+        log_decay = log_decay + b_last
 
         if (i + 1) * C <= off + T:  # absolute boundary after this chunk: consolidate
             energy = tl.sum(tl.sum(S * S, 1), 0)
-            stable = (energy <= energy_start) | (energy <= lyapunov_tolerance * bound)
+            decay = tl.exp(2 * log_decay)  # consolidation.lyapunov_stable
+            stable = energy - decay * energy_start <= lyapunov_tolerance * (1 - decay) * energy
             fro = tl.sqrt(energy)
             if not WARM:
                 x = _start_vector(D)
@@ -309,9 +308,10 @@ def _fwd_state_kernel(
                 energy_start = tl.sum(tl.sum(S * S, 1), 0)
 
             low_snr = snr < snr_threshold
-            tl.store(stat_f_ptr + (bh * NB + i) * 3 + 0, snr)
-            tl.store(stat_f_ptr + (bh * NB + i) * 3 + 1, tl.sum(tl.where(keep, mode_energy, 0.0), 0))
-            tl.store(stat_f_ptr + (bh * NB + i) * 3 + 2, energy)
+            tl.store(stat_f_ptr + (bh * NB + i) * 4 + 0, snr)
+            tl.store(stat_f_ptr + (bh * NB + i) * 4 + 1, tl.sum(tl.where(keep, mode_energy, 0.0), 0))
+            tl.store(stat_f_ptr + (bh * NB + i) * 4 + 2, energy)
+            tl.store(stat_f_ptr + (bh * NB + i) * 4 + 3, -log_decay / C)
             tl.store(flags_ptr + (bh * NB + i) * 2 + 0, low_snr.to(tl.int8))
             tl.store(flags_ptr + (bh * NB + i) * 2 + 1, stable.to(tl.int8))
             tl.store(modes_ptr + bh * NB + i, n_keep.to(tl.int64))
@@ -320,14 +320,14 @@ def _fwd_state_kernel(
             ga = tl.where(stable, 0.0, lyapunov_step)
             em = tl.where(snr > snr_threshold, eta_boost, 1.0)
             combo = low_snr.to(tl.int32) * 2 + 1 - stable.to(tl.int32)
-            bound = energy_start
+            log_decay = tl.full((), 0.0, tl.float32)
 
     tl.store(s_out_ptr + bh * D * D + mat, S)
     tl.store(scal_out_ptr + bh * 5 + 0, gm)
     tl.store(scal_out_ptr + bh * 5 + 1, ga)
     tl.store(scal_out_ptr + bh * 5 + 2, em)
     tl.store(scal_out_ptr + bh * 5 + 3, energy_start)
-    tl.store(scal_out_ptr + bh * 5 + 4, bound)
+    tl.store(scal_out_ptr + bh * 5 + 4, log_decay)
     tl.store(x_out_ptr + bh * D + cols, x)
 
 
@@ -528,8 +528,9 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
                    launch: LaunchSettings = LaunchSettings()) -> tuple[Tensor, ...]:
     """Run the forward kernels (x0 (B,H,d): the state's power-iteration vector). Returns (o, S, scal,
     x, stat_f, flags, modes, s_start, mult, keep): o (B,H,T,d) fp32; S (B,H,d,d); scal (B,H,5) =
-    gamma_mult, gamma_add, eta_mult, energy_start, bound; x (B,H,d) the vector the last boundary's
-    power iteration ended on (x0 if none); stat_f (B,H,nb,3) = snr, resonance_energy, energy; flags (B,H,nb,2) int8 = low_snr, stable;
+    gamma_mult, gamma_add, eta_mult, energy_start, log_decay; x (B,H,d) the vector the last boundary's
+    power iteration ended on (x0 if none); stat_f (B,H,nb,4) = snr, resonance_energy, energy,
+    effective_gamma; flags (B,H,nb,2) int8 = low_snr, stable;
     modes (B,H,nb) int64 resonant modes; s_start (B,H,nt,d,d) S at every chunk start; mult (B,H,nt,3)
     the adjustments in force in every chunk; keep (B,H,nb,d) int8 mode masks."""
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
@@ -541,7 +542,7 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
     S = torch.empty(B, H, d, d, **f32)
     scal = torch.empty(B, H, _NSCAL, **f32)
     x = torch.empty(B, H, d, **f32)
-    stat_f = torch.empty(B, H, NB, 3, **f32)
+    stat_f = torch.empty(B, H, NB, 4, **f32)
     flags = torch.empty(B, H, NB, 2, dtype=torch.int8, device=q.device)
     modes = torch.empty(B, H, NB, dtype=torch.int64, device=q.device)
     s_start = torch.empty(B, H, NT, d, d, **f32)
@@ -549,7 +550,7 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
     keep = torch.empty(B, H, NB, d, dtype=torch.int8, device=q.device)
     scal0 = scal0.contiguous()
     upd = torch.empty(B, H, NT, 4, d, d, **f32)  # the chunk updates under each pending adjustment
-    upd_scal = torch.empty(B, H, NT, 4, 2, **f32)  # their e^{b_L} and bound increments
+    upd_scal = torch.empty(B, H, NT, 4, **f32)  # their b_L
     _fwd_update_kernel[(NT, B * H)](
         k, v, gamma, scal0, upd, upd_scal, *_strides(k, v, gamma), H, T, NT, off, eta, cfg.gamma_boost,
         cfg.lyapunov_gamma_step, D=d, C=C, VX=_exact(v), num_warps=launch.out_warps,
@@ -626,7 +627,7 @@ def _(q, k, v, gamma, basis, S0, scal0, x0, eta, off, chunk, snr_threshold, gamm
     NT, NB = _grid_sizes(T, chunk, off)
     f32 = dict(dtype=torch.float32)
     return (q.new_empty(B, H, T, d, **f32), q.new_empty(B, H, d, d, **f32), q.new_empty(B, H, _NSCAL, **f32),
-            q.new_empty(B, H, d, **f32), q.new_empty(B, H, NB, 3, **f32), q.new_empty(B, H, NB, 2, dtype=torch.int8),
+            q.new_empty(B, H, d, **f32), q.new_empty(B, H, NB, 4, **f32), q.new_empty(B, H, NB, 2, dtype=torch.int8),
             q.new_empty(B, H, NB, dtype=torch.int64), q.new_empty(B, H, NT, d, d, **f32),
             q.new_empty(B, H, NT, 3, **f32), q.new_empty(B, H, NB, d, dtype=torch.int8))
 
@@ -728,7 +729,7 @@ def dissipative_memory_triton(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, et
     B, H, T, d = q.shape
     if state is None:
         state = MemoryState.zeros(B, H, d, torch.float32, q.device)
-    scal0 = torch.stack([state.gamma_mult, state.gamma_add, state.eta_mult, state.energy_start, state.bound],
+    scal0 = torch.stack([state.gamma_mult, state.gamma_add, state.eta_mult, state.energy_start, state.log_decay],
                         -1).float()
     # torch.compile traces the custom op (one opaque node, no graph break); eager calls the Function.
     memory = _memory_fwd if torch.compiler.is_compiling() else _MemoryFunction.apply
@@ -736,8 +737,8 @@ def dissipative_memory_triton(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, et
         q, k, v, gamma, basis, state.S, scal0, state.vector, float(eta), pos % cfg.chunk, cfg.chunk,
         cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold, cfg.lyapunov_gamma_step,
         cfg.lyapunov_tolerance, cfg.power_iterations, cfg.power_warm_start)
-    snr, resonance_energy, energy = stat_f.unbind(-1)
+    snr, resonance_energy, energy, effective_gamma = stat_f.unbind(-1)
     low_snr, stable = flags.view(torch.bool).unbind(-1)
     stats = {"snr": snr, "low_snr": low_snr, "resonant_modes": modes, "resonance_energy": resonance_energy,
-             "stable": stable, "energy": energy}
+             "stable": stable, "energy": energy, "effective_gamma": effective_gamma}
     return o, MemoryState(S, *scal.unbind(-1), x), stats

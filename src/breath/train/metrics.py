@@ -1,16 +1,16 @@
 """What a run reports: device-side metric accumulation, ``metrics.jsonl``, W&B, and the console.
 
-Names: the model's diagnostics (DESIGN §6) are logged under the seed's W&B names, the same in
-``metrics.jsonl`` and W&B, so the two are interchangeable:
+Names: a diagnostic (DESIGN §6) has one name, the model's (the seed's ``mean_gamma``,
+``lyapunov_stable_ratio``, ...), in the diagnostics dict, ``metrics.jsonl``, ``training_history.json``,
+the epoch summary and the plots:
 
-    step records   batch/loss, batch/lr, batch/tokens_per_sec, batch/gamma_mean, batch/gamma_std,
-                   batch/gamma_min, batch/gamma_max, batch/snr_mean, batch/snr_low_ratio,
-                   batch/resonant_modes, batch/resonance_energy, batch/stability_ratio,
-                   batch/fast_weight_energy, batch/bad_steps
+    step records   batch/loss, batch/lr, batch/tokens_per_sec, batch/bad_steps, batch/<diagnostic>
     epoch records  train/loss, train/perplexity, val/loss, val/perplexity, train/<diagnostic>,
                    train/per_layer/<diagnostic> (lists), epoch/time_s, epoch/peak_vram_mb
 
-A model that does not compute a diagnostic (phase1, transformer) simply has no such key.
+W&B alone speaks the seed's W&B names (``batch/gamma_mean``, ``train/stability_ratio``, ...):
+``WANDB_NAMES`` below is that map, applied where records go to W&B. A model that does not compute
+a diagnostic (phase1, transformer) simply has no such key.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ from tqdm import tqdm
 
 from breath.io import atomic_write, json_safe
 
-#: model diagnostic name → logged name (after ``batch/`` or ``train/``)
-DIAGNOSTIC_NAMES = {
+#: diagnostic name → its W&B key after ``batch/`` or ``train/`` (the seed's W&B names; ours for
+#: what the seed lacks). metrics.jsonl files of older versions used these keys too (see read_jsonl).
+WANDB_NAMES = {
     "mean_gamma": "gamma_mean",
     "std_gamma": "gamma_std",
     "min_gamma": "gamma_min",
     "max_gamma": "gamma_max",
+    "mean_effective_gamma": "effective_gamma_mean",
     "mean_snr": "snr_mean",
     "low_snr_ratio": "snr_low_ratio",
     "num_resonant_modes": "resonant_modes",
@@ -45,11 +47,14 @@ WANDB_INSTALL_HINT = ('--use-wandb: the wandb package is not installed; install 
                       'pip install "breath[wandb]" (training continues without W&B)')
 
 
-def logged_name(name: str) -> str:
-    """``mean_gamma`` → ``gamma_mean``; ``per_layer/mean_gamma`` → ``per_layer/gamma_mean``."""
+def _rename_leaf(name: str, names: Mapping[str, str]) -> str:
+    """``batch/mean_gamma`` → ``batch/gamma_mean`` with ``WANDB_NAMES``."""
     prefix, _, leaf = name.rpartition("/")
-    leaf = DIAGNOSTIC_NAMES.get(leaf, leaf)
+    leaf = names.get(leaf, leaf)
     return f"{prefix}/{leaf}" if prefix else leaf
+
+
+_OLD_NAMES = {key: name for name, key in WANDB_NAMES.items()}  # metrics.jsonl before one name per diagnostic
 
 
 class MetricAccumulator:
@@ -187,7 +192,8 @@ class JsonlLog:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (empty when it does not exist; a torn line is skipped)."""
+    """The records of a ``metrics.jsonl`` (empty when it does not exist; a torn line is skipped).
+    Files of older versions, which logged the W&B names, read with the diagnostics' names."""
     records = []
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -195,9 +201,10 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         return records
     for line in lines:
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        records.append({_rename_leaf(key, _OLD_NAMES): value for key, value in record.items()})
     return records
 
 
@@ -231,7 +238,7 @@ class WandbLog:
         return self.run.id
 
     def log(self, record: Mapping[str, Any], step: int) -> None:
-        scalars = {k: v for k, v in record.items()
+        scalars = {_rename_leaf(k, WANDB_NAMES): v for k, v in record.items()
                    if isinstance(v, (int, float)) and k not in ("step",)}
         self.run.log(scalars, step=step)
 
@@ -276,10 +283,10 @@ class ProgressBar:
     def show(self, record: Mapping[str, Any]) -> None:
         postfix = {"loss": _fmt(record.get("batch/loss"), ".4f"), "lr": _fmt(record.get("batch/lr"), ".2e"),
                    "tok/s": _fmt(record.get("batch/tokens_per_sec"), ".0f")}
-        if "batch/gamma_mean" in record:
-            postfix["Γ"] = _fmt(record["batch/gamma_mean"], ".4f")
-        if "batch/snr_mean" in record:
-            postfix["SNR"] = _fmt(record["batch/snr_mean"], ".2f")
+        if "batch/mean_gamma" in record:
+            postfix["Γ"] = _fmt(record["batch/mean_gamma"], ".4f")
+        if "batch/mean_snr" in record:
+            postfix["SNR"] = _fmt(record["batch/mean_snr"], ".2f")
         self.bar.set_postfix(postfix, refresh=False)
 
     def close(self) -> None:
@@ -304,12 +311,13 @@ def format_epoch_summary(record: Mapping[str, Any], num_epochs: int, best_val_lo
         f"   best val {_fmt(best_val_loss, '.4f')}",
     ]
     sections = (
-        ("Γ forgetting", (("mean", "gamma_mean", ".4f"), ("std", "gamma_std", ".4f"),
-                          ("min", "gamma_min", ".4f"), ("max", "gamma_max", ".4f"))),
-        ("SNR", (("mean", "snr_mean", ".3f"), ("low-SNR ratio", "snr_low_ratio", ".3f"))),
-        ("Resonance", (("modes", "resonant_modes", ".2f"), ("energy", "resonance_energy", ".4g"))),
-        ("Stability", (("Lyapunov stable ratio", "stability_ratio", ".3f"),
-                       ("fast-weight energy", "fast_weight_energy", ".4g"))),
+        ("Γ forgetting", (("mean", "mean_gamma", ".4f"), ("std", "std_gamma", ".4f"),
+                          ("min", "min_gamma", ".4f"), ("max", "max_gamma", ".4f"),
+                          ("effective", "mean_effective_gamma", ".4f"))),
+        ("SNR", (("mean", "mean_snr", ".3f"), ("low-SNR ratio", "low_snr_ratio", ".3f"))),
+        ("Resonance", (("modes", "num_resonant_modes", ".2f"), ("energy", "total_resonance_energy", ".4g"))),
+        ("Stability", (("Lyapunov stable ratio", "lyapunov_stable_ratio", ".3f"),
+                       ("fast-weight energy", "mean_fast_weight_energy", ".4g"))),
     )
     for title, fields in sections:
         if any(f"train/{key}" in record for _, key, _ in fields):
@@ -330,5 +338,5 @@ def diagnostics_by_name(diagnostics: Mapping[str, Any]) -> dict[str, torch.Tenso
 
 
 def prefixed(stats: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """``{"mean_gamma": x}`` → ``{"batch/gamma_mean": x}``."""
-    return {f"{prefix}/{logged_name(k)}": v for k, v in stats.items()}
+    """``{"mean_gamma": x}`` → ``{"batch/mean_gamma": x}``."""
+    return {f"{prefix}/{k}": v for k, v in stats.items()}

@@ -61,12 +61,19 @@ from breath.train.metrics import (JsonlLog, MetricAccumulator, MetricsLogger, Pr
 HISTORY_LISTS = ("train_losses", "val_losses", "learning_rates", "gamma_history", "snr_history",
                  "resonance_history", "stability_history")
 HISTORY_KEYS = (*HISTORY_LISTS, "best_val_loss", "total_epochs")  # training_history.json, exactly
-# per-epoch history entry → (its field, the logged train/ metric)
+# per-epoch history entry → its fields: the diagnostics' names (the train/ metrics of the epoch)
 HISTORY_FIELDS = {
-    "gamma_history": {"mean": "gamma_mean", "std": "gamma_std", "min": "gamma_min", "max": "gamma_max"},
-    "snr_history": {"mean": "snr_mean", "low_ratio": "snr_low_ratio"},
-    "resonance_history": {"num_modes": "resonant_modes", "energy": "resonance_energy"},
-    "stability_history": {"stable_ratio": "stability_ratio", "fast_weight_energy": "fast_weight_energy"},
+    "gamma_history": ("mean_gamma", "std_gamma", "min_gamma", "max_gamma", "mean_effective_gamma"),
+    "snr_history": ("mean_snr", "low_snr_ratio"),
+    "resonance_history": ("num_resonant_modes", "total_resonance_energy"),
+    "stability_history": ("lyapunov_stable_ratio", "mean_fast_weight_energy"),
+}
+# the fields of entries saved by older versions → today's names (resuming such a run)
+OLD_HISTORY_FIELDS = {
+    "gamma_history": {"mean": "mean_gamma", "std": "std_gamma", "min": "min_gamma", "max": "max_gamma"},
+    "snr_history": {"mean": "mean_snr", "low_ratio": "low_snr_ratio"},
+    "resonance_history": {"num_modes": "num_resonant_modes", "energy": "total_resonance_energy"},
+    "stability_history": {"stable_ratio": "lyapunov_stable_ratio", "fast_weight_energy": "mean_fast_weight_energy"},
 }
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -271,6 +278,9 @@ class Trainer:
         self.global_step = checkpoint["global_step"]
         self.best_val_loss = checkpoint["best_val_loss"]
         self.history = {key: list(checkpoint.get(key, [])) for key in self.history}
+        for key, old in OLD_HISTORY_FIELDS.items():
+            self.history[key] = [{old.get(field, field): value for field, value in entry.items()}
+                                 for entry in self.history[key]]
         taken = state.get("batch_in_epoch", 0) * saved_global_batch
         self.batch_in_epoch = taken // self.global_batch_size
         if self.batch_in_epoch > self.steps_per_epoch:
@@ -492,7 +502,7 @@ class Trainer:
         self.history["val_losses"].append(record["val/loss"])
         self.history["learning_rates"].append(self.scheduler.get_last_lr()[0])
         for key, fields in HISTORY_FIELDS.items():
-            self.history[key].append({field: record.get(f"train/{name}") for field, name in fields.items()})
+            self.history[key].append({name: record.get(f"train/{name}") for name in fields})
 
     def write_history(self) -> None:
         """``training_history.json``: exactly the seed's keys."""
