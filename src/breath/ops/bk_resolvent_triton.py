@@ -70,8 +70,8 @@ on those real views, with fake implementations and ``register_autograd``,
 so ``torch.compile`` sees one opaque node per call instead of tracing into an autograd.Function
 and the launch itself (under the interpreter, Dynamo failed inside the kernel). The arguments are
 real because compiled graphs handle complex tensors poorly. Eager mode calls an
-``autograd.Function`` running the same launchers, as :mod:`breath.ops.dissipative_memory_triton`
-does: it costs less host time per call than the custom op's dispatch.
+``autograd.Function`` running the same launchers (:class:`breath.ops.custom.TritonOp` wires both):
+it costs less host time per call than the custom op's dispatch.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from breath.ops.custom import TritonOp
 
 __all__ = ["bk_causal_triton", "bk_causal_triton_real", "scan_chunk", "BLOCK_N", "NUM_WARPS", "UNROLL", "STAGES"]
 
@@ -609,62 +611,27 @@ def _backward_launch(g: Tensor, grad_g: Tensor, beta: Tensor, unroll: int, stage
 # ----------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("breath::bk_causal_fwd", mutates_args=())
-def _bk_causal_fwd(e: Tensor, beta: Tensor, sigma: Tensor | None, unroll: int, stages: int, block_n: int,
-                   num_warps: int, chunk: int) -> Tensor:
-    return _forward_launch(e, beta, sigma, unroll, stages, block_n, num_warps, chunk)
+def _setup_context(ctx, inputs, g):
+    ctx.save_for_backward(g, inputs.beta)
+    ctx.has_sigma = inputs.sigma is not None
+    ctx.launch = (inputs.unroll, inputs.stages, inputs.block_n, inputs.num_warps, inputs.chunk)
 
 
-@_bk_causal_fwd.register_fake
-def _(e, beta, sigma, unroll, stages, block_n, num_warps, chunk):
-    return e.new_empty(e.shape)
+def _gradients(ctx, backward, grad_g):
+    """Gradients of e, beta and sigma from that of g; ``backward`` is the custom op or its launcher."""
+    g, beta = ctx.saved_tensors
+    grad_e, grad_beta, grad_sigma = backward(g, grad_g, beta, *ctx.launch)
+    return dict(e=grad_e, beta=grad_beta, sigma=grad_sigma if ctx.has_sigma else None)
 
 
-@torch.library.custom_op("breath::bk_causal_bwd", mutates_args=())
-def _bk_causal_bwd(g: Tensor, grad_g: Tensor, beta: Tensor, unroll: int, stages: int, block_n: int,
-                   num_warps: int, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
-    return _backward_launch(g, grad_g, beta, unroll, stages, block_n, num_warps, chunk)
-
-
-@_bk_causal_bwd.register_fake
-def _(g, grad_g, beta, unroll, stages, block_n, num_warps, chunk):
+def _backward_fake(g, grad_g, beta, *launch):
     T, N, _ = g.shape
     return g.new_empty(g.shape), g.new_empty(T - 1, N, 2), g.new_empty(N, 2)
 
 
-def _setup_context(ctx, inputs, output):
-    _e, beta, sigma, *launch = inputs
-    ctx.save_for_backward(output, beta)
-    ctx.has_sigma = sigma is not None
-    ctx.launch = launch
-
-
-def _gradients(ctx, grad_g, backward):
-    """Gradients of every forward input from that of g; ``backward`` is the custom op or its launcher."""
-    g, beta = ctx.saved_tensors
-    grad_e, grad_beta, grad_sigma = backward(g, grad_g, beta, *ctx.launch)
-    return grad_e, grad_beta, grad_sigma if ctx.has_sigma else None, None, None, None, None, None
-
-
-_bk_causal_fwd.register_autograd(lambda ctx, grad_g: _gradients(ctx, grad_g, _bk_causal_bwd),
-                                 setup_context=_setup_context)
-
-
-class _BKCausalFunction(torch.autograd.Function):
-    """The custom op's forward and backward for eager mode: torch.library's dispatch of a Python custom
-    op costs more host time (measured on CPU with the kernel launches stubbed out: ~310 µs vs ~200 µs
-    per forward + backward), which eager training pays once per layer."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        g = _forward_launch(*inputs)
-        _setup_context(ctx, inputs, g)
-        return g
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_g):
-        return _gradients(ctx, grad_g, _backward_launch)
+_bk_causal = TritonOp("bk_causal", _forward_launch, _backward_launch,
+                      forward_fake=lambda e, beta, sigma, *launch: e.new_empty(e.shape),
+                      backward_fake=_backward_fake, setup_context=_setup_context, gradients=_gradients)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -716,9 +683,7 @@ def bk_causal_triton_real(e: Tensor, beta: Tensor, sigma: Tensor | None = None, 
     if chunk < 0 or chunk % unroll:
         raise ValueError(f"bk_causal_triton: chunk must be 0 (sequential) or a positive multiple of unroll "
                          f"({unroll}), got {chunk}")
-    # torch.compile traces the custom op (one opaque node, no graph break); eager calls the Function.
-    bk = _bk_causal_fwd if torch.compiler.is_compiling() else _BKCausalFunction.apply
-    return bk(e, beta, sigma, unroll, STAGES if stages is None else stages,
+    return _bk_causal(e, beta, sigma, unroll, STAGES if stages is None else stages,
               BLOCK_N if block_n is None else block_n, NUM_WARPS if num_warps is None else num_warps, chunk)
 
 
