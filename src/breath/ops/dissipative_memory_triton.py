@@ -128,6 +128,16 @@ def _load_rows(base, t, stride_t, valid, cols):
 
 
 @triton.jit
+def _chunk_program(H, T, off, C: tl.constexpr):
+    """Where a kernel parallel over (chunk i = program 0, batch·head bh = program 1) works: i, bh, the
+    batch row bi and head hi, the chunk's positions t on the absolute grid and their mask."""
+    i = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    t = i * C - off + tl.arange(0, C)
+    return i, bh, bh // H, bh % H, t, (t >= 0) & (t < T)
+
+
+@triton.jit
 def _log_decay(g_base, t, stride_t, valid, gm, ga, C: tl.constexpr):
     """Inclusive cumulative log-decay b (C,) of a chunk and its last value b_L (ℓ = 0 on absent tokens)."""
     g = tl.load(g_base + t * stride_t, mask=valid, other=0.0).to(tl.float32)
@@ -248,14 +258,8 @@ def _fwd_update_kernel(
     (boost, 0), (boost, step) (slot gm_boosted·2 + ga_added, what a boundary can set); chunk 0 of
     the call runs under the adjustments carried in, held in its slot 0. η's multiplier em is a
     scalar factor the sequential kernel applies (em·U, em²·Σ)."""
-    i = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    bi = bh // H
-    hi = bh % H
-    rows = tl.arange(0, C)
+    i, bh, bi, hi, t, valid = _chunk_program(H, T, off, C)
     cols = tl.arange(0, D)
-    t = i * C - off + rows
-    valid = (t >= 0) & (t < T)
     k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
     v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
     kv_norms = tl.sum(k * k, 1) * tl.sum(v * v, 1)
@@ -363,14 +367,8 @@ def _chunk_inputs(q_ptr, k_ptr, v_ptr, g_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, 
     """What a kernel parallel over (chunk i = program 0, batch·head = program 1) starts from: i, bh,
     the chunk's positions t and their mask, its q, k, v rows, its log-decay b and b_L, and its
     pending multipliers gm (of Γ) and em (of η)."""
-    i = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    bi = bh // H
-    hi = bh % H
-    rows = tl.arange(0, C)
+    i, bh, bi, hi, t, valid = _chunk_program(H, T, off, C)
     cols = tl.arange(0, D)
-    t = i * C - off + rows
-    valid = (t >= 0) & (t < T)
     q = _load_rows(q_ptr + bi * sq_b + hi * sq_h, t, sq_t, valid, cols)
     k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
     v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
@@ -406,13 +404,8 @@ def _bwd_reads_kernel(
 ):
     """The chunk's term of the dS scan, R = Σ_t e^{b_t} q_t do_tᵀ, and its decay e^{b_L}, for one
     (chunk, head). (Inside _bwd_query_kernel the product doubled that kernel's spills.)"""
-    i = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    bi = bh // H
-    hi = bh % H
+    i, bh, bi, hi, t, valid = _chunk_program(H, T, off, C)
     cols = tl.arange(0, D)
-    t = i * C - off + tl.arange(0, C)
-    valid = (t >= 0) & (t < T)
     gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
     ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
     b, b_last = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
