@@ -26,16 +26,17 @@ def _chain(batch, T, seed=0):
     return a, b, c, z
 
 
-def _dense(a, b, c):
-    return torch.diag_embed(a) + torch.diag_embed(b, 1) + torch.diag_embed(c, -1)
+def _dense(a, b, c, left=None):
+    """The tridiagonal H; left shifts H_11 by -σ."""
+    H = torch.diag_embed(a) + torch.diag_embed(b, 1) + torch.diag_embed(c, -1)
+    if left is not None:
+        H[..., 0, 0] = H[..., 0, 0] - left
+    return H
 
 
 def _causal_dense(a, b, c, z, left=None):
-    """[(H_{1..t} - z)^{-1}]_{tt} for every t, by dense inversion; left shifts H_11 by -σ."""
-    H = _dense(a, b, c)
-    if left is not None:
-        H = H.clone()
-        H[..., 0, 0] = H[..., 0, 0] - left
+    """[(H_{1..t} - z)^{-1}]_{tt} for every t, by dense inversion."""
+    H = _dense(a, b, c, left)
     T = a.shape[-1]
     out = []
     for t in range(1, T + 1):
@@ -45,10 +46,7 @@ def _causal_dense(a, b, c, z, left=None):
 
 
 def _full_dense(a, b, c, z, left=None):
-    H = _dense(a, b, c)
-    if left is not None:
-        H = H.clone()
-        H[..., 0, 0] = H[..., 0, 0] - left
+    H = _dense(a, b, c, left)
     T = a.shape[-1]
     M = H - z[..., None, None] * torch.eye(T, dtype=H.dtype)
     return torch.linalg.inv(M).diagonal(dim1=-2, dim2=-1)
