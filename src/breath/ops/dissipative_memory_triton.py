@@ -88,8 +88,12 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # three tf32 products ("tf32x3"), or fewer where an operand came as bf16/fp16 and so is exactly
 # representable in tf32 (see _dot). Under the interpreter every product is fp32.
 
-# Packed per-head scalars of the state (in and out), in this order (the kernels' offsets 0..4).
+# Packed per-head scalars of the state (in and out), in this order; the kernels address them by
+# the offsets below, looked up by name.
 SCALARS = ("gamma_mult", "gamma_add", "eta_mult", "energy_start", "bound")
+_NSCAL = tl.constexpr(len(SCALARS))
+_GM, _GA, _EM, _E0, _BOUND = (tl.constexpr(SCALARS.index(name))
+                              for name in ("gamma_mult", "gamma_add", "eta_mult", "energy_start", "bound"))
 
 
 def _pack_scalars(state: MemoryState) -> Tensor:
@@ -265,8 +269,8 @@ def _fwd_update_kernel(
     kv_norms = tl.sum(k * k, 1) * tl.sum(v * v, 1)
     for c in tl.static_range(4):  # c is a compile-time constant: the branches below are static
         if c == 0:
-            gm = tl.where(i == 0, tl.load(scal_in_ptr + bh * 5 + 0), 1.0)
-            ga = tl.where(i == 0, tl.load(scal_in_ptr + bh * 5 + 1), 0.0)
+            gm = tl.where(i == 0, tl.load(scal_in_ptr + bh * _NSCAL + _GM), 1.0)
+            ga = tl.where(i == 0, tl.load(scal_in_ptr + bh * _NSCAL + _GA), 0.0)
         elif c == 1:
             gm = 1.0
             ga = lyapunov_step
@@ -300,11 +304,11 @@ def _fwd_state_kernel(
     mat = cols[:, None] * D + cols[None, :]
 
     S = tl.load(s_in_ptr + bh * D * D + mat)
-    gm = tl.load(scal_in_ptr + bh * 5 + 0)
-    ga = tl.load(scal_in_ptr + bh * 5 + 1)
-    em = tl.load(scal_in_ptr + bh * 5 + 2)
-    energy_start = tl.load(scal_in_ptr + bh * 5 + 3)
-    bound = tl.load(scal_in_ptr + bh * 5 + 4)
+    gm = tl.load(scal_in_ptr + bh * _NSCAL + _GM)
+    ga = tl.load(scal_in_ptr + bh * _NSCAL + _GA)
+    em = tl.load(scal_in_ptr + bh * _NSCAL + _EM)
+    energy_start = tl.load(scal_in_ptr + bh * _NSCAL + _E0)
+    bound = tl.load(scal_in_ptr + bh * _NSCAL + _BOUND)
     x = tl.load(x_in_ptr + bh * D + cols)  # the power iteration's start when WARM, else passed through
     combo = tl.full((), 0, tl.int32)  # slot of the pending adjustments; chunk 0's slot 0 holds those carried in
 
@@ -353,11 +357,11 @@ def _fwd_state_kernel(
             bound = energy_start
 
     tl.store(s_out_ptr + bh * D * D + mat, S)
-    tl.store(scal_out_ptr + bh * 5 + 0, gm)
-    tl.store(scal_out_ptr + bh * 5 + 1, ga)
-    tl.store(scal_out_ptr + bh * 5 + 2, em)
-    tl.store(scal_out_ptr + bh * 5 + 3, energy_start)
-    tl.store(scal_out_ptr + bh * 5 + 4, bound)
+    tl.store(scal_out_ptr + bh * _NSCAL + _GM, gm)
+    tl.store(scal_out_ptr + bh * _NSCAL + _GA, ga)
+    tl.store(scal_out_ptr + bh * _NSCAL + _EM, em)
+    tl.store(scal_out_ptr + bh * _NSCAL + _E0, energy_start)
+    tl.store(scal_out_ptr + bh * _NSCAL + _BOUND, bound)
     tl.store(x_out_ptr + bh * D + cols, x)
 
 
