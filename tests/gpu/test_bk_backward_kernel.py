@@ -11,8 +11,6 @@ ops/bk_resolvent_triton.py), so both are compared relative to the gradients' sca
 import pytest
 import torch
 
-from breath.ops.bk_resolvent_triton import bk_causal_triton_real
-
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
@@ -28,6 +26,10 @@ def model_like(N, T, seed):
 
 
 def grads(e, beta, sigma, w, **launch):
+    # Imported here: collected without a GPU, importing triton now would precede the CPU tests'
+    # TRITON_INTERPRET=1.
+    from breath.ops.bk_resolvent_triton import bk_causal_triton_real
+
     xs = [x.clone().requires_grad_() for x in (e, beta, sigma)]
     g = bk_causal_triton_real(*xs, **launch)
     (g * w).sum().backward()

@@ -35,8 +35,7 @@ class TritonOp:
                  backward_fake: Callable, setup_context: Callable, gradients: Callable):
         # Gradient slots in forward's parameter order, filled by name (None where not given).
         names = list(inspect.signature(forward).parameters)
-        self.Inputs = namedtuple(f"{name}_inputs", names, defaults=(None,) * len(names))
-        Inputs = self.Inputs
+        Inputs = namedtuple(f"{name}_inputs", names, defaults=(None,) * len(names))
 
         def setup(ctx, inputs, output):
             setup_context(ctx, Inputs(*inputs), output)
