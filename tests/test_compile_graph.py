@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_leaves  # noqa: E402
 
 pytest.importorskip("triton", reason="triton is not importable: the Triton kernels cannot be tested")
 
-from breath.ops.bk_resolvent_triton import _bk_causal_bwd, _bk_causal_fwd, bk_causal_triton  # noqa: E402
+from breath.ops.bk_resolvent_triton import _bk_causal, bk_causal_triton  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 ARCHS = ["phase2", "phase1"]
@@ -143,9 +143,9 @@ def test_bk_custom_ops_opcheck(T_, sigma, launch):
     the sequential kernel (chunk 0) and the chunked scan (T 9: three chunks of 4)."""
     e, beta, s = (x if x is None else torch.view_as_real(x.detach()).clone().requires_grad_()
                   for x in _bk_inputs(T_, sigma=sigma))
-    torch.library.opcheck(_bk_causal_fwd, (e, beta, s, *launch))
-    g = _bk_causal_fwd(e, beta, s, *launch).detach()
-    torch.library.opcheck(_bk_causal_bwd, (g, torch.randn_like(g), beta.detach(), *launch))
+    torch.library.opcheck(_bk_causal.forward_op, (e, beta, s, *launch))
+    g = _bk_causal.forward_op(e, beta, s, *launch).detach()
+    torch.library.opcheck(_bk_causal.backward_op, (g, torch.randn_like(g), beta.detach(), *launch))
 
 
 @pytest.mark.parametrize("sigma", [False, True])

@@ -23,7 +23,7 @@ pytest.importorskip("triton", reason="triton is not installed: the Triton kernel
 
 from breath.ops.consolidation import ConsolidationConfig  # noqa: E402
 from breath.ops.dissipative_memory import MemoryState, dissipative_memory  # noqa: E402
-from breath.ops.dissipative_memory_triton import _memory_fwd, dissipative_memory_triton  # noqa: E402
+from breath.ops.dissipative_memory_triton import _config_values, _memory, dissipative_memory_triton  # noqa: E402
 
 ETA = 0.5
 D = 16
@@ -212,10 +212,19 @@ def test_custom_op_registration():
     S0 = torch.randn(1, 2, D, D, device=DEV, requires_grad=True)
     scal0 = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0], device=DEV).expand(1, 2, 5).contiguous()
     x0 = MemoryState.zeros(1, 2, D, device=DEV).vector
-    args = (q, k, v, gamma, basis(), S0, scal0, x0, ETA, 3, CFG.chunk, CFG.snr_threshold, CFG.gamma_boost,
-            CFG.eta_boost, CFG.resonance_threshold, CFG.lyapunov_gamma_step, CFG.lyapunov_tolerance,
-            CFG.power_iterations, CFG.power_warm_start)
-    torch.library.opcheck(_memory_fwd, args)
+    torch.library.opcheck(_memory.forward_op, (q, k, v, gamma, basis(), S0, scal0, x0, ETA, 3, _config_values(CFG)))
+
+
+def test_config_crosses_the_custom_op_by_name():
+    """The config's flat float list reads back field by field, with each field's type."""
+    from breath.ops.dissipative_memory_triton import _config
+
+    cfg = ConsolidationConfig(chunk=32, snr_threshold=1.3, gamma_boost=2.5, eta_boost=1.25, resonance_threshold=0.2,
+                              lyapunov_gamma_step=0.03, lyapunov_tolerance=1.75, power_iterations=7,
+                              power_warm_start=False)
+    back = _config(_config_values(cfg))
+    assert back == cfg
+    assert [type(getattr(back, name)) for name in ("chunk", "power_iterations", "power_warm_start")] == [int, int, bool]
 
 
 def test_torch_compile_full_graph(compiled_matches_eager):

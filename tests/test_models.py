@@ -184,7 +184,7 @@ def test_validation_names_the_field(field, value):
         ModelConfig(**{field: value}).validate()
 
 
-def test_max_gamma_bounds_gamma_smoothly_with_exact_gradients():
+def test_max_gamma_bounds_gamma_smoothly_with_exact_gradients(tiny):
     from breath.layers.bk import BKCore
 
     free, bounded = BKCore(8, 2, 0.01), BKCore(8, 2, 0.01, max_gamma=0.1)
@@ -252,14 +252,36 @@ def test_configs_saved_before_the_memory_options_load_as_saved(missing, shift):
 def test_configs_saved_before_the_warm_start_load_as_saved():
     """Configs written before ``power_warm_start`` ran the power iteration cold (8 steps, saved in
     the config): they load cold, with their saved step count, and the layer gets that config."""
-    from breath.models.phase2 import consolidation_config
+    from breath.ops.consolidation import ConsolidationConfig
 
     saved = {k: v for k, v in ModelConfig().to_dict().items() if k != "power_warm_start"}
     saved["power_iterations"] = 8
     loaded = ModelConfig.from_dict(saved)
     assert ModelConfig().power_warm_start and not loaded.power_warm_start and loaded.power_iterations == 8
-    consolidation = consolidation_config(loaded)
+    consolidation = ConsolidationConfig.from_model(loaded)
     assert not consolidation.power_warm_start and consolidation.power_iterations == 8
+
+
+def test_consolidation_settings_come_from_the_model_config_by_name():
+    """Each consolidation setting is one flat ModelConfig field (the names of saved configs and of the
+    command line) defaulting to the op's default, and a model's memory layers get exactly its values."""
+    import dataclasses
+
+    from breath.ops.consolidation import ConsolidationConfig
+
+    op_fields = {f.metadata.get("model_field", f.name): f.name for f in dataclasses.fields(ConsolidationConfig)}
+    model_defaults = ModelConfig().to_dict()
+    assert set(op_fields) <= set(model_defaults)
+    for model_name, op_name in op_fields.items():
+        assert model_defaults[model_name] == getattr(ConsolidationConfig(), op_name)
+    changed = {"memory_chunk": 8, "snr_threshold": 1.25, "gamma_boost": 3.0, "eta_boost": 1.25,
+               "resonance_threshold": 0.3, "lyapunov_gamma_step": 0.5, "lyapunov_tolerance": 2.5,
+               "power_iterations": 7, "power_warm_start": False}
+    assert set(changed) == set(op_fields)  # a new setting needs a value here too
+    cfg = ModelConfig.from_dict({**ModelConfig(d_model=32, num_heads=2, head_dim=16, n_layers=1).to_dict(),
+                                 **changed})
+    memory = build_model(cfg).blocks[0].memory.consolidation
+    assert memory == ConsolidationConfig(**{op_fields[name]: value for name, value in changed.items()})
 
 
 @pytest.mark.parametrize("arch", ["phase2", "phase1", "phase2-shift"])

@@ -139,12 +139,22 @@ def test_triton_backward_is_deterministic():
 @pytest.mark.parametrize("with_tail", [False, True])
 def test_custom_op_registration(with_tail):
     """Schema, fake implementations and autograd registration of the forward and backward ops."""
-    from breath.ops.short_conv_triton import _short_conv_bwd, _short_conv_fwd
+    from breath.ops.short_conv_triton import _short_conv
 
     x, weight, tail, dy = inputs(2, 5, 6, 4, with_tail, seed=4)
-    torch.library.opcheck(_short_conv_fwd, (x.requires_grad_(), weight.requires_grad_(),
-                                            tail if tail is None else tail.requires_grad_()))
-    torch.library.opcheck(_short_conv_bwd, (dy, x.detach(), weight.detach(), tail if tail is None else tail.detach()))
+    torch.library.opcheck(_short_conv.forward_op, (x.requires_grad_(), weight.requires_grad_(),
+                                                   tail if tail is None else tail.requires_grad_()))
+    torch.library.opcheck(_short_conv.backward_op, (dy, x.detach(), weight.detach(),
+                                                    tail if tail is None else tail.detach()))
+
+
+@needs_triton
+def test_triton_double_backward_raises():
+    """The kernels' backward has no graph of its own: a higher-order gradient is refused, not zero."""
+    x, weight, tail, _ = inputs(1, 3, 4, 2, False, seed=6)
+    y, _ = short_conv(x.requires_grad_(), weight, use_triton=True)
+    with pytest.raises(RuntimeError, match="no double backward"):
+        torch.autograd.grad(y.square().sum(), x, create_graph=True)
 
 
 @needs_triton

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from breath.layers.zeta import zeta_table_size
+from breath.ops.consolidation import ConsolidationConfig
 
 ARCHS = ("phase2", "phase1", "transformer")
+# The consolidation settings are declared once, in the op's config; the fields below take its defaults.
+_CONSOLIDATION = ConsolidationConfig()
 RESOLVENTS = ("causal", "full")
 # Fields added after configs were first saved, with the value that keeps an older model's function.
 LEGACY_VALUES: dict[str, Any] = {"memory_key_shift": False, "memory_conv": 0, "power_warm_start": False,
@@ -52,7 +55,7 @@ class ModelConfig:
     # Smooth upper bound of Γ (layers/bk.py; None or 0: unbounded). The seed expects Γ < 0.1.
     max_gamma: float | None = None
     hebbian_eta: float = 0.1
-    memory_chunk: int = 64
+    memory_chunk: int = _CONSOLIDATION.chunk
     # Width of a causal depthwise convolution on the memory's q, k, v (0: none): keys and values then
     # see the few tokens before them, which associative recall needs (a departure from the seed,
     # docs/model.md). Configs saved before this field existed had none.
@@ -62,17 +65,17 @@ class ModelConfig:
     # so models trained with it (configs of 2026-11-30) still load and run.
     memory_key_shift: bool = False
     # Consolidation at every chunk boundary.
-    snr_threshold: float = 2.0
-    gamma_boost: float = 2.0
-    eta_boost: float = 1.5
-    resonance_threshold: float = 0.1
-    lyapunov_gamma_step: float = 0.01
-    lyapunov_tolerance: float = 1.5
+    snr_threshold: float = _CONSOLIDATION.snr_threshold
+    gamma_boost: float = _CONSOLIDATION.gamma_boost
+    eta_boost: float = _CONSOLIDATION.eta_boost
+    resonance_threshold: float = _CONSOLIDATION.resonance_threshold
+    lyapunov_gamma_step: float = _CONSOLIDATION.lyapunov_gamma_step
+    lyapunov_tolerance: float = _CONSOLIDATION.lyapunov_tolerance
     # σ_max for the SNR filter: power-iteration steps per boundary, started from the previous
     # boundary's vector (warm; benchmarks/power_iteration_warm_start.py chose 4 warm steps as
     # matching 8 cold ones). Configs saved before the warm start existed ran 8 cold steps.
-    power_iterations: int = 4
-    power_warm_start: bool = True
+    power_iterations: int = _CONSOLIDATION.power_iterations
+    power_warm_start: bool = _CONSOLIDATION.power_warm_start
     # Zeta and kernels.
     zeta_position_embedding: bool = True
     zeta_init: bool = True

@@ -20,15 +20,6 @@ from breath.models.lm import CausalLM
 from breath.ops.consolidation import ConsolidationConfig
 
 
-def consolidation_config(cfg: ModelConfig) -> ConsolidationConfig:
-    return ConsolidationConfig(
-        chunk=cfg.memory_chunk, snr_threshold=cfg.snr_threshold, gamma_boost=cfg.gamma_boost,
-        eta_boost=cfg.eta_boost, resonance_threshold=cfg.resonance_threshold,
-        lyapunov_gamma_step=cfg.lyapunov_gamma_step, lyapunov_tolerance=cfg.lyapunov_tolerance,
-        power_iterations=cfg.power_iterations, power_warm_start=cfg.power_warm_start,
-    )
-
-
 class Phase2Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -37,7 +28,7 @@ class Phase2Block(nn.Module):
                          use_triton=cfg.use_triton, max_gamma=cfg.max_gamma)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.memory = HebbianMemory(cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.hebbian_eta,
-                                    consolidation_config(cfg), conv=cfg.memory_conv,
+                                    ConsolidationConfig.from_model(cfg), conv=cfg.memory_conv,
                                     key_shift=cfg.memory_key_shift, use_triton=cfg.use_triton)
         self.ln3 = nn.LayerNorm(cfg.d_model)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout)

@@ -44,8 +44,8 @@ with the sequence cut into chunks of CHUNK steps the forward runs as
 3. the forward kernel above, one program per (block of chains, chunk), replaying each chunk from
    its start with the same per-step recursion (so ``g`` is computed as by the sequential kernel).
 
-The adjoint ``u_t = conj(g_t)² (Ḡ_t + conj(β_t) u_{t+1})`` is linear: ``_bk_bwd_affine_kernel``
-sums each chunk but the first up as ``u_begin = A u_end + B`` (A the product of
+The adjoint ``u_t = conj(g_t)² (Ḡ_t + conj(β_t) u_{t+1})`` is linear: the backward kernel with
+``AFFINE`` sums each chunk but the first up as ``u_begin = A u_end + B`` (A the product of
 ``conj(g_t)² conj(β_t)``, B the chunk's u from a zero carry), ``_bk_bwd_scan_kernel`` runs the
 carries across chunks in reverse, and the backward kernel above replays every chunk from its carry.
 A is ``∂s_end/∂s_begin`` of the forward chunk map, a contraction of the upper half plane in the
@@ -70,8 +70,8 @@ on those real views, with fake implementations and ``register_autograd``,
 so ``torch.compile`` sees one opaque node per call instead of tracing into an autograd.Function
 and the launch itself (under the interpreter, Dynamo failed inside the kernel). The arguments are
 real because compiled graphs handle complex tensors poorly. Eager mode calls an
-``autograd.Function`` running the same launchers, as :mod:`breath.ops.dissipative_memory_triton`
-does: it costs less host time per call than the custom op's dispatch.
+``autograd.Function`` running the same launchers (:class:`breath.ops.custom.TritonOp` wires both):
+it costs less host time per call than the custom op's dispatch.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from breath.ops.custom import TritonOp
 
 __all__ = ["bk_causal_triton", "bk_causal_triton_real", "scan_chunk", "BLOCK_N", "NUM_WARPS", "UNROLL", "STAGES"]
 
@@ -105,13 +107,19 @@ def _step_offsets(t, T, col, nmask, stride_t):
 
 
 @triton.jit
-def _fwd_load(e_re, e_im, b_re, b_im, t, T, col, nmask, stride_t):
-    off, m, mb = _step_offsets(t, T, col, nmask, stride_t)
+def _load_e_beta(e_re, e_im, b_re, b_im, off, m, mb):
+    """e (1 where m is off) and β (0 where mb is off) at the offsets off."""
     er = tl.load(e_re + off, mask=m, other=1.0)
     ei = tl.load(e_im + off, mask=m, other=0.0)
     br = tl.load(b_re + off, mask=mb, other=0.0)
     bi = tl.load(b_im + off, mask=mb, other=0.0)
     return er, ei, br, bi
+
+
+@triton.jit
+def _fwd_load(e_re, e_im, b_re, b_im, t, T, col, nmask, stride_t):
+    off, m, mb = _step_offsets(t, T, col, nmask, stride_t)
+    return _load_e_beta(e_re, e_im, b_re, b_im, off, m, mb)
 
 
 @triton.jit
@@ -207,16 +215,48 @@ def _bwd_step(gr, gi, Gr, Gi, br, bi, ur, ui, ge_re, ge_im, gb_re, gb_im, t, T, 
 
 
 @triton.jit
+def _affine_step(gr, gi, Gr, Gi, br, bi, ur, ui, ar, ai):
+    """u ← conj(g)² (Ḡ + conj(β) u) and A ← conj(g)² conj(β) A, one step down."""
+    cr = gr * gr - gi * gi  # conj(g)²
+    ci = -2.0 * gr * gi
+    kr = cr * br + ci * bi  # conj(g)² conj(β)
+    ki = ci * br - cr * bi
+    return (cr * Gr - ci * Gi + kr * ur - ki * ui, cr * Gi + ci * Gr + kr * ui + ki * ur,
+            kr * ar - ki * ai, kr * ai + ki * ar)
+
+
+@triton.jit
+def _down_step(gr, gi, Gr, Gi, br, bi, ur, ui, ar, ai, ge_re, ge_im, gb_re, gb_im, t, T, col, nmask, stride_t,
+               AFFINE: tl.constexpr):
+    """One step down of _bk_causal_bwd_kernel: the chunk summary's (AFFINE) or the gradients'."""
+    if AFFINE:
+        ur, ui, ar, ai = _affine_step(gr, gi, Gr, Gi, br, bi, ur, ui, ar, ai)
+    else:
+        ur, ui = _bwd_step(gr, gi, Gr, Gi, br, bi, ur, ui, ge_re, ge_im, gb_re, gb_im, t, T, col, nmask, stride_t)
+    return ur, ui, ar, ai
+
+
+@triton.jit
 def _bk_causal_bwd_kernel(
     g_re, g_im, go_re, go_im, b_re, b_im,
     ge_re, ge_im, gb_re, gb_im, gs_re, gs_im,
-    u_re, u_im, T, N, stride_t, stride_n, stride_uc, CHUNK,
-    HAS_CARRY: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
+    u_re, u_im, affine, T, N, stride_t, stride_n, stride_uc, CHUNK,
+    AFFINE: tl.constexpr, HAS_CARRY: tl.constexpr, UNROLL: tl.constexpr, STAGES: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     """Steps of chunk c = program_id(1) in reverse, from the carry u_{(c+1)·CHUNK} read at
-    ``u + c·stride_uc`` (zero without HAS_CARRY: the sequential kernel is one chunk, CHUNK >= T)."""
+    ``u + c·stride_uc`` (zero without HAS_CARRY: the sequential kernel is one chunk, CHUNK >= T).
+
+    With AFFINE (the chunked scan's first pass) chunk c = program_id(1) + 1 (every chunk but the
+    first) is instead summed up as an affine map of its carry, u_{c·CHUNK} = A u_{(c+1)·CHUNK} + B
+    with A = Π conj(g_t)² conj(β_t) over the chunk and B the chunk's u from a zero carry, stored as
+    (A, B) in 4 floats per chain at ``affine[c, n, :]``; nothing else is written. Rows past the end
+    (last chunk only) read g = 0: u stays 0 there (u_T = 0) and A becomes 0, which is right because
+    the last chunk's carry is 0."""
     pid = tl.program_id(0)
     c = tl.program_id(1)
+    if AFFINE:
+        c += 1
     n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = n < N
     col = n.to(tl.int64) * stride_n
@@ -226,6 +266,8 @@ def _bk_causal_bwd_kernel(
     else:
         ur = tl.zeros([BLOCK_N], dtype=tl.float32)
         ui = tl.zeros([BLOCK_N], dtype=tl.float32)
+    ar = tl.full([BLOCK_N], 1.0, tl.float32)  # A (AFFINE only; otherwise unchanged and compiled away)
+    ai = tl.zeros([BLOCK_N], dtype=tl.float32)
     # rows past the end exist in the last chunk only (CHUNK is a multiple of UNROLL), whose carry is 0
     t_begin = c * CHUNK
     n_blocks = tl.cdiv(tl.minimum(t_begin + CHUNK, T) - t_begin, UNROLL)
@@ -243,19 +285,34 @@ def _bk_causal_bwd_kernel(
             gr1, gi1, Gr1, Gi1, br1, bi1 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 1, T, col, nmask, stride_t)
         gr0, gi0, Gr0, Gi0, br0, bi0 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0, T, col, nmask, stride_t)
         if UNROLL > 4:
-            ur, ui = _bwd_step(gr7, gi7, Gr7, Gi7, br7, bi7, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 7, T, col, nmask, stride_t)
-            ur, ui = _bwd_step(gr6, gi6, Gr6, Gi6, br6, bi6, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 6, T, col, nmask, stride_t)
-            ur, ui = _bwd_step(gr5, gi5, Gr5, Gi5, br5, bi5, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 5, T, col, nmask, stride_t)
-            ur, ui = _bwd_step(gr4, gi4, Gr4, Gi4, br4, bi4, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 4, T, col, nmask, stride_t)
+            ur, ui, ar, ai = _down_step(gr7, gi7, Gr7, Gi7, br7, bi7, ur, ui, ar, ai, ge_re, ge_im, gb_re, gb_im,
+                                        t0 + 7, T, col, nmask, stride_t, AFFINE)
+            ur, ui, ar, ai = _down_step(gr6, gi6, Gr6, Gi6, br6, bi6, ur, ui, ar, ai, ge_re, ge_im, gb_re, gb_im,
+                                        t0 + 6, T, col, nmask, stride_t, AFFINE)
+            ur, ui, ar, ai = _down_step(gr5, gi5, Gr5, Gi5, br5, bi5, ur, ui, ar, ai, ge_re, ge_im, gb_re, gb_im,
+                                        t0 + 5, T, col, nmask, stride_t, AFFINE)
+            ur, ui, ar, ai = _down_step(gr4, gi4, Gr4, Gi4, br4, bi4, ur, ui, ar, ai, ge_re, ge_im, gb_re, gb_im,
+                                        t0 + 4, T, col, nmask, stride_t, AFFINE)
         if UNROLL > 2:
-            ur, ui = _bwd_step(gr3, gi3, Gr3, Gi3, br3, bi3, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 3, T, col, nmask, stride_t)
-            ur, ui = _bwd_step(gr2, gi2, Gr2, Gi2, br2, bi2, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 2, T, col, nmask, stride_t)
+            ur, ui, ar, ai = _down_step(gr3, gi3, Gr3, Gi3, br3, bi3, ur, ui, ar, ai, ge_re, ge_im, gb_re, gb_im,
+                                        t0 + 3, T, col, nmask, stride_t, AFFINE)
+            ur, ui, ar, ai = _down_step(gr2, gi2, Gr2, Gi2, br2, bi2, ur, ui, ar, ai, ge_re, ge_im, gb_re, gb_im,
+                                        t0 + 2, T, col, nmask, stride_t, AFFINE)
         if UNROLL > 1:
-            ur, ui = _bwd_step(gr1, gi1, Gr1, Gi1, br1, bi1, ur, ui, ge_re, ge_im, gb_re, gb_im, t0 + 1, T, col, nmask, stride_t)
-        ur, ui = _bwd_step(gr0, gi0, Gr0, Gi0, br0, bi0, ur, ui, ge_re, ge_im, gb_re, gb_im, t0, T, col, nmask, stride_t)
-    first = nmask & (tl.zeros_like(n) + c == 0)  # a vector mask: see _step_offsets
-    tl.store(gs_re + col, ur, mask=first)  # σ̄ = u_0
-    tl.store(gs_im + col, ui, mask=first)
+            ur, ui, ar, ai = _down_step(gr1, gi1, Gr1, Gi1, br1, bi1, ur, ui, ar, ai, ge_re, ge_im, gb_re, gb_im,
+                                        t0 + 1, T, col, nmask, stride_t, AFFINE)
+        ur, ui, ar, ai = _down_step(gr0, gi0, Gr0, Gi0, br0, bi0, ur, ui, ar, ai, ge_re, ge_im, gb_re, gb_im,
+                                    t0, T, col, nmask, stride_t, AFFINE)
+    if AFFINE:
+        out = affine + (c.to(tl.int64) * N + n) * 4
+        tl.store(out + 0, ar, mask=nmask)
+        tl.store(out + 1, ai, mask=nmask)
+        tl.store(out + 2, ur, mask=nmask)
+        tl.store(out + 3, ui, mask=nmask)
+    else:
+        first = nmask & (tl.zeros_like(n) + c == 0)  # a vector mask: see _step_offsets
+        tl.store(gs_re + col, ur, mask=first)  # σ̄ = u_0
+        tl.store(gs_im + col, ui, mask=first)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,13 +341,9 @@ def _mobius_step(er, ei, br, bi, p00r, p00i, p01r, p01i, p10r, p10i, p11r, p11i)
 
 @triton.jit
 def _map_load(e_re, e_im, b_re, b_im, t, col, nmask, stride_t):
-    """e_t and β_t of a full chunk (t < T − 1); padding chains read e = 1, β = 0, which keep P finite."""
-    off = tl.cast(t, tl.int64) * stride_t + col
-    er = tl.load(e_re + off, mask=nmask, other=1.0)
-    ei = tl.load(e_im + off, mask=nmask, other=0.0)
-    br = tl.load(b_re + off, mask=nmask, other=0.0)
-    bi = tl.load(b_im + off, mask=nmask, other=0.0)
-    return er, ei, br, bi
+    """e_t and β_t of a full chunk (t < T − 1: no mask along t); padding chains read e = 1, β = 0,
+    which keep P finite."""
+    return _load_e_beta(e_re, e_im, b_re, b_im, tl.cast(t, tl.int64) * stride_t + col, nmask, nmask)
 
 
 @triton.jit
@@ -418,69 +471,6 @@ def _bk_fwd_scan_kernel(
 
 
 @triton.jit
-def _affine_step(gr, gi, Gr, Gi, br, bi, ur, ui, ar, ai):
-    """u ← conj(g)² (Ḡ + conj(β) u) and A ← conj(g)² conj(β) A, one step down."""
-    cr = gr * gr - gi * gi  # conj(g)²
-    ci = -2.0 * gr * gi
-    kr = cr * br + ci * bi  # conj(g)² conj(β)
-    ki = ci * br - cr * bi
-    return (cr * Gr - ci * Gi + kr * ur - ki * ui, cr * Gi + ci * Gr + kr * ui + ki * ur,
-            kr * ar - ki * ai, kr * ai + ki * ar)
-
-
-@triton.jit
-def _bk_bwd_affine_kernel(
-    g_re, g_im, go_re, go_im, b_re, b_im, affine, T, N, stride_t, stride_n, CHUNK,
-    UNROLL: tl.constexpr, STAGES: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    """Chunk c = program_id(1) + 1 (every chunk but the first) as an affine map of its carry:
-    u_{c·CHUNK} = A u_{(c+1)·CHUNK} + B with A = Π conj(g_t)² conj(β_t) over the chunk and B the
-    chunk's u from a zero carry; stored as (A, B) in 4 floats per chain at ``affine[c, n, :]``.
-    Rows past the end (last chunk only) read g = 0: u stays 0 there (u_T = 0) and A becomes 0,
-    which is right because the last chunk's carry is 0."""
-    pid = tl.program_id(0)
-    c = tl.program_id(1) + 1
-    n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-    nmask = n < N
-    col = n.to(tl.int64) * stride_n
-    ar = tl.full([BLOCK_N], 1.0, tl.float32)
-    ai = tl.zeros([BLOCK_N], dtype=tl.float32)
-    ur = tl.zeros([BLOCK_N], dtype=tl.float32)
-    ui = tl.zeros([BLOCK_N], dtype=tl.float32)
-    t_begin = c * CHUNK
-    n_blocks = tl.cdiv(tl.minimum(t_begin + CHUNK, T) - t_begin, UNROLL)
-    for k in tl.range(0, n_blocks, num_stages=STAGES):
-        t0 = t_begin + (n_blocks - 1 - k) * UNROLL
-        if UNROLL > 4:
-            gr7, gi7, Gr7, Gi7, br7, bi7 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 7, T, col, nmask, stride_t)
-            gr6, gi6, Gr6, Gi6, br6, bi6 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 6, T, col, nmask, stride_t)
-            gr5, gi5, Gr5, Gi5, br5, bi5 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 5, T, col, nmask, stride_t)
-            gr4, gi4, Gr4, Gi4, br4, bi4 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 4, T, col, nmask, stride_t)
-        if UNROLL > 2:
-            gr3, gi3, Gr3, Gi3, br3, bi3 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 3, T, col, nmask, stride_t)
-            gr2, gi2, Gr2, Gi2, br2, bi2 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 2, T, col, nmask, stride_t)
-        if UNROLL > 1:
-            gr1, gi1, Gr1, Gi1, br1, bi1 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0 + 1, T, col, nmask, stride_t)
-        gr0, gi0, Gr0, Gi0, br0, bi0 = _bwd_load(g_re, g_im, go_re, go_im, b_re, b_im, t0, T, col, nmask, stride_t)
-        if UNROLL > 4:
-            ur, ui, ar, ai = _affine_step(gr7, gi7, Gr7, Gi7, br7, bi7, ur, ui, ar, ai)
-            ur, ui, ar, ai = _affine_step(gr6, gi6, Gr6, Gi6, br6, bi6, ur, ui, ar, ai)
-            ur, ui, ar, ai = _affine_step(gr5, gi5, Gr5, Gi5, br5, bi5, ur, ui, ar, ai)
-            ur, ui, ar, ai = _affine_step(gr4, gi4, Gr4, Gi4, br4, bi4, ur, ui, ar, ai)
-        if UNROLL > 2:
-            ur, ui, ar, ai = _affine_step(gr3, gi3, Gr3, Gi3, br3, bi3, ur, ui, ar, ai)
-            ur, ui, ar, ai = _affine_step(gr2, gi2, Gr2, Gi2, br2, bi2, ur, ui, ar, ai)
-        if UNROLL > 1:
-            ur, ui, ar, ai = _affine_step(gr1, gi1, Gr1, Gi1, br1, bi1, ur, ui, ar, ai)
-        ur, ui, ar, ai = _affine_step(gr0, gi0, Gr0, Gi0, br0, bi0, ur, ui, ar, ai)
-    out = affine + (c.to(tl.int64) * N + n) * 4
-    tl.store(out + 0, ar, mask=nmask)
-    tl.store(out + 1, ai, mask=nmask)
-    tl.store(out + 2, ur, mask=nmask)
-    tl.store(out + 3, ui, mask=nmask)
-
-
-@triton.jit
 def _chunk_affine_load(affine, c, N, n, nmask):
     """(A, B) of chunk c; the identity (1, 0) for c < 1 (chunk 0 has no summary)."""
     m = nmask & (tl.zeros_like(n) + c >= 1)  # a vector mask: see _step_offsets
@@ -588,9 +578,9 @@ def _backward_launch(g: Tensor, grad_g: Tensor, beta: Tensor, unroll: int, stage
     carry = g  # placeholder, never read with one chunk
     if n_chunks > 1:
         affine = g.new_empty(n_chunks, N, 4)  # row 0 unused: chunk 0's carry-out is σ̄, from the replay
-        _bk_bwd_affine_kernel[(n_blocks, n_chunks - 1)](
-            *_parts(g), *_parts(grad_g), *_parts(b), affine, T, N, 2 * N, 2, chunk,
-            UNROLL=unroll, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
+        _bk_causal_bwd_kernel[(n_blocks, n_chunks - 1)](  # the chunk summaries: writes affine only
+            *_parts(g), *_parts(grad_g), *_parts(b), *(g,) * 8, affine, T, N, 2 * N, 2, 0, chunk,
+            AFFINE=True, HAS_CARRY=False, UNROLL=unroll, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
         )
         carry = g.new_empty(n_chunks, N, 2)
         _bk_bwd_scan_kernel[(n_blocks,)](affine, carry, N, n_chunks, UNROLL=SCAN_UNROLL, STAGES=stages,
@@ -598,8 +588,8 @@ def _backward_launch(g: Tensor, grad_g: Tensor, beta: Tensor, unroll: int, stage
     _bk_causal_bwd_kernel[(n_blocks, n_chunks)](
         *_parts(g), *_parts(grad_g), *_parts(b),
         *_parts(grad_e), *_parts(gb), *_parts(grad_sigma),
-        *_parts(carry), T, N, 2 * N, 2, 2 * N, T if n_chunks == 1 else chunk,
-        HAS_CARRY=n_chunks > 1, UNROLL=unroll, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
+        *_parts(carry), g, T, N, 2 * N, 2, 2 * N, T if n_chunks == 1 else chunk,
+        AFFINE=False, HAS_CARRY=n_chunks > 1, UNROLL=unroll, STAGES=stages, BLOCK_N=block_n, num_warps=num_warps,
     )
     return grad_e, grad_beta, grad_sigma
 
@@ -609,62 +599,27 @@ def _backward_launch(g: Tensor, grad_g: Tensor, beta: Tensor, unroll: int, stage
 # ----------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("breath::bk_causal_fwd", mutates_args=())
-def _bk_causal_fwd(e: Tensor, beta: Tensor, sigma: Tensor | None, unroll: int, stages: int, block_n: int,
-                   num_warps: int, chunk: int) -> Tensor:
-    return _forward_launch(e, beta, sigma, unroll, stages, block_n, num_warps, chunk)
+def _setup_context(ctx, inputs, g):
+    ctx.save_for_backward(g, inputs.beta)
+    ctx.has_sigma = inputs.sigma is not None
+    ctx.launch = (inputs.unroll, inputs.stages, inputs.block_n, inputs.num_warps, inputs.chunk)
 
 
-@_bk_causal_fwd.register_fake
-def _(e, beta, sigma, unroll, stages, block_n, num_warps, chunk):
-    return e.new_empty(e.shape)
+def _gradients(ctx, backward, grad_g):
+    """Gradients of e, beta and sigma from that of g; ``backward`` is the custom op or its launcher."""
+    g, beta = ctx.saved_tensors
+    grad_e, grad_beta, grad_sigma = backward(g, grad_g, beta, *ctx.launch)
+    return dict(e=grad_e, beta=grad_beta, sigma=grad_sigma if ctx.has_sigma else None)
 
 
-@torch.library.custom_op("breath::bk_causal_bwd", mutates_args=())
-def _bk_causal_bwd(g: Tensor, grad_g: Tensor, beta: Tensor, unroll: int, stages: int, block_n: int,
-                   num_warps: int, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
-    return _backward_launch(g, grad_g, beta, unroll, stages, block_n, num_warps, chunk)
-
-
-@_bk_causal_bwd.register_fake
-def _(g, grad_g, beta, unroll, stages, block_n, num_warps, chunk):
+def _backward_fake(g, grad_g, beta, *launch):
     T, N, _ = g.shape
     return g.new_empty(g.shape), g.new_empty(T - 1, N, 2), g.new_empty(N, 2)
 
 
-def _setup_context(ctx, inputs, output):
-    _e, beta, sigma, *launch = inputs
-    ctx.save_for_backward(output, beta)
-    ctx.has_sigma = sigma is not None
-    ctx.launch = launch
-
-
-def _gradients(ctx, grad_g, backward):
-    """Gradients of every forward input from that of g; ``backward`` is the custom op or its launcher."""
-    g, beta = ctx.saved_tensors
-    grad_e, grad_beta, grad_sigma = backward(g, grad_g, beta, *ctx.launch)
-    return grad_e, grad_beta, grad_sigma if ctx.has_sigma else None, None, None, None, None, None
-
-
-_bk_causal_fwd.register_autograd(lambda ctx, grad_g: _gradients(ctx, grad_g, _bk_causal_bwd),
-                                 setup_context=_setup_context)
-
-
-class _BKCausalFunction(torch.autograd.Function):
-    """The custom op's forward and backward for eager mode: torch.library's dispatch of a Python custom
-    op costs more host time (measured on CPU with the kernel launches stubbed out: ~310 µs vs ~200 µs
-    per forward + backward), which eager training pays once per layer."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        g = _forward_launch(*inputs)
-        _setup_context(ctx, inputs, g)
-        return g
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_g):
-        return _gradients(ctx, grad_g, _backward_launch)
+_bk_causal = TritonOp("bk_causal", _forward_launch, _backward_launch,
+                      forward_fake=lambda e, beta, sigma, *launch: e.new_empty(e.shape),
+                      backward_fake=_backward_fake, setup_context=_setup_context, gradients=_gradients)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -716,9 +671,7 @@ def bk_causal_triton_real(e: Tensor, beta: Tensor, sigma: Tensor | None = None, 
     if chunk < 0 or chunk % unroll:
         raise ValueError(f"bk_causal_triton: chunk must be 0 (sequential) or a positive multiple of unroll "
                          f"({unroll}), got {chunk}")
-    # torch.compile traces the custom op (one opaque node, no graph break); eager calls the Function.
-    bk = _bk_causal_fwd if torch.compiler.is_compiling() else _BKCausalFunction.apply
-    return bk(e, beta, sigma, unroll, STAGES if stages is None else stages,
+    return _bk_causal(e, beta, sigma, unroll, STAGES if stages is None else stages,
               BLOCK_N if block_n is None else block_n, NUM_WARPS if num_warps is None else num_warps, chunk)
 
 

@@ -25,8 +25,8 @@ linear map of S and is differentiated.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field, fields
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -36,9 +36,15 @@ STAT_NAMES = ("snr", "low_snr", "resonant_modes", "resonance_energy", "stable", 
 
 @dataclass(frozen=True)
 class ConsolidationConfig:
-    """Hyper-parameters of the consolidation step (defaults from DESIGN §5)."""
+    """Hyper-parameters of the consolidation step (defaults from DESIGN §5).
 
-    chunk: int = 64  # consolidate after every absolute position p with (p + 1) % chunk == 0
+    The one place these settings are declared: ``ModelConfig`` has a field of the same name for
+    each (``model_field`` in a field's metadata where the names differ) taking its default from
+    here, and :meth:`from_model` reads them back by name.
+    """
+
+    # consolidate after every absolute position p with (p + 1) % chunk == 0
+    chunk: int = field(default=64, metadata={"model_field": "memory_chunk"})
     snr_threshold: float = 2.0
     gamma_boost: float = 2.0  # Γ multiplier for the chunk after a low-SNR boundary
     eta_boost: float = 1.5  # η multiplier for the chunk after a high-SNR boundary
@@ -47,6 +53,11 @@ class ConsolidationConfig:
     lyapunov_tolerance: float = 1.5  # τ of lyapunov_stable: the energy may grow by (1 − 1/τ) of the injection
     power_iterations: int = 4  # steps per boundary; see power_iteration for the choice
     power_warm_start: bool = True  # start from the last boundary's vector (False: the fixed start)
+
+    @classmethod
+    def from_model(cls, model_config: Any) -> ConsolidationConfig:
+        """The consolidation settings of a ``ModelConfig`` (or any object with its field names)."""
+        return cls(**{f.name: getattr(model_config, f.metadata.get("model_field", f.name)) for f in fields(cls)})
 
 
 class Consolidation(NamedTuple):

@@ -58,12 +58,14 @@ B = (dO Vᵀ)⊙D·η, G = A ⊙ (dO Vᵀ), h_s = w_s k_sᵀ dS_L v_s):
 The ops are registered with ``torch.library.custom_op`` (``breath::memory_fwd``, ``breath::memory_bwd``)
 with fake implementations and ``register_autograd``, so ``torch.compile`` traces through them as one
 node per call; eager mode calls an ``autograd.Function`` running the same launchers, which costs less
-host time per call than the custom op's dispatch.
+host time per call than the custom op's dispatch (both wired by :class:`breath.ops.custom.TritonOp`).
+The consolidation config crosses the op as a list of floats built and read by field name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 import triton
@@ -72,6 +74,7 @@ from torch import Tensor
 
 from breath.ops.backend import MEMORY_KERNEL_CHUNKS, MEMORY_KERNEL_HEAD_DIMS
 from breath.ops.consolidation import ConsolidationConfig
+from breath.ops.custom import TritonOp
 from breath.ops.dissipative_memory import MemoryState
 
 # d = 128 is not supported: the fp32-accurate d×d products of the state kernel (SᵀS, QᵀS) stage
@@ -85,8 +88,35 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # three tf32 products ("tf32x3"), or fewer where an operand came as bf16/fp16 and so is exactly
 # representable in tf32 (see _dot). Under the interpreter every product is fp32.
 
-# Packed per-head scalars of the state (in and out): gamma_mult, gamma_add, eta_mult, energy_start, log_decay.
-_NSCAL = 5
+# Packed per-head scalars of the state (in and out), in this order; the kernels address them by
+# the offsets below, looked up by name.
+SCALARS = ("gamma_mult", "gamma_add", "eta_mult", "energy_start", "log_decay")
+_NSCAL = tl.constexpr(len(SCALARS))
+_GM, _GA, _EM, _E0, _LOGD = (tl.constexpr(SCALARS.index(name))
+                             for name in ("gamma_mult", "gamma_add", "eta_mult", "energy_start", "log_decay"))
+
+
+def _pack_scalars(state: MemoryState) -> Tensor:
+    """(B, H, len(SCALARS)) fp32: the state's scalars, by name."""
+    return torch.stack([getattr(state, name) for name in SCALARS], -1).float()
+
+
+def _unpack_scalars(scal: Tensor) -> dict[str, Tensor]:
+    return dict(zip(SCALARS, scal.unbind(-1)))
+
+
+# The config's fields and their types (int, float or bool); read once (Dynamo cannot trace fields()).
+_CONFIG_TYPES = {f.name: type(f.default) for f in fields(ConsolidationConfig)}
+
+
+def _config_values(cfg: ConsolidationConfig) -> list[float]:
+    """The config as the custom op's flat ``float[]`` argument (a dataclass is no schema type), by
+    field name; :func:`_config` is its inverse."""
+    return [float(getattr(cfg, name)) for name in _CONFIG_TYPES]
+
+
+def _config(values: list[float]) -> ConsolidationConfig:
+    return ConsolidationConfig(**{name: kind(value) for (name, kind), value in zip(_CONFIG_TYPES.items(), values)})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,6 +129,16 @@ def _load_rows(base, t, stride_t, valid, cols):
     """Rows t of a (T, D) slab as fp32; absent rows are 0."""
     ptrs = base + t[:, None] * stride_t + cols[None, :]
     return tl.load(ptrs, mask=valid[:, None], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _chunk_program(H, T, off, C: tl.constexpr):
+    """Where a kernel parallel over (chunk i = program 0, batch·head bh = program 1) works: i, bh, the
+    batch row bi and head hi, the chunk's positions t on the absolute grid and their mask."""
+    i = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    t = i * C - off + tl.arange(0, C)
+    return i, bh, bh // H, bh % H, t, (t >= 0) & (t < T)
 
 
 @triton.jit
@@ -222,20 +262,14 @@ def _fwd_update_kernel(
     (boost, 0), (boost, step) (slot gm_boosted·2 + ga_added, what a boundary can set); chunk 0 of
     the call runs under the adjustments carried in, held in its slot 0. η's multiplier em is a
     scalar factor the sequential kernel applies (em·U)."""
-    i = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    bi = bh // H
-    hi = bh % H
-    rows = tl.arange(0, C)
+    i, bh, bi, hi, t, valid = _chunk_program(H, T, off, C)
     cols = tl.arange(0, D)
-    t = i * C - off + rows
-    valid = (t >= 0) & (t < T)
     k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
     v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
     for c in tl.static_range(4):  # c is a compile-time constant: the branches below are static
         if c == 0:
-            gm = tl.where(i == 0, tl.load(scal_in_ptr + bh * 5 + 0), 1.0)
-            ga = tl.where(i == 0, tl.load(scal_in_ptr + bh * 5 + 1), 0.0)
+            gm = tl.where(i == 0, tl.load(scal_in_ptr + bh * _NSCAL + _GM), 1.0)
+            ga = tl.where(i == 0, tl.load(scal_in_ptr + bh * _NSCAL + _GA), 0.0)
         elif c == 1:
             gm = 1.0
             ga = lyapunov_step
@@ -268,11 +302,11 @@ def _fwd_state_kernel(
     mat = cols[:, None] * D + cols[None, :]
 
     S = tl.load(s_in_ptr + bh * D * D + mat)
-    gm = tl.load(scal_in_ptr + bh * 5 + 0)
-    ga = tl.load(scal_in_ptr + bh * 5 + 1)
-    em = tl.load(scal_in_ptr + bh * 5 + 2)
-    energy_start = tl.load(scal_in_ptr + bh * 5 + 3)
-    log_decay = tl.load(scal_in_ptr + bh * 5 + 4)
+    gm = tl.load(scal_in_ptr + bh * _NSCAL + _GM)
+    ga = tl.load(scal_in_ptr + bh * _NSCAL + _GA)
+    em = tl.load(scal_in_ptr + bh * _NSCAL + _EM)
+    energy_start = tl.load(scal_in_ptr + bh * _NSCAL + _E0)
+    log_decay = tl.load(scal_in_ptr + bh * _NSCAL + _LOGD)
     x = tl.load(x_in_ptr + bh * D + cols)  # the power iteration's start when WARM, else passed through
     combo = tl.full((), 0, tl.int32)  # slot of the pending adjustments; chunk 0's slot 0 holds those carried in
 
@@ -323,11 +357,11 @@ def _fwd_state_kernel(
             log_decay = tl.full((), 0.0, tl.float32)
 
     tl.store(s_out_ptr + bh * D * D + mat, S)
-    tl.store(scal_out_ptr + bh * 5 + 0, gm)
-    tl.store(scal_out_ptr + bh * 5 + 1, ga)
-    tl.store(scal_out_ptr + bh * 5 + 2, em)
-    tl.store(scal_out_ptr + bh * 5 + 3, energy_start)
-    tl.store(scal_out_ptr + bh * 5 + 4, log_decay)
+    tl.store(scal_out_ptr + bh * _NSCAL + _GM, gm)
+    tl.store(scal_out_ptr + bh * _NSCAL + _GA, ga)
+    tl.store(scal_out_ptr + bh * _NSCAL + _EM, em)
+    tl.store(scal_out_ptr + bh * _NSCAL + _E0, energy_start)
+    tl.store(scal_out_ptr + bh * _NSCAL + _LOGD, log_decay)
     tl.store(x_out_ptr + bh * D + cols, x)
 
 
@@ -337,14 +371,8 @@ def _chunk_inputs(q_ptr, k_ptr, v_ptr, g_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, 
     """What a kernel parallel over (chunk i = program 0, batch·head = program 1) starts from: i, bh,
     the chunk's positions t and their mask, its q, k, v rows, its log-decay b and b_L, and its
     pending multipliers gm (of Γ) and em (of η)."""
-    i = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    bi = bh // H
-    hi = bh % H
-    rows = tl.arange(0, C)
+    i, bh, bi, hi, t, valid = _chunk_program(H, T, off, C)
     cols = tl.arange(0, D)
-    t = i * C - off + rows
-    valid = (t >= 0) & (t < T)
     q = _load_rows(q_ptr + bi * sq_b + hi * sq_h, t, sq_t, valid, cols)
     k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
     v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
@@ -380,13 +408,8 @@ def _bwd_reads_kernel(
 ):
     """The chunk's term of the dS scan, R = Σ_t e^{b_t} q_t do_tᵀ, and its decay e^{b_L}, for one
     (chunk, head). (Inside _bwd_query_kernel the product doubled that kernel's spills.)"""
-    i = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    bi = bh // H
-    hi = bh % H
+    i, bh, bi, hi, t, valid = _chunk_program(H, T, off, C)
     cols = tl.arange(0, D)
-    t = i * C - off + tl.arange(0, C)
-    valid = (t >= 0) & (t < T)
     gm = tl.load(mult_ptr + (bh * NT + i) * 3 + 0)
     ga = tl.load(mult_ptr + (bh * NT + i) * 3 + 1)
     b, b_last = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
@@ -523,12 +546,27 @@ def _exact(x: Tensor) -> bool:
     return x.dtype in (torch.bfloat16, torch.float16)
 
 
+class Forward(NamedTuple):
+    """What :func:`forward_launch` returns (see there)."""
+
+    o: Tensor
+    S: Tensor
+    scal: Tensor
+    x: Tensor
+    stat_f: Tensor
+    flags: Tensor
+    modes: Tensor
+    s_start: Tensor
+    mult: Tensor
+    keep: Tensor
+
+
 def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
                    x0: Tensor, eta: float, off: int, cfg: ConsolidationConfig,
-                   launch: LaunchSettings = LaunchSettings()) -> tuple[Tensor, ...]:
+                   launch: LaunchSettings = LaunchSettings()) -> Forward:
     """Run the forward kernels (x0 (B,H,d): the state's power-iteration vector). Returns (o, S, scal,
     x, stat_f, flags, modes, s_start, mult, keep): o (B,H,T,d) fp32; S (B,H,d,d); scal (B,H,5) =
-    gamma_mult, gamma_add, eta_mult, energy_start, log_decay; x (B,H,d) the vector the last boundary's
+    the SCALARS; x (B,H,d) the vector the last boundary's
     power iteration ended on (x0 if none); stat_f (B,H,nb,4) = snr, resonance_energy, energy,
     effective_gamma; flags (B,H,nb,2) int8 = low_snr, stable;
     modes (B,H,nb) int64 resonant modes; s_start (B,H,nt,d,d) S at every chunk start; mult (B,H,nt,3)
@@ -540,7 +578,7 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
     f32 = dict(dtype=torch.float32, device=q.device)
     o = torch.empty(B, H, T, d, **f32)
     S = torch.empty(B, H, d, d, **f32)
-    scal = torch.empty(B, H, _NSCAL, **f32)
+    scal = torch.empty(B, H, len(SCALARS), **f32)
     x = torch.empty(B, H, d, **f32)
     stat_f = torch.empty(B, H, NB, 4, **f32)
     flags = torch.empty(B, H, NB, 2, dtype=torch.int8, device=q.device)
@@ -566,7 +604,7 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
         q, k, v, gamma, s_start, mult, o, *_strides(q, k, v, gamma), H, T, NT, off, eta,
         D=d, C=C, QX=_exact(q), KX=_exact(k), VX=_exact(v), num_warps=launch.out_warps,
     )
-    return o, S, scal, x, stat_f, flags, modes, s_start, mult, keep
+    return Forward(o, S, scal, x, stat_f, flags, modes, s_start, mult, keep)
 
 
 def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
@@ -609,82 +647,57 @@ def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gam
 # ----------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("breath::memory_fwd", mutates_args=())
-def _memory_fwd(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
-                x0: Tensor, eta: float, off: int, chunk: int, snr_threshold: float, gamma_boost: float,
-                eta_boost: float, resonance_threshold: float, lyapunov_gamma_step: float,
-                lyapunov_tolerance: float, power_iterations: int, power_warm_start: bool
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    cfg = ConsolidationConfig(chunk, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
-                              lyapunov_gamma_step, lyapunov_tolerance, power_iterations, power_warm_start)
-    return forward_launch(q, k, v, gamma, basis, S0, scal0, x0, eta, off, cfg)
+def _forward(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: Tensor, scal0: Tensor,
+             x0: Tensor, eta: float, off: int, config: list[float]
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return forward_launch(q, k, v, gamma, basis, S0, scal0, x0, eta, off, _config(config))
 
 
-@_memory_fwd.register_fake
-def _(q, k, v, gamma, basis, S0, scal0, x0, eta, off, chunk, snr_threshold, gamma_boost, eta_boost,
-      resonance_threshold, lyapunov_gamma_step, lyapunov_tolerance, power_iterations, power_warm_start):
+def _forward_fake(q, k, v, gamma, basis, S0, scal0, x0, eta, off, config):
     B, H, T, d = q.shape
-    NT, NB = _grid_sizes(T, chunk, off)
+    NT, NB = _grid_sizes(T, _config(config).chunk, off)
     f32 = dict(dtype=torch.float32)
-    return (q.new_empty(B, H, T, d, **f32), q.new_empty(B, H, d, d, **f32), q.new_empty(B, H, _NSCAL, **f32),
-            q.new_empty(B, H, d, **f32), q.new_empty(B, H, NB, 4, **f32), q.new_empty(B, H, NB, 2, dtype=torch.int8),
-            q.new_empty(B, H, NB, dtype=torch.int64), q.new_empty(B, H, NT, d, d, **f32),
-            q.new_empty(B, H, NT, 3, **f32), q.new_empty(B, H, NB, d, dtype=torch.int8))
+    return Forward(
+        o=q.new_empty(B, H, T, d, **f32), S=q.new_empty(B, H, d, d, **f32), scal=q.new_empty(B, H, len(SCALARS), **f32),
+        x=q.new_empty(B, H, d, **f32), stat_f=q.new_empty(B, H, NB, 4, **f32),
+        flags=q.new_empty(B, H, NB, 2, dtype=torch.int8), modes=q.new_empty(B, H, NB, dtype=torch.int64),
+        s_start=q.new_empty(B, H, NT, d, d, **f32), mult=q.new_empty(B, H, NT, 3, **f32),
+        keep=q.new_empty(B, H, NB, d, dtype=torch.int8))
 
 
-@torch.library.custom_op("breath::memory_bwd", mutates_args=())
-def _memory_bwd(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
-                s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _backward(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
+              s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     return backward_launch(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk)
 
 
-@_memory_bwd.register_fake
-def _(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk):
+def _backward_fake(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk):
     B, H, T, d = q.shape
     return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), gamma.new_empty(B, H, T),
             q.new_empty(B, H, d, d, dtype=torch.float32))
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, gamma, basis, _S0, _scal0, _x0, eta, off, chunk, *_cfg = inputs
-    _o, _S, scal, x, stat_f, flags, modes, s_start, mult, keep = output
-    ctx.save_for_backward(q, k, v, gamma, basis, s_start, mult, keep)
-    ctx.eta, ctx.off, ctx.chunk = eta, off, chunk
-    ctx.mark_non_differentiable(scal, x, stat_f, flags, modes, s_start, mult, keep)
+    out = Forward(*output)
+    ctx.save_for_backward(inputs.q, inputs.k, inputs.v, inputs.gamma, inputs.basis, out.s_start, out.mult, out.keep)
+    ctx.eta, ctx.off, ctx.chunk = inputs.eta, inputs.off, _config(inputs.config).chunk
+    ctx.mark_non_differentiable(out.scal, out.x, out.stat_f, out.flags, out.modes, out.s_start, out.mult, out.keep)
     # Unused outputs' gradients stay None: no zero (B,H,nt,d,d) tensors are materialised.
     ctx.set_materialize_grads(False)
 
 
-def _gradients(ctx, do, dS, backward):
-    """Gradients of every forward input, from those of o and of the new S (either may be None)."""
+def _gradients(ctx, backward, do, dS, *_nondifferentiable):
+    """Gradients of q, k, v, Γ and the incoming S from those of o and of the new S (either may be None)."""
     q, k, v, gamma, basis, s_start, mult, keep = ctx.saved_tensors
     B, H, T, d = q.shape
     do = q.new_zeros(B, H, T, d, dtype=torch.float32) if do is None else do
     dS = q.new_zeros(B, H, d, d, dtype=torch.float32) if dS is None else dS
     dq, dk, dv, dg, dS0 = backward(do, dS, q, k, v, gamma, basis, s_start, mult, keep, ctx.eta, ctx.off, ctx.chunk)
-    return (dq, dk, dv, dg, None, dS0, None, None) + (None,) * 11
+    return dict(q=dq, k=dk, v=dv, gamma=dg, S0=dS0)
 
 
-_memory_fwd.register_autograd(lambda ctx, do, dS, *_: _gradients(ctx, do, dS, _memory_bwd),
-                              setup_context=_setup_context)
-
-
-class _MemoryFunction(torch.autograd.Function):
-    """The same forward and backward as the custom op, for eager mode: torch.library's dispatch of a
-    Python custom op costs several times an autograd.Function's host time per call (measured on
-    CPU: ~300 µs vs ~100 µs for forward + backward), which eager training pays once per layer."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        q, k, v, gamma, basis, S0, scal0, x0, eta, off, chunk, *cfg = inputs
-        output = forward_launch(q, k, v, gamma, basis, S0, scal0, x0, eta, off, ConsolidationConfig(chunk, *cfg))
-        _setup_context(ctx, inputs, output)
-        return output
-
-    @staticmethod
-    def backward(ctx, do, dS, *_nondifferentiable):
-        return _gradients(ctx, do, dS, backward_launch)
+_memory = TritonOp("memory", _forward, _backward, forward_fake=_forward_fake, backward_fake=_backward_fake,
+                   setup_context=_setup_context, gradients=_gradients)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -729,16 +742,10 @@ def dissipative_memory_triton(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, et
     B, H, T, d = q.shape
     if state is None:
         state = MemoryState.zeros(B, H, d, torch.float32, q.device)
-    scal0 = torch.stack([state.gamma_mult, state.gamma_add, state.eta_mult, state.energy_start, state.log_decay],
-                        -1).float()
-    # torch.compile traces the custom op (one opaque node, no graph break); eager calls the Function.
-    memory = _memory_fwd if torch.compiler.is_compiling() else _MemoryFunction.apply
-    o, S, scal, x, stat_f, flags, modes, _s_start, _mult, _keep = memory(
-        q, k, v, gamma, basis, state.S, scal0, state.vector, float(eta), pos % cfg.chunk, cfg.chunk,
-        cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold, cfg.lyapunov_gamma_step,
-        cfg.lyapunov_tolerance, cfg.power_iterations, cfg.power_warm_start)
-    snr, resonance_energy, energy, effective_gamma = stat_f.unbind(-1)
-    low_snr, stable = flags.view(torch.bool).unbind(-1)
-    stats = {"snr": snr, "low_snr": low_snr, "resonant_modes": modes, "resonance_energy": resonance_energy,
+    out = Forward(*_memory(q, k, v, gamma, basis, state.S, _pack_scalars(state), state.vector, float(eta),
+                           pos % cfg.chunk, _config_values(cfg)))
+    snr, resonance_energy, energy, effective_gamma = out.stat_f.unbind(-1)
+    low_snr, stable = out.flags.view(torch.bool).unbind(-1)
+    stats = {"snr": snr, "low_snr": low_snr, "resonant_modes": out.modes, "resonance_energy": resonance_energy,
              "stable": stable, "energy": energy, "effective_gamma": effective_gamma}
-    return o, MemoryState(S, *scal.unbind(-1), x), stats
+    return out.o, MemoryState(S=out.S, vector=out.x, **_unpack_scalars(out.scal)), stats

@@ -23,7 +23,8 @@ are bound by instructions, not bytes.)
 The ops are registered with ``torch.library.custom_op`` (``breath::short_conv_fwd``,
 ``breath::short_conv_bwd``) with fake implementations and ``register_autograd``, so
 ``torch.compile`` sees one opaque node per call; eager mode calls an ``autograd.Function`` running
-the same launchers, which costs less host time per call than the custom op's dispatch.
+the same launchers, which costs less host time per call than the custom op's dispatch (both wired
+by :class:`breath.ops.custom.TritonOp`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from breath.ops.custom import TritonOp
 from breath.ops.short_conv import new_tail
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -195,55 +197,32 @@ def backward_launch(dy: Tensor, x: Tensor, weight: Tensor, tail: Tensor | None,
 # ----------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("breath::short_conv_fwd", mutates_args=())
-def _short_conv_fwd(x: Tensor, weight: Tensor, tail: Tensor | None) -> Tensor:
+def _forward(x: Tensor, weight: Tensor, tail: Tensor | None) -> Tensor:
     return forward_launch(x, weight, tail)
 
 
-@_short_conv_fwd.register_fake
-def _(x, weight, tail):
-    return x.new_empty(x.shape)
-
-
-@torch.library.custom_op("breath::short_conv_bwd", mutates_args=())
-def _short_conv_bwd(dy: Tensor, x: Tensor, weight: Tensor, tail: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+def _backward(dy: Tensor, x: Tensor, weight: Tensor, tail: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     return backward_launch(dy, x, weight, tail)
 
 
-@_short_conv_bwd.register_fake
-def _(dy, x, weight, tail):
+def _backward_fake(dy, x, weight, tail):
     B, _, C = x.shape
     dtail = x.new_empty(B, 0, C) if tail is None else tail.new_empty(tail.shape)
     return x.new_empty(x.shape), weight.new_empty(weight.shape), dtail
 
 
-def _setup_context(ctx, inputs, output):
-    x, weight, tail = inputs
-    ctx.save_for_backward(x, weight, tail)
+def _setup_context(ctx, inputs, y):
+    ctx.save_for_backward(inputs.x, inputs.weight, inputs.tail)
 
 
-def _gradients(ctx, dy, backward):
+def _gradients(ctx, backward, dy):
     x, weight, tail = ctx.saved_tensors
     dx, dw, dtail = backward(dy, x, weight, tail)
-    return dx, dw, None if tail is None else dtail
+    return dict(x=dx, weight=dw, tail=None if tail is None else dtail)
 
 
-_short_conv_fwd.register_autograd(lambda ctx, dy: _gradients(ctx, dy, _short_conv_bwd), setup_context=_setup_context)
-
-
-class _ShortConvFunction(torch.autograd.Function):
-    """The same forward and backward as the custom op, for eager mode: a Python custom op's
-    dispatch costs several times an autograd.Function's host time per call."""
-
-    @staticmethod
-    def forward(ctx, x, weight, tail):
-        y = forward_launch(x, weight, tail)
-        _setup_context(ctx, (x, weight, tail), y)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        return _gradients(ctx, dy, backward_launch)
+_short_conv = TritonOp("short_conv", _forward, _backward, forward_fake=lambda x, weight, tail: x.new_empty(x.shape),
+                       backward_fake=_backward_fake, setup_context=_setup_context, gradients=_gradients)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,6 +242,4 @@ def short_conv_triton(x: Tensor, weight: Tensor, tail: Tensor | None = None) -> 
     for name, t in (("x", x), ("weight", weight), ("tail", tail)):
         if t is not None and t.dtype not in SUPPORTED_DTYPES:
             raise ValueError(f"the Triton short conv takes bf16, fp16 or fp32; {name} is {t.dtype}")
-    # torch.compile traces the custom op (one opaque node, no graph break); eager calls the Function.
-    conv = _short_conv_fwd if torch.compiler.is_compiling() else _ShortConvFunction.apply
-    return conv(x, weight, tail), new_tail(x, tail, W)
+    return _short_conv(x, weight, tail), new_tail(x, tail, W)
