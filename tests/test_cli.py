@@ -191,15 +191,15 @@ def test_transformer_has_no_diagnostics_and_still_trains(cache, tmp_path, breath
                                                        "mean_effective_gamma"))]
 
 
-def test_raising_base_decay_raises_the_stable_ratio(cache, tmp_path):
+def test_raising_base_decay_raises_the_stable_ratio(cache, tmp_path, breath_cli):
     # The seed's advice "stable ratio below 90%: increase --base-decay", through the command line.
     # TINY's chunk is 32: base_decay ≥ ln(3)/64 = 0.0172 makes every chunk stable (tolerance 1.5);
     # at 0.001 the memory barely dissipates and the first chunk of every window is flagged.
     ratios = []
     for base_decay in ("0.001", "0.02"):
         out = tmp_path / base_decay
-        code, _, stderr = train(*TINY, "--num-epochs", "1", "--base-decay", base_decay, "--cache-dir", str(cache),
-                                "--output-dir", str(out))
+        code, _, stderr = breath_cli("train", *TINY, "--num-epochs", "1", "--base-decay", base_decay,
+                                     "--cache-dir", str(cache), "--output-dir", str(out))
         assert code == 0, stderr
         ratios.append([r for r in read_jsonl(out / "metrics.jsonl") if "train/loss" in r][-1]["train/lyapunov_stable_ratio"])
     assert ratios[0] < 0.9 and ratios[1] == 1.0
