@@ -40,8 +40,8 @@ def check(arch: str, batch: int = 4, length: int = 1000, **overrides) -> list[tu
     cfg = ModelConfig.preset("base", arch=arch, vocab_size=10000, dropout=0.0, **overrides)
     label = arch + "".join(f" {k}={v}" for k, v in overrides.items())
     with torch.device("cuda"):
-        fast = build_model(ModelConfig(**{**cfg.to_dict(), "use_triton": True})).cuda()
-        slow = build_model(ModelConfig(**{**cfg.to_dict(), "use_triton": False})).cuda()
+        fast = build_model(ModelConfig(**{**cfg.to_dict(), "use_triton": "on"})).cuda()
+        slow = build_model(ModelConfig(**{**cfg.to_dict(), "use_triton": "off"})).cuda()
     slow.load_state_dict(fast.state_dict())
     ids = torch.randint(0, 10000, (batch, length + 1), device="cuda")
     logits_fast, grads_fast = loss_and_grads(fast, ids)

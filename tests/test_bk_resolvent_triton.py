@@ -171,7 +171,7 @@ def _tiny_phase2(use_triton: bool):
     torch.manual_seed(0)
     return build_model(ModelConfig(arch="phase2", vocab_size=97, d_model=32, n_layers=2, n_seq=32, num_heads=2,
                                    head_dim=16, ffn_dim=64, memory_chunk=16, dropout=0.0,
-                                   use_triton=use_triton)).to(DEV)
+                                   use_triton="on" if use_triton else "off")).to(DEV)
 
 
 @pytest.mark.parametrize("pieces", [[3, 13, 1, 7, 16], [1] * 8])

@@ -40,11 +40,11 @@ def fresh_dynamo():
 def tiny(arch, n_layers=2):
     """A model whose every kernel is Triton (memory head_dim and chunk 16: the kernel's smallest),
     with a memory boundary in each half of a T-token sequence. On CUDA the ops choose the kernels
-    themselves (use_triton=None, what ``--use-triton`` training sets), so that choice is traced too."""
+    themselves (use_triton="auto", the default), so that choice is traced too."""
     torch.manual_seed(0)
     cfg = ModelConfig(arch=arch, vocab_size=VOCAB, d_model=32, n_layers=n_layers, n_seq=T, num_heads=2,
                       head_dim=16, ffn_dim=64, memory_chunk=16, dropout=0.0,
-                      use_triton=None if DEV == "cuda" else True)
+                      use_triton="auto" if DEV == "cuda" else "on")
     return build_model(cfg).to(DEV)
 
 
