@@ -70,7 +70,7 @@ class TrainConfig:
                              "fewer, which is said once and used", "data")
     # resolve_config fills it in
     tokenizer: str | None = option(None, "byte-level BPE, or one token per whitespace-separated word and line end "
-                                   "(<eos>), for text that is already tokenised", "data", choices=TOKENIZERS,
+                                   "(eos), for text that is already tokenised", "data", choices=TOKENIZERS,
                                    shown_default="word for ptb, else bpe")
     cache_dir: str | None = option(None, "downloaded corpora, tokenizers, encoded tokens", "data", metavar="DIR",
                                    shown_default="$BREATH_CACHE, else ~/.cache/breath")
@@ -80,7 +80,7 @@ class TrainConfig:
     batch_size: int = option(4, "windows per batch; per rank under torchrun (the global batch is this × ranks)",
                              "optimisation")
     num_epochs: int = option(10, "epochs to train", "optimisation")
-    learning_rate: float = option(1e-4, "peak AdamW learning rate (β = 0.9, 0.95)", "optimisation")
+    learning_rate: float = option(1e-4, "peak AdamW learning rate (β = 0.9, 0.95)", "optimisation", shown_default="1e-4")
     weight_decay: float = option(0.01, "AdamW weight decay, on weight matrices only (not on norms, biases or "
                                  "embeddings)", "optimisation")
     gradient_clip_norm: float = option(1.0, "clip the global gradient norm to this (inf: off)", "optimisation")

@@ -54,7 +54,6 @@ from breath.train.metrics import (JsonlLog, MetricAccumulator, MetricsLogger, Pr
 
 HISTORY_LISTS = ("train_losses", "val_losses", "learning_rates", "gamma_history", "snr_history",
                  "resonance_history", "stability_history")
-HISTORY_KEYS = (*HISTORY_LISTS, "best_val_loss", "total_epochs")  # training_history.json, exactly
 # per-epoch history entry → (its field, the logged train/ metric)
 HISTORY_FIELDS = {
     "gamma_history": {"mean": "gamma_mean", "std": "gamma_std", "min": "gamma_min", "max": "gamma_max"},
