@@ -205,11 +205,37 @@ def test_use_triton_modes():
         "auto", "auto", "off", "on"]
     assert ModelConfig.from_dict({"use_triton": True}).validate().use_triton == "auto"
     # the full resolvent has no kernel: "on" is an error, in the config and in the layer
-    with pytest.raises(FieldError, match="^" + re.escape("use_triton: got 'on'; allowed: auto | off with resolvent='full'")):
+    message = "use_triton: got 'on'; allowed: auto | off with resolvent='full'"
+    with pytest.raises(FieldError, match="^" + re.escape(message)):
         ModelConfig(resolvent="full", use_triton="on").validate()
     with pytest.raises(FieldError, match="^use_triton: got 'on' with the full"):
         BKCore(8, 2, 0.01, causal=False, use_triton="on")
     assert BKCore(8, 2, 0.01, causal=False).use_triton == "off"
+
+
+def test_auto_on_a_cuda_device_without_triton_says_so_once(monkeypatch):
+    """``use_triton="auto"`` falling back to PyTorch on CUDA (Triton missing, or a GPU below Ampere)
+    warns once per process and reason; on the CPU the reference is the expected choice: no note."""
+    import warnings
+    from types import SimpleNamespace
+
+    from breath.ops import backend
+
+    monkeypatch.setattr(backend, "triton_available", lambda: False)
+    monkeypatch.setattr(backend, "_capability", lambda index: (9, 0))
+    backend._note_fallback.cache_clear()
+    on_cuda = SimpleNamespace(is_cuda=True, device=SimpleNamespace(index=0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [backend.kernels_fit(on_cuda) for _ in range(3)] == [False] * 3
+        assert backend.kernels_fit(torch.zeros(1)) is False
+        monkeypatch.setattr(backend, "_capability", lambda index: (7, 5))
+        assert backend.kernels_fit(on_cuda) is False
+    assert [str(w.message) for w in caught] == [
+        "use_triton='auto': Triton is not installed; the PyTorch reference path runs (slower)",
+        "use_triton='auto': CUDA device 0 has compute capability (7, 5), below the kernels' 8.0; the PyTorch "
+        "reference path runs (slower)"]
+    backend._note_fallback.cache_clear()
 
 
 def test_triton_import_errors_other_than_its_absence_propagate(monkeypatch):

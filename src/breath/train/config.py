@@ -80,7 +80,8 @@ class TrainConfig:
     batch_size: int = option(4, "windows per batch; per rank under torchrun (the global batch is this × ranks)",
                              "optimisation")
     num_epochs: int = option(10, "epochs to train", "optimisation")
-    learning_rate: float = option(1e-4, "peak AdamW learning rate (β = 0.9, 0.95)", "optimisation", shown_default="1e-4")
+    learning_rate: float = option(1e-4, "peak AdamW learning rate (β = 0.9, 0.95)", "optimisation",
+                                  shown_default="1e-4")
     weight_decay: float = option(0.01, "AdamW weight decay, on weight matrices only (not on norms, biases or "
                                  "embeddings)", "optimisation")
     gradient_clip_norm: float = option(1.0, "clip the global gradient norm to this (inf: off)", "optimisation")
