@@ -74,7 +74,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     cfg = ModelConfig.preset(args.preset, arch=args.arch, vocab_size=args.vocab_size, n_seq=args.length,
-                             dropout=0.0, use_triton=True if args.kernels and args.arch != "transformer" else None)
+                             dropout=0.0, use_triton="on" if args.kernels and args.arch != "transformer" else "auto")
     model = build_model(cfg)
     ids = torch.randint(0, args.vocab_size, (args.batch, args.length + 1))
     grouped = saved_bytes(model, ids, torch.bfloat16)

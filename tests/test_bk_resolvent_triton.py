@@ -228,7 +228,7 @@ def test_bkcore_real_path_matches_complex_path(hermitian, T, with_state):
 def test_phase2_recurrent_equals_parallel_with_kernels(pieces, logits_in_pieces, tiny_model):
     """The model's ground rule with every kernel (BK, short convolution, memory) chosen: feeding the
     sequence in pieces with the state gives the logits of one pass, to float32 rounding."""
-    model = tiny_model(head_dim=16, memory_chunk=16, use_triton=True).to(DEV)
+    model = tiny_model(head_dim=16, memory_chunk=16, use_triton="on").to(DEV)
     ids = torch.randint(0, 97, (2, sum(pieces)), generator=torch.Generator().manual_seed(1)).to(DEV)
     with torch.no_grad():
         full = model(ids).logits

@@ -40,9 +40,9 @@ def fresh_dynamo():
 def tiny(tiny_model):
     """A model whose every kernel is Triton (memory head_dim and chunk 16: the kernel's smallest),
     with a memory boundary in each half of a T-token sequence. On CUDA the ops choose the kernels
-    themselves (use_triton=None, what ``--use-triton`` training sets), so that choice is traced too."""
+    themselves (use_triton="auto", the default), so that choice is traced too."""
     return lambda arch, n_layers=2: tiny_model(arch, vocab_size=VOCAB, n_layers=n_layers, n_seq=T, head_dim=16,
-                                               memory_chunk=16, use_triton=None if DEV == "cuda" else True).to(DEV)
+                                               memory_chunk=16, use_triton="auto" if DEV == "cuda" else "on").to(DEV)
 
 
 def tokens():

@@ -67,7 +67,7 @@ def test_decoder_with_the_triton_memory_kernel(tiny):
     places of the chunk, as a graph does, still equals plain calls."""
     pytest.importorskip("triton", reason="triton is not installed")
     device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: Triton's interpreter
-    model = tiny("phase2", num_heads=1, head_dim=16, memory_chunk=16, use_triton=True).float().to(device)
+    model = tiny("phase2", num_heads=1, head_dim=16, memory_chunk=16, use_triton="on").float().to(device)
     ids = torch.randint(0, 97, (1, 5 + 20), generator=torch.Generator().manual_seed(1)).to(device)
     prefill = model(ids[:, :5])
     decoder = Decoder(model, copy_state(prefill.state), capacity=ids.shape[1], cuda_graphs=False)

@@ -1,5 +1,6 @@
 """The ground rules of DESIGN §2 for every architecture, the public interface (§8) and diagnostics (§6)."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from breath import ModelConfig, build_model
+from breath.errors import FieldError
 from breath.models.diagnostics import MEMORY_STATS
 
 ARCHS = ["phase2", "phase1", "transformer"]
@@ -178,10 +180,84 @@ def test_a_model_cast_to_bfloat16_runs_and_continues(arch, tiny):
     ("resonance_threshold", 1.5), ("memory_chunk", 0), ("lyapunov_tolerance", 0.5), ("d_model", 2050),
     ("memory_key_shift", "yes"), ("zeta_init", 1), ("memory_conv", 1), ("memory_conv", True),
     ("power_warm_start", 1), ("power_iterations", 0), ("max_gamma", 0.005),
+    ("use_triton", True), ("use_triton", None), ("use_triton", "force"),
 ])
 def test_validation_names_the_field(field, value):
-    with pytest.raises(ValueError, match=f"^{field}: got {value!r}"):
+    with pytest.raises(FieldError, match=f"^{field}: got {value!r}") as info:
         ModelConfig(**{field: value}).validate()
+    assert info.value.field == field and info.value.message.startswith(f"got {value!r}; allowed: ")
+
+
+def test_use_triton_modes():
+    """auto | on | off everywhere; the ops still take the Python values of before (None, True, False);
+    a saved config's null/true meant "Triton where it runs" (auto), false off."""
+    from breath.layers.bk import BKCore
+    from breath.models.config import upgrade_saved
+    from breath.ops.backend import triton_mode
+
+    assert [triton_mode(v) for v in ("auto", "on", "off", None, True, False)] == ["auto", "on", "off"] * 2
+    with pytest.raises(ValueError, match="^" + re.escape("use_triton: got 'yes'; allowed: auto | on | off")):
+        triton_mode("yes")
+    assert [upgrade_saved({"use_triton": v})["use_triton"] for v in (None, True, False, "on")] == [
+        "auto", "auto", "off", "on"]
+    assert ModelConfig.from_dict({"use_triton": True}).validate().use_triton == "auto"
+    # the full resolvent has no kernel: "on" is an error, in the config and in the layer
+    message = "use_triton: got 'on'; allowed: auto | off with resolvent='full'"
+    with pytest.raises(FieldError, match="^" + re.escape(message)):
+        ModelConfig(resolvent="full", use_triton="on").validate()
+    with pytest.raises(FieldError, match="^use_triton: got 'on' with the full"):
+        BKCore(8, 2, 0.01, causal=False, use_triton="on")
+    assert BKCore(8, 2, 0.01, causal=False).use_triton == "off"
+
+
+def test_auto_on_a_cuda_device_without_triton_says_so_once(monkeypatch):
+    """``use_triton="auto"`` falling back to PyTorch on CUDA (Triton missing, or a GPU below Ampere)
+    warns once per process and reason; on the CPU the reference is the expected choice: no note."""
+    import warnings
+    from types import SimpleNamespace
+
+    from breath.ops import backend
+
+    monkeypatch.setattr(backend, "triton_available", lambda: False)
+    monkeypatch.setattr(backend, "_capability", lambda index: (9, 0))
+    backend._note_fallback.cache_clear()
+    on_cuda = SimpleNamespace(is_cuda=True, device=SimpleNamespace(index=0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [backend.kernels_fit(on_cuda) for _ in range(3)] == [False] * 3
+        assert backend.kernels_fit(torch.zeros(1)) is False
+        monkeypatch.setattr(backend, "_capability", lambda index: (7, 5))
+        assert backend.kernels_fit(on_cuda) is False
+    assert [str(w.message) for w in caught] == [
+        "use_triton='auto': Triton is not installed; the PyTorch reference path runs (slower)",
+        "use_triton='auto': CUDA device 0 has compute capability (7, 5), below the kernels' 8.0; the PyTorch "
+        "reference path runs (slower)"]
+    backend._note_fallback.cache_clear()
+
+
+def test_triton_import_errors_other_than_its_absence_propagate(monkeypatch):
+    """Only a missing ``triton`` module counts as "not available"; a broken install is an error."""
+    import builtins
+
+    from breath.ops import backend
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "triton":
+            raise failure
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    for failure, available in ((ModuleNotFoundError("No module named 'triton'", name="triton"), False),
+                               (ImportError("libcuda.so.1: cannot open shared object file"), None)):
+        backend.triton_available.cache_clear()
+        if available is None:
+            with pytest.raises(ImportError, match="libcuda"):
+                backend.triton_available()
+        else:
+            assert backend.triton_available() is available
+    backend.triton_available.cache_clear()
 
 
 def test_max_gamma_bounds_gamma_smoothly_with_exact_gradients(tiny):
@@ -328,7 +404,7 @@ def test_unit_keys_are_f_normalize_with_a_smaller_backward():
 
 @pytest.mark.parametrize("op", ["bk_resolvent", "dissipative_memory", "short_conv"])
 def test_kernels_asked_for_on_cpu_say_how_to_run_them(op, monkeypatch):
-    """use_triton=True on CPU tensors outside Triton's interpreter: one clear error naming the op and
+    """use_triton="on" on CPU tensors outside Triton's interpreter: one clear error naming the op and
     the way out, not Triton's "0 active drivers"."""
     pytest.importorskip("triton")
     from breath.ops.bk_resolvent import bk_resolvent
@@ -339,10 +415,10 @@ def test_kernels_asked_for_on_cpu_say_how_to_run_them(op, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x = torch.randn(1, 1, 4, 16)
     calls = {
-        "bk_resolvent": lambda: bk_resolvent(torch.randn(2, 4, dtype=torch.complex64), 1.0, 1.0, 1j, use_triton=True),
+        "bk_resolvent": lambda: bk_resolvent(torch.randn(2, 4, dtype=torch.complex64), 1.0, 1.0, 1j, use_triton="on"),
         "dissipative_memory": lambda: dissipative_memory(x, x, x, torch.rand(1, 1, 4), 0.1, torch.eye(16),
-                                                         ConsolidationConfig(chunk=16), use_triton=True),
-        "short_conv": lambda: short_conv(x[0], torch.randn(16, 4), use_triton=True),
+                                                         ConsolidationConfig(chunk=16), use_triton="on"),
+        "short_conv": lambda: short_conv(x[0], torch.randn(16, 4), use_triton="on"),
     }
-    with pytest.raises(RuntimeError, match=f"^{op}: use_triton=True needs CUDA tensors, or TRITON_INTERPRET=1"):
+    with pytest.raises(RuntimeError, match=f"^{op}: use_triton='on' needs CUDA tensors, or TRITON_INTERPRET=1"):
         calls[op]()

@@ -20,8 +20,9 @@ import pytest
 import torch
 from torch import nn
 
+from breath.errors import FieldError
 from breath.io import SaveError, atomic_write
-from breath.models import build_model
+from breath.models import ModelConfig, build_model
 from breath.models.config import PRESETS
 from breath.runs import CHECKPOINT_KEYS, CheckpointError, check_compatible, load_checkpoint
 from breath.runtime import ConfigError
@@ -70,7 +71,7 @@ def test_layers_merge_preset_then_file_then_flags(tmp_path):
     assert model_cfg.d_model == 192  # flag over file over preset
     assert model_cfg.n_layers == PRESETS["small"]["n_layers"]  # preset over defaults
     assert train_cfg.learning_rate == 3e-4 and isinstance(train_cfg.learning_rate, float)
-    assert train_cfg.use_wandb is True and train_cfg.preset == "small"
+    assert train_cfg.use_wandb is True
 
 
 def test_resumed_options_sit_under_preset_file_and_flags():
@@ -93,9 +94,26 @@ def test_a_runs_config_json_can_be_reused(tmp_path):
     assert again_model.d_model == model_cfg.d_model and again_model.n_seq == model_cfg.n_seq
 
 
-def test_use_triton_means_triton_where_it_runs():
-    assert resolve_config({"use_triton": True})[1].use_triton is None  # ops choose: Triton on CUDA only
-    assert resolve_config({"use_triton": False})[1].use_triton is False
+def test_use_triton_is_auto_on_or_off_in_flags_and_files_and_old_files_load(tmp_path):
+    assert resolve_config({})[1].use_triton == "auto"  # the ops choose: Triton where it runs
+    assert resolve_config({"use_triton": "on"})[1].use_triton == "on"
+    yaml_file = tmp_path / "run.yaml"
+    for text, mode in [("use_triton: on", "on"), ("use_triton: off", "off"), ("use-triton: auto", "auto"),
+                       ("use_triton: true", "auto"), ("use_triton: false", "off"), ("use_triton:", "auto")]:
+        yaml_file.write_text(text + "\nuse_wandb: on\n")  # YAML 1.1's on: a word here, still true for a switch
+        options = load_config_file(str(yaml_file))
+        assert (options["use_triton"], options["use_wandb"]) == (mode, True), text
+    # a run's config.json of before: use_triton null (the command line's --use-triton) or false, and a preset
+    train_cfg, model_cfg = resolve_config({**TINY})
+    old = {"model": {**model_cfg.to_dict(), "use_triton": None}, "train": {**train_cfg.to_dict(), "preset": None}}
+    for saved, mode in [(None, "auto"), (False, "off")]:
+        old["model"]["use_triton"] = saved
+        (tmp_path / "config.json").write_text(json.dumps(old))
+        assert resolve_config({}, load_config_file(str(tmp_path / "config.json")))[1].use_triton == mode
+        assert ModelConfig.from_dict(old["model"]).use_triton == mode
+    with pytest.raises(ConfigError, match=r"^--use-triton: got 'yes'; allowed: auto \| on \| off$"):
+        yaml_file.write_text("use_triton: 'yes'\n")
+        resolve_config({}, load_config_file(str(yaml_file)))
 
 
 @pytest.mark.parametrize("options, option", [
@@ -113,8 +131,10 @@ def test_resolve_config_errors_name_the_option(options, option):
 def test_every_train_option_is_validated():
     for name, bad in [("batch_size", 0), ("learning_rate", math.inf), ("gradient_clip_norm", -1.0),
                       ("device", "gpu"), ("precision", "fp16"), ("seed", -1), ("dataset", " ")]:
-        with pytest.raises(ConfigError, match=f"--{name.replace('_', '-')}: got {bad!r}"):
+        with pytest.raises(FieldError, match=f"^{name}: got {bad!r}"):
             TrainConfig(**{name: bad}).validate()
+        with pytest.raises(ConfigError, match=f"^--{name.replace('_', '-')}: got {bad!r}"):
+            resolve_config({name: bad})
 
 
 # --------------------------------------------------------------------------------- optimisation

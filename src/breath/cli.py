@@ -15,6 +15,7 @@ line on stderr, no traceback); 130/143 stopped by SIGINT/SIGTERM after saving a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import traceback
@@ -26,15 +27,17 @@ import torch
 
 from breath import evaluate, export, generate
 from breath.data.corpora import DataError
-from breath.data.tokenizer import TOKENIZERS
 from breath.data.windows import WindowDataset, prepare_data
+from breath.errors import FieldError
 from breath.models import ModelConfig, build_model
-from breath.models.config import ARCHS, PRESETS, RESOLVENTS
 from breath.io import SaveError, atomic_copy, atomic_write_json, prepare_output_dir
+from breath.models.config import PRESETS
+from breath.ops.backend import triton_available
+from breath.options import GROUPS, flag_of, is_option, shown_default
 from breath.runs import CheckpointError, load_checkpoint
 from breath.runtime import ConfigError, say
-from breath.train.config import (PRECISIONS, TrainConfig, checkpoint_options, load_config_file, resolve_config,
-                                 run_config, select_precision)
+from breath.train.config import (TrainConfig, checkpoint_options, load_config_file, option_type,
+                                 resolve_config, run_config, select_precision)
 from breath.train.distributed import Distributed
 from breath.train.metrics import WandbLog
 from breath.train.trainer import SIGNAL_EXIT_CODES, Trainer, TrainResult
@@ -49,102 +52,79 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _defaults() -> dict[str, Any]:
-    return {**ModelConfig().to_dict(), **TrainConfig().to_dict(), "use_triton": "on"}
+# Options that are not settings but layers of them (breath.train.config): (flag, help, argparse keywords).
+LAYER_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--preset", "model sizes; explicit model flags override them: " + "; ".join(
+        f"{name} " + ", ".join(f"{key} {value}" for key, value in sizes.items()) for name, sizes in PRESETS.items()),
+     dict(choices=tuple(PRESETS))),
+    ("--config", "YAML/JSON file of options (names as the flags; explicit flags override it)", dict(metavar="FILE")),
+)
+
+
+def option_fields() -> list[dataclasses.Field]:
+    """The fields of ``ModelConfig`` and ``TrainConfig`` that are options, in the order of
+    :data:`breath.options.GROUPS` (and of the dataclasses within a group)."""
+    fields = [f for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls) if is_option(f)]
+    return sorted(fields, key=lambda f: GROUPS.index(f.metadata["group"]))  # stable: field order within a group
+
+
+def _argument(field: dataclasses.Field) -> dict[str, Any]:
+    """argparse keywords of an option field. Defaults are SUPPRESSed so the namespace holds only the
+    flags given explicitly: that is what lets a flag override a preset and a config file."""
+    meta, kind = field.metadata, option_type(field.name)
+    shown = shown_default(field)
+    help = meta["help"] + ("" if shown is None else f" (default: {shown})")
+    kwargs: dict[str, Any] = dict(dest=field.name, default=argparse.SUPPRESS, help=help.replace("%", "%%"))
+    if kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif kind in (int, float):
+        kwargs.update(type=kind, metavar=meta["metavar"] or {int: "N", float: "X"}[kind])
+    else:
+        kwargs.update({k: meta[k] for k in ("choices", "metavar") if meta[k] is not None})
+        if meta["const"] is not None:
+            kwargs.update(nargs="?", const=meta["const"])
+    return kwargs
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every option of ``breath train``. Defaults are SUPPRESSed so the namespace holds only the
-    flags given explicitly: that is what lets a flag override a preset and a config file."""
-    defaults = _defaults()
+    """Every option of ``breath train``: the layers, then the option fields of ``ModelConfig`` and
+    ``TrainConfig`` (:func:`breath.options.option`) in their groups."""
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    for name, help, kwargs in LAYER_OPTIONS:
+        groups["run"].add_argument(name, dest=name[2:], default=argparse.SUPPRESS, help=help, **kwargs)
+    for field in option_fields():
+        groups[field.metadata["group"]].add_argument(flag_of(field), **_argument(field))
 
-    def add(group: argparse._ArgumentGroup, name: str, help: str, show_default: bool = True, **kwargs: Any) -> None:
-        dest = name.replace("-", "_")
-        if show_default and defaults.get(dest) is not None:
-            help = f"{help} (default: {defaults[dest]})"
-        if "type" in kwargs:
-            kwargs.setdefault("metavar", {int: "N", float: "X"}[kwargs["type"]])
-        group.add_argument(f"--{name}", dest=dest, default=argparse.SUPPRESS, help=help, **kwargs)
 
-    def switch(group: argparse._ArgumentGroup, name: str, help: str) -> None:
-        add(group, name, help, action=argparse.BooleanOptionalAction)
+def flag_table() -> str:
+    """The option tables of docs/training.md ("All options"), generated from the same metadata as
+    the parser (tests/test_cli.py checks that the docs hold exactly this)."""
+    preset_fields = {name for sizes in PRESETS.values() for name in sizes}
 
-    run = parser.add_argument_group("run")
-    add(run, "preset", "model size preset; explicit model flags override it", choices=tuple(PRESETS))
-    add(run, "config", "YAML/JSON file of options (names as the flags; explicit flags override it)",
-        metavar="FILE")
-    add(run, "resume", "continue the run saved in this checkpoint exactly; its options are the "
-        "defaults", metavar="PATH")
+    def row(spelling: str, default: str, help: str) -> str:
+        return "| " + " | ".join((f"`{spelling}`", default, help.replace("|", "\\|"))) + " |"
 
-    model = parser.add_argument_group("model")
-    add(model, "arch", "architecture", choices=ARCHS)
-    add(model, "d-model", "model width", type=int)
-    add(model, "n-layers", "number of blocks", type=int)
-    add(model, "n-seq", "training context length (tokens per window)", type=int)
-    add(model, "num-heads", "memory heads = BK channels (attention heads for the transformer)", type=int)
-    add(model, "head-dim", "width of one head", type=int)
-    add(model, "ffn-dim", "hidden width of the MLP", type=int)
-    add(model, "dropout", "dropout probability", type=float)
-    add(model, "resolvent", "BK resolvent; full (non-causal) is an ablation that leaks the future",
-        choices=RESOLVENTS)
+    rows: dict[str, list[str]] = {name: [] for name in GROUPS}
+    for name, help, kwargs in LAYER_OPTIONS:
+        rows["run"].append(row(_spelling(name, kwargs), "none", help))
+    for field in option_fields():
+        kwargs = _argument(field)
+        default = shown_default(field) or "none"
+        if field.name in preset_fields:
+            default += " (preset)"
+        rows[field.metadata["group"]].append(row(_spelling(flag_of(field), kwargs), default, field.metadata["help"]))
+    return "\n\n".join(f"**{name[0].upper() + name[1:]}**\n\n| option | default | meaning |\n| --- | --- | --- |\n"
+                       + "\n".join(lines) for name, lines in rows.items())
 
-    phase2 = parser.add_argument_group("Phase 2 dynamics")
-    add(phase2, "base-decay", "floor of the forgetting rate Γ (Γ = softplus(.) + base_decay)", type=float)
-    add(phase2, "max-gamma", "smooth upper bound of Γ (0: unbounded, the default)", type=float)
-    add(phase2, "hebbian-eta", "Hebbian write strength η", type=float)
-    add(phase2, "memory-chunk", "tokens per memory chunk; consolidation runs at chunk ends", type=int)
-    add(phase2, "memory-conv", "width of a causal depthwise convolution on the memory's q, k, v (0: none)", type=int)
-    switch(phase2, "memory-key-shift", "the memory writes the previous token's key with this token's value")
-    add(phase2, "snr-threshold", "memories with SNR below it are forgotten faster", type=float)
-    add(phase2, "gamma-boost", "Γ multiplier for the chunk after a low SNR", type=float)
-    add(phase2, "eta-boost", "η multiplier for the chunk after a high SNR", type=float)
-    add(phase2, "resonance-threshold", "keep zeta modes above this fraction of the mean energy", type=float)
-    add(phase2, "lyapunov-gamma-step", "Γ added for the next chunk of an unstable head", type=float)
-    add(phase2, "lyapunov-tolerance", "energy-growth tolerance of the Lyapunov check", type=float)
-    add(phase2, "power-iterations", "power iterations per boundary for the SNR's top singular value", type=int)
-    switch(phase2, "power-warm-start", "start the power iteration from the previous boundary's vector")
-    switch(phase2, "zeta-position-embedding", "add the zeta position embedding")
-    switch(phase2, "zeta-init", "zeta singular-value profile at initialisation")
-    switch(phase2, "use-triton", "Triton kernels on CUDA; without CUDA the reference path runs")
 
-    data = parser.add_argument_group("data")
-    add(data, "dataset", "shakespeare | brown | ptb | english | a .txt/.jsonl file or directory | "
-        "a Hugging Face dataset")
-    add(data, "tokenizer", "byte-level BPE, or one token per whitespace-separated word and line end "
-        "(default: word for ptb, else bpe)", choices=TOKENIZERS)
-    add(data, "vocab-size", "vocabulary size to train (a small corpus may give fewer)", type=int)
-    add(data, "cache-dir", "data and tokenizer cache (default: $BREATH_CACHE, else ~/.cache/breath)",
-        show_default=False)
-    add(data, "num-train-batches", "train batches per epoch (default: the whole split)", type=int)
-    add(data, "num-val-batches", "validation batches per evaluation (default: the whole split)", type=int)
-
-    optim = parser.add_argument_group("optimisation")
-    add(optim, "batch-size", "windows per batch (per rank under torchrun: the global batch is this × ranks)",
-        type=int)
-    add(optim, "num-epochs", "epochs to train", type=int)
-    add(optim, "learning-rate", "peak AdamW learning rate", type=float)
-    add(optim, "weight-decay", "AdamW weight decay (not on norms, biases, embeddings)", type=float)
-    add(optim, "gradient-clip-norm", "clip the global gradient norm to this (inf: off)", type=float)
-    add(optim, "warmup-steps", "linear warmup steps (default: 5%% of the run)", type=int)
-    add(optim, "min-lr-ratio", "cosine decays to learning-rate times this", type=float)
-    add(optim, "max-bad-steps", "stop after this many consecutive non-finite steps", type=int)
-
-    runtime = parser.add_argument_group("runtime")
-    add(runtime, "device", "cpu | cuda | cuda:N (default: cuda when available)")
-    add(runtime, "precision", "auto: bf16 autocast on CUDA, else fp32", choices=PRECISIONS)
-    switch(runtime, "compile", "torch.compile the model")
-    add(runtime, "seed", "random seed (initialisation, data order, dropout)", type=int)
-
-    logging = parser.add_argument_group("logging")
-    add(logging, "log-every", "log metrics every N steps", type=int)
-    add(logging, "eval-every", "also validate every N steps (default: at epoch ends only)", type=int)
-    switch(logging, "use-wandb", 'log to Weights & Biases (pip install "breath[wandb]")')
-    add(logging, "wandb-project", "W&B project")
-    add(logging, "wandb-name", "W&B run name")
-
-    output = parser.add_argument_group("output")
-    add(output, "output-dir", "where checkpoints, history, metrics, plots go")
-    add(output, "save-every", "write checkpoint_epochN.pt every N epochs (and after the last)", type=int)
+def _spelling(flag: str, kwargs: dict[str, Any]) -> str:
+    """How the docs write an option: ``--[no-]compile``, ``--arch {a,b}``, ``--use-triton [{...}]``, ``--seed N``."""
+    if kwargs.get("action") is argparse.BooleanOptionalAction:
+        return f"--[no-]{flag[2:]}"
+    value = "{" + ",".join(kwargs["choices"]) + "}" if "choices" in kwargs else kwargs.get("metavar")
+    if value is None:
+        return flag
+    return f"{flag} [{value}]" if kwargs.get("nargs") == "?" else f"{flag} {value}"
 
 
 def run_train(options: dict[str, Any], prog: str) -> int:
@@ -181,8 +161,14 @@ def _train(options: dict[str, Any], prog: str, dist: Distributed) -> int:
     output_dir = Path(train_cfg.output_dir).expanduser()
     if dist.is_main:  # rank 0 writes every file of the run
         prepare_output_dir(output_dir)
-    if model_cfg.use_triton is not False and device.type != "cuda":
-        say(f"note: --use-triton: no CUDA device ({device}); the reference PyTorch path runs")
+    if model_cfg.use_triton == "on" and device.type != "cuda":
+        raise ConfigError("--use-triton", f"got 'on' but the device is {device}: the kernels need CUDA; "
+                          "allowed here: auto (the reference PyTorch path where they cannot run) | off")
+    if model_cfg.use_triton == "on" and not triton_available():
+        raise ConfigError("--use-triton", "got 'on' but Triton is not installed; install it, or allowed "
+                          "here: auto | off")
+    if model_cfg.use_triton == "auto" and device.type != "cuda":
+        say(f"note: --use-triton auto: no CUDA device ({device}); the reference PyTorch path runs")
 
     torch.manual_seed(train_cfg.seed)  # the same on every rank: the same model, the same random draws
     bundle, train_set, val_set = dist.main_first(lambda: _load_data(train_cfg, model_cfg))
@@ -264,8 +250,10 @@ def _load_data(train_cfg: TrainConfig, model_cfg: ModelConfig) -> tuple[Any, Win
                                   cache_dir=train_cfg.cache_dir, tokenizer_kind=train_cfg.tokenizer)
         except DataError as exc:
             raise ConfigError("--dataset", str(exc)) from None
-        except ValueError as exc:  # a split shorter than one window
-            raise ConfigError("--n-seq" if "n_seq" in str(exc) else "--dataset", str(exc)) from None
+        except FieldError as exc:  # a split shorter than one window
+            raise ConfigError.from_field(exc) from None
+        except ValueError as exc:
+            raise ConfigError("--dataset", str(exc)) from None
     for warning in caught:
         say(f"note: --vocab-size: {warning.message}; using {bundle.vocab_size}")
     return bundle, WindowDataset(bundle.train, model_cfg.n_seq), WindowDataset(bundle.val, model_cfg.n_seq)

@@ -31,10 +31,11 @@ from torch import nn
 
 from breath.data.tokenizer import EOS, EOT, is_word_level, separator_id
 from breath.decoding import Decoder
+from breath.errors import FieldError
 from breath.models import ModelState
 from breath.sampling import SamplingSettings, sample
 from breath.runs import RUN_ARGUMENT, load_run
-from breath.runtime import ConfigError, flag, select_device
+from breath.runtime import ConfigError, select_device
 
 
 def byte_level_alphabet() -> dict[str, int]:
@@ -149,9 +150,8 @@ def run(options: dict[str, Any]) -> None:
     settings = SamplingSettings(options["temperature"], options["top_k"], options["top_p"])
     try:
         settings.validate()
-    except ValueError as exc:
-        field, _, message = str(exc).partition(": ")
-        raise ConfigError(flag(field), message) from None
+    except FieldError as exc:
+        raise ConfigError.from_field(exc) from None
     if options["max_new_tokens"] < 1:
         raise ConfigError("--max-new-tokens", f"got {options['max_new_tokens']}; allowed: an integer >= 1")
     if not 0 <= options["seed"] < 2**63:

@@ -12,6 +12,8 @@ import sys
 import torch
 from tqdm import tqdm
 
+from breath.errors import FieldError
+
 # No mps: the memory consolidation and the zeta tables compute in float64, which MPS lacks.
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
@@ -22,6 +24,12 @@ class ConfigError(ValueError):
     def __init__(self, option: str, message: str):
         super().__init__(f"{option}: {message}")
         self.option = option
+
+    @classmethod
+    def from_field(cls, exc: FieldError, spell=None) -> "ConfigError":
+        """The error of a bad field, under the field's flag (``spell``: field name → flag; default
+        :func:`flag`)."""
+        return cls((spell or flag)(exc.field), exc.message)
 
 
 def flag(name: str) -> str:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from breath.errors import FieldError
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -23,13 +25,13 @@ class SamplingSettings:
     top_p: float = 1.0  # 1: no nucleus cut
 
     def validate(self) -> "SamplingSettings":
-        """Raise ``ValueError("<field>: got ...; allowed: ...")`` for the first bad field."""
+        """Raise ``FieldError(field, "got ...; allowed: ...")`` for the first bad field."""
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(f"temperature: got {self.temperature!r}; allowed: a finite number >= 0 (0: greedy)")
+            raise FieldError("temperature", f"got {self.temperature!r}; allowed: a finite number >= 0 (0: greedy)")
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k: got {self.top_k!r}; allowed: an integer >= 1 (leave it out for no top-k)")
+            raise FieldError("top_k", f"got {self.top_k!r}; allowed: an integer >= 1 (leave it out for no top-k)")
         if not 0 < self.top_p <= 1:  # also refuses NaN
-            raise ValueError(f"top_p: got {self.top_p!r}; allowed: a number in (0, 1] (1: no nucleus cut)")
+            raise FieldError("top_p", f"got {self.top_p!r}; allowed: a number in (0, 1] (1: no nucleus cut)")
         return self
 
 

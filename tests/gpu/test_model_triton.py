@@ -41,8 +41,8 @@ def paths(request):
     torch.manual_seed(0)
     cfg = ModelConfig.preset("base", arch=request.param, vocab_size=VOCAB, dropout=0.0).to_dict()
     with torch.device("cuda"):
-        fast = build_model(ModelConfig(**{**cfg, "use_triton": True}))
-        slow = build_model(ModelConfig(**{**cfg, "use_triton": False}))
+        fast = build_model(ModelConfig(**{**cfg, "use_triton": "on"}))
+        slow = build_model(ModelConfig(**{**cfg, "use_triton": "off"}))
     slow.load_state_dict(fast.state_dict())
     ids = torch.randint(0, VOCAB, (BATCH, LENGTH + 1), device="cuda")
     (fast_logits, fast_grads), (slow_logits, slow_grads) = loss_and_grads(fast, ids), loss_and_grads(slow, ids)

@@ -22,6 +22,8 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from breath.errors import FieldError
+
 from .corpora import SPLITS, Corpus, Document, load_corpus, report, resolve_cache_dir, split_documents
 from .tokenizer import default_tokenizer, get_tokenizer, separator_id, tokenizer_path
 
@@ -79,7 +81,7 @@ def encode_split(tokenizer: Tokenizer, corpus: Corpus, vocab_size: int, split: s
 
 def _check_length(tokens: torch.Tensor, n_seq: int, what: str) -> None:
     if len(tokens) < n_seq + 1:
-        raise ValueError(f"{what} has {len(tokens)} tokens, but one window of n_seq={n_seq} needs "
+        raise FieldError("n_seq", f"{what} has {len(tokens)} tokens, but one window of n_seq={n_seq} needs "
                          f"{n_seq + 1} (inputs plus the shifted label); use a smaller n_seq or more text")
 
 

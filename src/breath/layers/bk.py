@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from breath.errors import FieldError
+from breath.ops.backend import triton_mode
 from breath.ops.bk_resolvent import bk_resolvent, uses_triton
 
 _IM_Z_FLOOR = 1e-3  # ε in Im z ≥ ε
@@ -51,14 +53,17 @@ class BKCore(nn.Module):
     """Potential, forgetting rate and causal resolvent features of ``channels`` BK chains."""
 
     def __init__(self, d_model: int, channels: int, base_decay: float, hermitian: bool = False,
-                 causal: bool = True, use_triton: bool | None = None, max_gamma: float | None = None):
+                 causal: bool = True, use_triton: str = "auto", max_gamma: float | None = None):
         super().__init__()
+        if not causal and triton_mode(use_triton) == "on":
+            raise FieldError("use_triton", "got 'on' with the full (non-causal) resolvent, which has no Triton "
+                             "kernel (it is causal only); allowed here: auto | off")
         if max_gamma and max_gamma <= base_decay:
-            raise ValueError(f"max_gamma: got {max_gamma!r}; allowed: None or 0 (unbounded), or a number "
+            raise FieldError("max_gamma", f"got {max_gamma!r}; allowed: None or 0 (unbounded), or a number "
                              f"> base_decay ({base_decay!r})")
         self.base_decay, self.causal = base_decay, causal
         self.max_gamma = max_gamma or None
-        self.use_triton = use_triton
+        self.use_triton = use_triton if causal else "off"
         self.potential = nn.Linear(d_model, channels)  # W_V
         # W_Γ and b_c: at init softplus(b_c) = base_decay, so Γ ≈ 2·base_decay (DESIGN §4); the
         # small weight keeps the token-dependent part a ~10% modulation around it.
@@ -113,7 +118,7 @@ class BKCore(nn.Module):
             raise ValueError("resolvent='full' sees the whole window at once: it cannot continue a "
                              "sequence from a state (use the causal resolvent)")
         # the choice bk_resolvent itself would make for these inputs (complex64 for float32)
-        triton = uses_triton(self.use_triton if self.causal else False, self.causal,
+        triton = uses_triton(self.use_triton, self.causal,
                              torch.promote_types(dtype, torch.complex64), potential)
         resolvent = self._resolvent_real if triton else self._resolvent_complex
         features, g_last = resolvent(potential, gamma, g_prev)
@@ -127,7 +132,7 @@ class BKCore(nn.Module):
         hop = self.hopping.to(potential.dtype).view(-1, 1)  # b = c = h_c at every link (broadcast over batch, t)
         left = None if g_prev is None else hop.squeeze(-1).square() * torch.view_as_complex(g_prev)
         g = bk_resolvent(a.transpose(1, 2), hop, hop, self.spectral_shift(), causal=self.causal, left=left,
-                         use_triton=False)  # (B, C, T): chains along the last dim
+                         use_triton="off")  # (B, C, T): chains along the last dim
         features = torch.cat((g.real, g.imag), dim=1).transpose(1, 2)  # (B, T, 2C)
         # clone: a view would keep all of g (B, C, T) alive inside the state
         return features, torch.view_as_real(g[..., -1].clone())

@@ -75,7 +75,7 @@ class UnitKeys(torch.autograd.Function):
 class HebbianMemory(nn.Module):
     def __init__(self, d_model: int, num_heads: int, head_dim: int, eta: float,
                  consolidation: ConsolidationConfig, conv: int = 0, key_shift: bool = False,
-                 use_triton: bool | None = None):
+                 use_triton: str = "auto"):
         super().__init__()
         self.num_heads, self.head_dim, self.eta = num_heads, head_dim, eta
         self.consolidation = consolidation

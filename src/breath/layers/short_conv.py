@@ -21,10 +21,10 @@ from breath.ops.short_conv import short_conv
 
 
 class ShortConv(nn.Module):
-    """Taps ``weight`` (channels, width); ``use_triton`` picks the op's path (None: automatic,
+    """Taps ``weight`` (channels, width); ``use_triton`` picks the op's path (auto | on | off,
     see :func:`breath.ops.short_conv.short_conv`)."""
 
-    def __init__(self, channels: int, width: int, use_triton: bool | None = None):
+    def __init__(self, channels: int, width: int, use_triton: str = "auto"):
         super().__init__()
         if width < 2:
             raise ValueError(f"ShortConv: width must be >= 2, got {width}")

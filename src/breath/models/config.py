@@ -10,21 +10,35 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from breath.errors import FieldError
 from breath.layers.zeta import zeta_table_size
+from breath.ops.backend import TRITON_MODES
 from breath.ops.consolidation import ConsolidationConfig
+from breath.options import option
 
 ARCHS = ("phase2", "phase1", "transformer")
 # The consolidation settings are declared once, in the op's config; the fields below take its defaults.
 _CONSOLIDATION = ConsolidationConfig()
 RESOLVENTS = ("causal", "full")
+PHASE2 = "Phase 2 dynamics"  # the option group of the mechanism's settings
 # Fields added after configs were first saved, with the value that keeps an older model's function.
 LEGACY_VALUES: dict[str, Any] = {"memory_key_shift": False, "memory_conv": 0, "power_warm_start": False,
                                   "max_gamma": None}
 
 
+def legacy_use_triton(value: Any) -> Any:
+    """``use_triton`` as saved before it took ``auto | on | off``: null and true meant "Triton where it
+    can run" (the command line turned true into null) → auto; false → off. Other values pass as they are."""
+    return {None: "auto", True: "auto", False: "off"}[value] if value is None or isinstance(value, bool) else value
+
+
 def upgrade_saved(data: dict[str, Any]) -> dict[str, Any]:
-    """A saved model config (checkpoint, export) with the fields it predates filled in."""
-    return {**{k: v for k, v in LEGACY_VALUES.items() if k not in data}, **data}
+    """A saved model config (checkpoint, export) with the fields it predates filled in and old
+    ``use_triton`` values translated."""
+    data = {**{k: v for k, v in LEGACY_VALUES.items() if k not in data}, **data}
+    if "use_triton" in data:
+        data["use_triton"] = legacy_use_triton(data["use_triton"])
+    return data
 
 PRESETS: dict[str, dict[str, int]] = {
     "small": dict(d_model=256, n_layers=4, n_seq=512, num_heads=4, head_dim=64, ffn_dim=1024),
@@ -36,58 +50,76 @@ PRESETS: dict[str, dict[str, int]] = {
 @dataclass
 class ModelConfig:
     """Architecture and Phase 2 mechanism settings (defaults: the seed's command-line defaults, plus
-    the options it does not have, such as ``memory_conv``, at the values we measured best)."""
+    the options it does not have, such as ``memory_conv``, at the values we measured best). Each
+    field but ``vocab_size`` is a ``breath train`` option (:func:`breath.options.option`)."""
 
-    vocab_size: int = 10000
-    d_model: int = 512
-    n_layers: int = 6
-    n_seq: int = 512  # the training context; nothing in the model stops at it
-    num_heads: int = 8  # memory heads = BK channels = attention heads
-    head_dim: int = 64
-    ffn_dim: int = 2048
-    dropout: float = 0.1
-    arch: str = "phase2"
+    vocab_size: int = 10000  # the tokenizer's size; the option is TrainConfig.vocab_size (the request)
+    d_model: int = option(512, "model width", "model")
+    n_layers: int = option(6, "number of blocks", "model")
+    # the training context; nothing in the model stops at it
+    n_seq: int = option(512, "training context length (tokens per window)", "model")
+    num_heads: int = option(8, "memory heads = BK channels (attention heads for the transformer)", "model")
+    head_dim: int = option(64, "width of one head (even)", "model")
+    ffn_dim: int = option(2048, "hidden width of the MLP", "model")
+    dropout: float = option(0.1, "dropout probability, in [0, 1)", "model")
+    arch: str = option("phase2", "architecture: Phase 2, the Phase 1 baseline (Γ = 0, no memory), or a GPT-style "
+                       "transformer of the same width and depth", "model", choices=ARCHS)
     # "full" (the non-causal resolvent, diag (H − z)⁻¹ of the whole window) exists only as an
     # ablation: it lets future tokens change earlier outputs, so its training loss is leakage.
-    resolvent: str = "causal"
+    resolvent: str = option("causal", "BK resolvent; full (the whole window's, non-causal) is an ablation only: "
+                            "future tokens change earlier outputs, so its loss is leakage", "model",
+                            choices=RESOLVENTS)
     # Non-Hermitian forgetting and the dissipative Hebbian memory.
-    base_decay: float = 0.01
-    # Smooth upper bound of Γ (layers/bk.py; None or 0: unbounded). The seed expects Γ < 0.1.
-    max_gamma: float | None = None
-    hebbian_eta: float = 0.1
-    memory_chunk: int = _CONSOLIDATION.chunk
+    base_decay: float = option(0.01, "floor of the forgetting rate Γ = softplus(.) + base_decay (> 0)", PHASE2)
+    # The seed expects Γ < 0.1; unbounded by default (the bound measured within seed noise, QUALITY.md).
+    max_gamma: float | None = option(None, "smooth upper bound of Γ: Γ = base_decay + m·tanh(softplus(·)/m), m = max_gamma − "
+                                     "base_decay (> base-decay; 0 or unset: unbounded)", PHASE2,
+                                     metavar="X", shown_default="unbounded")
+    hebbian_eta: float = option(0.1, "Hebbian write strength η (> 0)", PHASE2)
+    memory_chunk: int = option(_CONSOLIDATION.chunk, "tokens per memory chunk; consolidation runs at chunk ends "
+                               "(<= --n-seq)", PHASE2)
     # Width of a causal depthwise convolution on the memory's q, k, v (0: none): keys and values then
     # see the few tokens before them, which associative recall needs (a departure from the seed,
     # docs/model.md). Configs saved before this field existed had none.
-    memory_conv: int = 4
+    memory_conv: int = option(4, "width of a causal depthwise convolution on the memory's q, k, v (0: none, the "
+                              "seed's write of one token's key and value)", PHASE2)
     # The fixed alternative to the convolution: the memory writes the previous token's key with the
     # current token's value. Off by default since the convolution measured better (QUALITY.md); kept
     # so models trained with it (configs of 2026-11-30) still load and run.
-    memory_key_shift: bool = False
+    memory_key_shift: bool = option(False, "the memory writes the previous token's key with this token's value "
+                                    "(the fixed alternative to the convolution)", PHASE2)
     # Consolidation at every chunk boundary.
-    snr_threshold: float = _CONSOLIDATION.snr_threshold
-    gamma_boost: float = _CONSOLIDATION.gamma_boost
-    eta_boost: float = _CONSOLIDATION.eta_boost
-    resonance_threshold: float = _CONSOLIDATION.resonance_threshold
-    lyapunov_gamma_step: float = _CONSOLIDATION.lyapunov_gamma_step
-    lyapunov_tolerance: float = _CONSOLIDATION.lyapunov_tolerance
+    snr_threshold: float = option(_CONSOLIDATION.snr_threshold, "SNR below it: Γ × gamma-boost for the next chunk; "
+                                  "above: η × eta-boost", PHASE2)
+    gamma_boost: float = option(_CONSOLIDATION.gamma_boost, "Γ multiplier for the chunk after a low SNR (>= 1)", PHASE2)
+    eta_boost: float = option(_CONSOLIDATION.eta_boost, "η multiplier for the chunk after a high SNR (>= 1)", PHASE2)
+    resonance_threshold: float = option(_CONSOLIDATION.resonance_threshold, "keep zeta modes with energy above "
+                                        "this fraction of the mean, in [0, 1)", PHASE2)
+    lyapunov_gamma_step: float = option(_CONSOLIDATION.lyapunov_gamma_step, "Γ added for the next chunk of an "
+                                        "unstable head (>= 0)", PHASE2)
+    lyapunov_tolerance: float = option(_CONSOLIDATION.lyapunov_tolerance, "τ of the stability rule: a chunk is "
+                                       "stable when the energy its writes added is at most τ times what its "
+                                       "decay removes at equilibrium (>= 1; 1 is the seed's strict dE <= 0)", PHASE2)
     # σ_max for the SNR filter: power-iteration steps per boundary, started from the previous
     # boundary's vector (warm; benchmarks/power_iteration_warm_start.py chose 4 warm steps as
     # matching 8 cold ones). Configs saved before the warm start existed ran 8 cold steps.
-    power_iterations: int = _CONSOLIDATION.power_iterations
-    power_warm_start: bool = _CONSOLIDATION.power_warm_start
+    power_iterations: int = option(_CONSOLIDATION.power_iterations, "power iterations per boundary for the "
+                                   "SNR's top singular value", PHASE2)
+    power_warm_start: bool = option(_CONSOLIDATION.power_warm_start, "start the power iteration from the previous "
+                                    "boundary's vector", PHASE2)
     # Zeta and kernels.
-    zeta_position_embedding: bool = True
-    zeta_init: bool = True
-    use_triton: bool | None = None  # None: Triton when on CUDA and importable
-
-    PRESETS = PRESETS  # class attribute (not a field): preset name -> overrides
+    zeta_position_embedding: bool = option(True, "add the zeta position embedding", PHASE2)
+    zeta_init: bool = option(True, "zeta singular-value profile at initialisation", PHASE2)
+    use_triton: str = option("auto", "Triton kernels: auto (where they run: CUDA, Ampere or newer, Triton "
+                             "installed; else the PyTorch path, said once), on (always; an error where they "
+                             "cannot run), off; the flag alone means auto", PHASE2, choices=TRITON_MODES,
+                             const="auto")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
         """``ModelConfig.preset("small", vocab_size=8000)``: a preset's sizes, then the overrides."""
         if name not in PRESETS:
-            raise ValueError(f"preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+            raise FieldError("preset", f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,15 +131,15 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"config: unknown model field(s) {unknown}; allowed: {sorted(known)}")
+            raise FieldError("config", f"unknown model field(s) {unknown}; allowed: {sorted(known)}")
         return cls(**upgrade_saved(data))
 
     def validate(self) -> "ModelConfig":
-        """Raise ``ValueError("<field>: <value> ... allowed ...")`` for the first bad field."""
+        """Raise ``FieldError(field, "got <value>; allowed: ...")`` for the first bad field."""
 
         def check(ok: bool, name: str, allowed: str) -> None:
             if not ok:
-                raise ValueError(f"{name}: got {getattr(self, name)!r}; allowed: {allowed}")
+                raise FieldError(name, f"got {getattr(self, name)!r}; allowed: {allowed}")
 
         def is_int(value: Any) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
@@ -134,7 +166,10 @@ class ModelConfig:
         check(self.lyapunov_tolerance >= 1, "lyapunov_tolerance", "a number >= 1")
         check(is_int(self.memory_conv) and (self.memory_conv == 0 or self.memory_conv >= 2), "memory_conv",
               "0 (none) or an integer >= 2")
-        check(self.use_triton in (None, True, False), "use_triton", "true, false or null (auto)")
+        check(isinstance(self.use_triton, str) and self.use_triton in TRITON_MODES, "use_triton",
+              " | ".join(TRITON_MODES))
+        check(self.resolvent == "causal" or self.use_triton != "on", "use_triton",
+              "auto | off with resolvent='full' (the Triton resolvent kernel is causal only)")
         for name in ("memory_key_shift", "power_warm_start", "zeta_position_embedding", "zeta_init"):
             check(isinstance(getattr(self, name), bool), name, "true or false")
         # The zeta table must hold d_model/2 zeros for the position embedding and up to d_model

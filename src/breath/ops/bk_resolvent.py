@@ -61,7 +61,7 @@ import numbers
 import torch
 from torch import Tensor
 
-from breath.ops.backend import kernels_fit, require_kernels
+from breath.ops.backend import kernels_fit, require_kernels, triton_mode
 
 __all__ = ["bk_resolvent", "bk_resolvent_reference", "uses_triton"]
 
@@ -271,24 +271,25 @@ class _BKFull(torch.autograd.Function):
 
 def _check_triton_ok(dtype: torch.dtype, x: Tensor, causal: bool) -> None:
     if not causal:
-        raise NotImplementedError("bk_resolvent: the Triton kernel is causal only; use use_triton=False "
-                                  "(or None) with causal=False")
+        raise NotImplementedError("bk_resolvent: the Triton kernel is causal only; use use_triton='off' "
+                                  "(or 'auto') with causal=False")
     if dtype != torch.complex64:
         raise TypeError("bk_resolvent: the Triton kernel computes in float32; give complex64/float32 inputs "
-                        f"(the compute dtype here is {dtype}) or use use_triton=False")
+                        f"(the compute dtype here is {dtype}) or use use_triton='off'")
     require_kernels(x, "bk_resolvent")
 
 
-def uses_triton(use_triton: bool | None, causal: bool, dtype: torch.dtype, x: Tensor) -> bool:
+def uses_triton(use_triton: str | bool | None, causal: bool, dtype: torch.dtype, x: Tensor) -> bool:
     """Whether :func:`bk_resolvent` runs the Triton kernel for its argument ``use_triton``, a resolvent
     that is ``causal`` or not, the complex compute dtype ``dtype`` and inputs on ``x``'s device (see
-    its docstring); raises when ``use_triton=True`` asks for a kernel that cannot run. Callers that
+    its docstring); raises when ``use_triton="on"`` asks for a kernel that cannot run. Callers that
     build the kernel's inputs themselves (``BKCore``'s real-valued path) decide by this same rule."""
-    if use_triton is None:
+    mode = triton_mode(use_triton)
+    if mode == "auto":
         return causal and dtype == torch.complex64 and kernels_fit(x)
-    if use_triton:
+    if mode == "on":
         _check_triton_ok(dtype, x, causal)
-    return use_triton
+    return mode == "on"
 
 
 def bk_resolvent(
@@ -298,7 +299,7 @@ def bk_resolvent(
     z,
     causal: bool = True,
     left: Tensor | None = None,
-    use_triton: bool | None = None,
+    use_triton: str | bool | None = "auto",
 ) -> Tensor:
     r"""Diagonal resolvent of the tridiagonal chain (a, b, c) at spectral shift z, O(T).
 
@@ -313,10 +314,10 @@ def bk_resolvent(
             the first site's denominator becomes ``a_1 - z - σ``. Pass ``β_{t0-1} g_{t0-1}`` from a
             previous call to continue a sequence. Gradients flow into it. Also accepted with
             ``causal=False`` (it enters the left continued fraction).
-        use_triton: None: the Triton kernel when ``backend.kernels_fit`` (CUDA, Ampere or newer,
+        use_triton: "auto": the Triton kernel when ``backend.kernels_fit`` (CUDA, Ampere or newer,
             ``triton`` imports), the resolvent is causal and the compute dtype is complex64; else the PyTorch Function.
-            True forces Triton (causal, complex64 only; on CPU tensors only under
-            ``TRITON_INTERPRET=1``), False forces PyTorch. The Triton kernels live in
+            "on" forces Triton (causal, complex64 only; on CPU tensors only under
+            ``TRITON_INTERPRET=1``), "off" forces PyTorch (``backend.triton_mode``). The Triton kernels live in
             :mod:`breath.ops.bk_resolvent_triton`.
 
     All leading dimensions of a, b, c, z and left broadcast together. Inputs in double precision

@@ -31,7 +31,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from breath.ops.backend import MEMORY_KERNEL_CHUNKS, MEMORY_KERNEL_HEAD_DIMS, kernels_fit, require_kernels
+from breath.ops.backend import (MEMORY_KERNEL_CHUNKS, MEMORY_KERNEL_HEAD_DIMS, kernels_fit, require_kernels,
+                                triton_mode)
 from breath.ops.consolidation import STAT_NAMES, ConsolidationConfig, consolidate, start_vector
 
 
@@ -135,7 +136,7 @@ def _segment(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: float, state: 
 
 def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: float, basis: Tensor,
                        cfg: ConsolidationConfig, pos: int = 0, state: MemoryState | None = None,
-                       use_triton: bool | None = None) -> tuple[Tensor, MemoryState, dict[str, Tensor]]:
+                       use_triton: str | bool | None = "auto") -> tuple[Tensor, MemoryState, dict[str, Tensor]]:
     """Dissipative Hebbian memory with consolidation, chunked (see the module docstring).
 
     Args:
@@ -147,8 +148,8 @@ def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: floa
         pos: absolute position of token 0 of this call (decides where the boundaries fall).
         state: memory from the previous call; None is the empty memory. The state dtype (float32,
             or float64 for float64 inputs when state is None) is the compute dtype.
-        use_triton: True runs the fused Triton kernels (:mod:`breath.ops.dissipative_memory_triton`;
-            CUDA tensors, or CPU under ``TRITON_INTERPRET=1``); False this PyTorch path; None the
+        use_triton: "on" runs the fused Triton kernels (:mod:`breath.ops.dissipative_memory_triton`;
+            CUDA tensors, or CPU under ``TRITON_INTERPRET=1``); "off" this PyTorch path; "auto" the
             kernels when ``backend.kernels_fit`` (CUDA, Ampere or newer, Triton), the state is not
             float64 and head_dim and chunk are among the kernels' sizes (``backend.py``), else this path.
 
@@ -157,11 +158,12 @@ def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: floa
         (``snr, low_snr, resonant_modes, resonance_energy, stable, energy, effective_gamma``), each
         (B, H, nb) for the nb chunk boundaries crossed by this call.
     """
-    if use_triton is None:
-        use_triton = (kernels_fit(q) and q.shape[-1] in MEMORY_KERNEL_HEAD_DIMS
-                      and cfg.chunk in MEMORY_KERNEL_CHUNKS
-                      and (state.S.dtype if state is not None else q.dtype) != torch.float64)
-    if use_triton:
+    mode = triton_mode(use_triton)
+    if mode == "auto":
+        fits = (kernels_fit(q) and q.shape[-1] in MEMORY_KERNEL_HEAD_DIMS and cfg.chunk in MEMORY_KERNEL_CHUNKS
+                and (state.S.dtype if state is not None else q.dtype) != torch.float64)
+        mode = "on" if fits else "off"
+    if mode == "on":
         require_kernels(q, "dissipative_memory")
         # Imported here: tests set TRITON_INTERPRET before triton is first imported.
         from breath.ops.dissipative_memory_triton import dissipative_memory_triton

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from breath.ops.backend import kernels_fit, require_kernels
+from breath.ops.backend import kernels_fit, require_kernels, triton_mode
 
 
 def new_tail(x: Tensor, tail: Tensor | None, width: int) -> Tensor:
@@ -41,24 +41,25 @@ def short_conv_reference(x: Tensor, weight: Tensor, tail: Tensor | None = None) 
 
 
 def short_conv(x: Tensor, weight: Tensor, tail: Tensor | None = None,
-               use_triton: bool | None = None) -> tuple[Tensor, Tensor]:
+               use_triton: str | bool | None = "auto") -> tuple[Tensor, Tensor]:
     """Causal depthwise convolution over time with SiLU (see the module docstring).
 
     Args:
         x: (B, T, C), T ≥ 1.
         weight: (C, w) taps, w ≥ 2; the last tap multiplies the current token.
         tail: (B, w − 1, C), the previous call's last w − 1 inputs; None is zeros.
-        use_triton: True runs the Triton kernels (:mod:`breath.ops.short_conv_triton`: pre-activation
+        use_triton: "on" runs the Triton kernels (:mod:`breath.ops.short_conv_triton`: pre-activation
             and gradients accumulated in fp32; CUDA tensors, or CPU under ``TRITON_INTERPRET=1``);
-            False the PyTorch reference; None the kernels when ``backend.kernels_fit(x)`` and x is
+            "off" the PyTorch reference; "auto" the kernels when ``backend.kernels_fit(x)`` and x is
             not float64, else the reference.
 
     Returns:
         y (B, T, C) in x's dtype and the new tail (B, w − 1, C) in x's dtype (a copy).
     """
-    if use_triton is None:
-        use_triton = kernels_fit(x) and x.dtype != torch.float64
-    if use_triton:
+    mode = triton_mode(use_triton)
+    if mode == "auto":
+        mode = "on" if kernels_fit(x) and x.dtype != torch.float64 else "off"
+    if mode == "on":
         require_kernels(x, "short_conv")
         # Imported here: tests set TRITON_INTERPRET before triton is first imported.
         from breath.ops.short_conv_triton import short_conv_triton

@@ -8,7 +8,8 @@ from one flat namespace whose names are the command-line flags with underscores
     defaults < the checkpoint being resumed < --preset < --config file < explicit flags
 
 Every value is checked before any work starts; a bad one raises ``ConfigError``, whose message is
-one line naming the option, the bad value and what is allowed.
+one line naming the option, the bad value and what is allowed. The dataclasses raise
+``FieldError``s naming the field; :meth:`ConfigError.from_field` gives the field's flag.
 """
 
 from __future__ import annotations
@@ -27,55 +28,74 @@ import torch
 import yaml
 
 from breath.data.tokenizer import TOKENIZERS, default_tokenizer, min_vocab_size
+from breath.errors import FieldError
 from breath.models import ModelConfig
-from breath.models.config import PRESETS, upgrade_saved
-from breath.runtime import DEVICE_PATTERN, ConfigError, flag
+from breath.models.config import PRESETS, legacy_use_triton, upgrade_saved
+from breath.options import flag_of, is_option, option
+from breath.runtime import DEVICE_PATTERN, ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def flag(name: str) -> str:
+    """The flag of the option or setting ``name``: its ``option`` metadata's, else ``--`` and the
+    name with dashes (``learning_rate`` → ``--learning-rate``)."""
+    return _FLAGS.get(name) or flag_of(name)
+
+
 @dataclass
 class TrainConfig:
-    """How a model is trained: every option of ``breath train`` that is not a ``ModelConfig`` field."""
+    """How a model is trained: every option of ``breath train`` that is not a ``ModelConfig`` field
+    (but ``--preset`` and ``--config``, which are layers of options, not settings)."""
 
-    # Data
-    dataset: str = "shakespeare"
-    vocab_size: int = 10000  # requested; the model gets the tokenizer's actual size
-    tokenizer: str | None = None  # bpe | word; None: word for ptb, else bpe (resolve_config fills it in)
-    cache_dir: str | None = None  # None: $BREATH_CACHE, else ~/.cache/breath
-    num_train_batches: int | None = None  # per epoch; None: the whole split
-    num_val_batches: int | None = None
-    # Optimisation and schedule
-    batch_size: int = 4
-    num_epochs: int = 10
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    gradient_clip_norm: float = 1.0
-    warmup_steps: int | None = None  # None: 5% of the run's optimizer steps
-    min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
-    max_bad_steps: int = 10  # consecutive non-finite steps before the run stops
-    # Runtime
-    device: str | None = None  # None: cuda when available, else cpu
-    precision: str = "auto"
-    compile: bool = False
-    seed: int = 42
-    # Logging
-    log_every: int = 10
-    eval_every: int | None = None  # steps; None: validate at epoch ends only
-    use_wandb: bool = False
-    wandb_project: str = "phase2-breath-of-life"
-    wandb_name: str | None = None
-    # Output
-    output_dir: str = "checkpoints/phase2"
-    save_every: int = 5
-    resume: str | None = None
-    preset: str | None = None  # recorded for reference; its sizes are already in ModelConfig
+    dataset: str = option("shakespeare", "shakespeare | brown | ptb | english (see Data below), a .txt file, a .jsonl "
+                          "file (a text field per line), a directory of them, or a Hugging Face dataset name",
+                          "data")
+    # requested; the model gets the tokenizer's actual size
+    vocab_size: int = option(10000, "vocabulary size to train (BPE >= 258, word >= 3); a small corpus may support "
+                             "fewer, which is said once and used", "data")
+    # resolve_config fills it in
+    tokenizer: str | None = option(None, "byte-level BPE, or one token per whitespace-separated word and line end "
+                                   "(eos), for text that is already tokenised", "data", choices=TOKENIZERS,
+                                   shown_default="word for ptb, else bpe")
+    cache_dir: str | None = option(None, "downloaded corpora, tokenizers, encoded tokens", "data", metavar="DIR",
+                                   shown_default="$BREATH_CACHE, else ~/.cache/breath")
+    num_train_batches: int | None = option(None, "train batches per epoch", "data", shown_default="the whole split")
+    num_val_batches: int | None = option(None, "validation batches per evaluation", "data",
+                                         shown_default="the whole split")
+    batch_size: int = option(4, "windows per batch; per rank under torchrun (the global batch is this × ranks)",
+                             "optimisation")
+    num_epochs: int = option(10, "epochs to train", "optimisation")
+    learning_rate: float = option(1e-4, "peak AdamW learning rate (β = 0.9, 0.95)", "optimisation",
+                                  shown_default="1e-4")
+    weight_decay: float = option(0.01, "AdamW weight decay, on weight matrices only (not on norms, biases or "
+                                 "embeddings)", "optimisation")
+    gradient_clip_norm: float = option(1.0, "clip the global gradient norm to this (inf: off)", "optimisation")
+    warmup_steps: int | None = option(None, "linear warmup steps, then cosine decay", "optimisation",
+                                      shown_default="5% of the run's optimizer steps")
+    min_lr_ratio: float = option(0.1, "the cosine decays to learning-rate × this", "optimisation")
+    max_bad_steps: int = option(10, "stop after this many consecutive non-finite steps", "optimisation")
+    device: str | None = option(None, "cpu | cuda | cuda:N", "runtime", shown_default="cuda if available, else cpu")
+    precision: str = option("auto", "the training steps' autocast. auto: bf16 on a CUDA GPU that supports it, "
+                            "else fp32; bf16 is refused without CUDA. Validation is fp32 always", "runtime",
+                            choices=PRECISIONS)
+    compile: bool = option(False, "torch.compile the model", "runtime")
+    seed: int = option(42, "random seed (initialisation, data order, dropout)", "runtime")
+    log_every: int = option(10, "steps between log records (and progress-bar updates)", "logging")
+    eval_every: int | None = option(None, "also validate every N steps", "logging", shown_default="at epoch ends only")
+    use_wandb: bool = option(False, 'log to Weights & Biases (pip install "breath[wandb]")', "logging")
+    wandb_project: str = option("phase2-breath-of-life", "W&B project", "logging")
+    wandb_name: str | None = option(None, "W&B run name", "logging", shown_default="W&B's")
+    output_dir: str = option("checkpoints/phase2", "where checkpoints, history, metrics, plots go", "output")
+    save_every: int = option(5, "write checkpoint_epoch{N}.pt every N epochs (and after the last)", "output")
+    resume: str | None = option(None, "continue the run saved in this checkpoint exactly; its options are the "
+                                "defaults", "run", metavar="PATH")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def validate(self) -> "TrainConfig":
-        """Raise ``ConfigError`` for the first value that is out of range."""
+        """Raise ``FieldError(field, "got <value>; allowed: ...")`` for the first value out of range."""
         for name in ("batch_size", "num_epochs", "max_bad_steps", "log_every", "save_every"):
             _check(self, name, getattr(self, name) >= 1, "an integer >= 1")
         for name in ("num_train_batches", "num_val_batches", "eval_every"):
@@ -97,7 +117,6 @@ class TrainConfig:
         _check(self, "precision", self.precision in PRECISIONS, " | ".join(PRECISIONS))
         _check(self, "device", self.device is None or bool(DEVICE_PATTERN.match(self.device)),
                "cpu | cuda | cuda:N")
-        _check(self, "preset", self.preset is None or self.preset in PRESETS, " | ".join(PRESETS))
         for name in ("dataset", "output_dir", "wandb_project"):
             _check(self, name, bool(getattr(self, name).strip()), "a non-empty string")
         return self
@@ -105,9 +124,11 @@ class TrainConfig:
 
 def _check(cfg: TrainConfig, name: str, ok: bool, allowed: str) -> None:
     if not ok:
-        raise ConfigError(flag(name), f"got {getattr(cfg, name)!r}; allowed: {allowed}")
+        raise FieldError(name, f"got {getattr(cfg, name)!r}; allowed: {allowed}")
 
 
+_OPTION_FIELDS = [f for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls) if is_option(f)]
+_FLAGS = {f.name: flag_of(f) for f in _OPTION_FIELDS}
 # Every option a config file (or a flag) may set, with its type; the model's vocab_size is not an
 # option: the tokenizer decides it (TrainConfig.vocab_size is the request).
 _TRAIN_TYPES = typing.get_type_hints(TrainConfig)
@@ -117,19 +138,25 @@ MODEL_OPTIONS = tuple(_MODEL_TYPES)
 TRAIN_OPTIONS = tuple(_TRAIN_TYPES)
 
 
+def option_type(name: str) -> type:
+    """The type of option ``name`` without its None (``int | None`` → int)."""
+    args = typing.get_args(OPTION_TYPES[name])
+    return next((a for a in args if a is not type(None)), OPTION_TYPES[name]) if args else OPTION_TYPES[name]
+
+
 def coerce(name: str, value: Any, source: str) -> Any:
     """Convert a config-file value to the option's type (YAML reads ``1e-4`` as a string)."""
-    hint = OPTION_TYPES[name]
-    args = typing.get_args(hint)
-    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    if name == "use_triton":  # a boolean or null in files written before it took auto | on | off
+        value = legacy_use_triton(value)
+    args, base = typing.get_args(OPTION_TYPES[name]), option_type(name)
     if value is None:
         if type(None) in args:
             return None
     elif base is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
+        if isinstance(value, str) and value.lower() in _BOOLEAN_WORDS:
+            return _BOOLEAN_WORDS[value.lower()]
     elif base is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -149,6 +176,22 @@ def coerce(name: str, value: Any, source: str) -> Any:
     raise ConfigError(flag(name), f"got {value!r} in {source}; allowed: {kind}")
 
 
+# YAML 1.1 reads on/off/yes/no as booleans, which would turn ``use_triton: on`` into true (the
+# old spelling of auto): the loader keeps them strings, and a boolean option accepts them as words.
+_BOOLEAN_WORDS = {"true": True, "false": False, "on": True, "off": False, "yes": True, "no": False}
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` where only true/false (any case) are booleans, as in YAML 1.2."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                  list("tTfF"))
+
+
 def load_config_file(path: str) -> dict[str, Any]:
     """Read a YAML or JSON file of options into a flat, typed dict.
 
@@ -164,7 +207,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError("--config", f"cannot read {path!r}: {exc.strerror or exc}") from None
     try:
-        data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if file.suffix.lower() == ".json" else yaml.load(text, Loader=_YamlLoader)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError("--config", f"{path!r} is not valid {file.suffix[1:].upper()}: {reason}") from None
@@ -178,6 +221,10 @@ def load_config_file(path: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
+        if name == "preset":  # a layer, checked by resolve_config (a run's config.json of before holds null)
+            if value is not None:
+                options[name] = value
+            continue
         if name not in OPTION_TYPES:
             close = difflib.get_close_matches(name, OPTION_TYPES, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -214,12 +261,13 @@ def resolve_config(flags: Mapping[str, Any], file_options: Mapping[str, Any] | N
     options.update(flags)
     if options["tokenizer"] is None:  # recorded in the run's config, so eval and resume need not guess
         options["tokenizer"] = default_tokenizer(options["dataset"])
-    train_cfg = TrainConfig(**{k: options[k] for k in TRAIN_OPTIONS}).validate()
+    train_cfg = TrainConfig(**{k: options[k] for k in TRAIN_OPTIONS})
     model_cfg = ModelConfig(vocab_size=train_cfg.vocab_size, **{k: options[k] for k in MODEL_OPTIONS})
-    # --use-triton means "Triton wherever it can run": the ops pick it on CUDA, the reference elsewhere.
-    if model_cfg.use_triton:
-        model_cfg.use_triton = None
-    validate_model_config(model_cfg)
+    try:
+        train_cfg.validate()
+        model_cfg.validate()
+    except FieldError as exc:
+        raise ConfigError.from_field(exc, flag) from None
     if model_cfg.arch == "phase2" and model_cfg.memory_chunk > model_cfg.n_seq:
         raise ConfigError("--memory-chunk", f"got {model_cfg.memory_chunk}, longer than --n-seq "
                           f"{model_cfg.n_seq}: consolidation would never run in training; "
@@ -232,15 +280,6 @@ def run_config(train_cfg: TrainConfig, model_cfg: ModelConfig) -> dict[str, dict
     return {"model": model_cfg.to_dict(), "train": train_cfg.to_dict()}
 
 
-def validate_model_config(cfg: ModelConfig) -> None:
-    """``cfg.validate()`` with its ``"<field>: ..."`` message turned into a ``ConfigError``."""
-    try:
-        cfg.validate()
-    except ValueError as exc:
-        field, _, rest = str(exc).partition(": ")
-        if field in MODEL_OPTIONS or field == "vocab_size":
-            raise ConfigError(flag(field), rest) from None
-        raise ConfigError("--config", str(exc)) from None
 
 
 def select_precision(precision: str, device: torch.device) -> torch.dtype | None:

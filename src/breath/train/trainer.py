@@ -60,7 +60,6 @@ from breath.train.metrics import (JsonlLog, MetricAccumulator, MetricsLogger, Pr
 
 HISTORY_LISTS = ("train_losses", "val_losses", "learning_rates", "gamma_history", "snr_history",
                  "resonance_history", "stability_history")
-HISTORY_KEYS = (*HISTORY_LISTS, "best_val_loss", "total_epochs")  # training_history.json, exactly
 # per-epoch history entry → its fields: the diagnostics' names (the train/ metrics of the epoch)
 HISTORY_FIELDS = {
     "gamma_history": ("mean_gamma", "std_gamma", "min_gamma", "max_gamma", "mean_effective_gamma"),
