@@ -186,6 +186,15 @@ def fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+# Row keys as results written before 2026-12-04 (one name per diagnostic) spelled them.
+OLD_ROW_KEYS = {"mean_gamma": "gamma_mean", "lyapunov_stable_ratio": "stability_ratio"}
+
+
+def diagnostic(row: dict, name: str):
+    """A diagnostic of a result row, under its name or its name of before 2026-12-04."""
+    return row.get(name, row.get(OLD_ROW_KEYS[name]))
+
+
 def table(rows: list[dict]) -> list[str]:
     """The markdown table: one line per model."""
     lines = ["| dataset | model | params | train tokens | best val loss | best val ppl | test ppl | "
@@ -199,7 +208,7 @@ def table(rows: list[dict]) -> list[str]:
             f"| {r['dataset']} | {r['model']} | {r['parameters'] / 1e6:.2f}M | {r['train_tokens']:,} | "
             f"{r['best_val_loss']:.4f} | {r['best_val_ppl']:.1f} | {fmt(r.get('test_ppl'), '.1f')} | "
             f"{fmt(r.get('causal_test_ppl'), '.1f')} | {r['tokens_per_sec']:,.0f} | {fmt(r['peak_vram_mb'], '.0f')} | "
-            f"{fmt(r['mean_gamma'], '.4f')} | {fmt(r['lyapunov_stable_ratio'], '.3f')} |")
+            f"{fmt(diagnostic(r, 'mean_gamma'), '.4f')} | {fmt(diagnostic(r, 'lyapunov_stable_ratio'), '.3f')} |")
     return lines
 
 

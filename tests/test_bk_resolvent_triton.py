@@ -240,8 +240,8 @@ def test_phase2_recurrent_equals_parallel_with_kernels(pieces, logits_in_pieces,
 def test_a_state_continues_on_the_other_path(prefill_kernels, tiny_model):
     """The kernels and the PyTorch path share one state format: a prompt prefilled on one path and
     continued token by token on the other gives the logits of one pass."""
-    first, second = (tiny_model(head_dim=16, memory_chunk=16, use_triton=kernels).to(DEV)  # same weights (seed)
-                     for kernels in (prefill_kernels, not prefill_kernels))
+    first, second = (tiny_model(head_dim=16, memory_chunk=16, use_triton="on" if kernels else "off").to(DEV)
+                     for kernels in (prefill_kernels, not prefill_kernels))  # the same weights (seed 0)
     ids = torch.randint(0, 97, (2, 24), generator=torch.Generator().manual_seed(1)).to(DEV)
     with torch.no_grad():
         full = second(ids).logits

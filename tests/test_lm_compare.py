@@ -43,16 +43,19 @@ def test_bad_options_are_refused(argv, message, capsys):
 def test_report_prints_the_markdown_of_earlier_runs(tmp_path, capsys):
     row = {"dataset": "shakespeare", "model": "phase2", "parameters": 1.5e6, "train_tokens": 8192,
            "best_val_loss": 5.0, "best_val_ppl": 148.4, "test_ppl": 150.2, "tokens_per_sec": 1000.0,
-           "peak_vram_mb": None, "gamma_mean": 0.07, "stability_ratio": 0.4, "sample": "ROMEO: the"}
+           "peak_vram_mb": None, "mean_gamma": 0.07, "lyapunov_stable_ratio": 0.4, "sample": "ROMEO: the"}
     settings = vars(lm_compare.parse_args(["--max-steps", "6", "--output-dir", str(tmp_path)]))
     report = {"date": "2026-12-04T22:00+00:00", "device": "cpu", "command": "python benchmarks/lm_compare.py",
               "settings": {k: str(v) if k == "output_dir" else v for k, v in settings.items()},
               "n_seq": 512, "steps": 6, "git_commit": "abc123", "git_dirty": True, "rows": [row]}
     lm_compare.write_report(tmp_path, report)
-    old = {k: v for k, v in report.items() if not k.startswith("git_")}  # a result of before the commit was kept
+    # a result of before the commit was kept and the diagnostics had one name each
+    old_row = {lm_compare.OLD_ROW_KEYS.get(k, k): v for k, v in row.items()}
+    old = {**{k: v for k, v in report.items() if not k.startswith("git_")}, "rows": [old_row]}
     (tmp_path / "old.json").write_text(lm_compare.json.dumps(old))
     lm_compare.main(["--report", str(tmp_path / "lm_compare.json"), str(tmp_path / "old.json")])
     printed = capsys.readouterr().out
     assert printed.startswith((tmp_path / "lm_compare.md").read_text())
     assert "cpu, commit abc123 (dirty tree):" in printed and "cpu, commit not recorded:" in printed
     assert printed.count("| shakespeare | phase2 | 1.50M | 8,192 | 5.0000 | 148.4 | 150.2 |") == 2
+    assert printed.count("| 0.0700 | 0.400 |") == 2
