@@ -120,7 +120,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     optim = parser.add_argument_group("optimisation")
     add(optim, "batch-size", "windows per batch (per rank under torchrun: the global batch is this × ranks)",
         type=int)
-    add(optim, "num-epochs", "epochs to train", type=int)
+    add(optim, "num-epochs", "epochs to train (the most, with --early-stopping-patience)", type=int)
+    add(optim, "early-stopping-patience", "stop when validation has not improved for N epochs "
+        "(default: never; the learning-rate schedule still spans --num-epochs)", type=int)
     add(optim, "learning-rate", "peak AdamW learning rate", type=float)
     add(optim, "weight-decay", "AdamW weight decay (not on norms, biases, embeddings)", type=float)
     add(optim, "gradient-clip-norm", "clip the global gradient norm to this (inf: off)", type=float)

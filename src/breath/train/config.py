@@ -48,6 +48,9 @@ class TrainConfig:
     # Optimisation and schedule
     batch_size: int = 4
     num_epochs: int = 10
+    # Stop when validation has not improved for this many epoch-end evaluations (None: never);
+    # best_model.pt is the best epoch. The schedule still spans num_epochs (the cap).
+    early_stopping_patience: int | None = None
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
     gradient_clip_norm: float = 1.0
@@ -78,7 +81,7 @@ class TrainConfig:
         """Raise ``ConfigError`` for the first value that is out of range."""
         for name in ("batch_size", "num_epochs", "max_bad_steps", "log_every", "save_every"):
             _check(self, name, getattr(self, name) >= 1, "an integer >= 1")
-        for name in ("num_train_batches", "num_val_batches", "eval_every"):
+        for name in ("num_train_batches", "num_val_batches", "eval_every", "early_stopping_patience"):
             _check(self, name, getattr(self, name) is None or getattr(self, name) >= 1, "an integer >= 1")
         _check(self, "tokenizer", self.tokenizer is None or self.tokenizer in TOKENIZERS, " | ".join(TOKENIZERS))
         kind = self.tokenizer or default_tokenizer(self.dataset)
