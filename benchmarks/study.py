@@ -127,6 +127,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, flags: list[str],
     if "error" not in row and evaluated.exists():
         test = json.loads(evaluated.read_text())
         row.update(word_ppl=test["word_perplexity"], eval_command=_eval_command(row))
+    result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(row, indent=2) + "\n")
     print(f"{args.dataset} / {variant} / seed {seed}: " + (row.get("error") or
           f"best val {row['best_val_loss']:.4f}, test ppl {row['test_ppl']:.2f}, "
