@@ -157,8 +157,8 @@ def aggregate(rows: list[dict]) -> dict:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in ok:
         groups.setdefault((r["dataset"], r["variant"]), []).append(r)
-    variants = {f"{d} / {v}": {m: mean_std([r.get(m) for r in rs]) for m in METRICS}
-                for (d, v), rs in sorted(groups.items())}
+    order = sorted(groups, key=lambda key: (key[0], list(VARIANTS).index(key[1])))  # datasets, then VARIANTS
+    variants = {f"{d} / {v}": {m: mean_std([r.get(m) for r in groups[d, v]]) for m in METRICS} for d, v in order}
     ratios, gains = {}, {}
     for dataset in sorted({d for d, _ in groups}):
         by_seed = {v: {r["seed"]: r for r in groups.get((dataset, v), [])} for v in VARIANTS}
@@ -234,8 +234,9 @@ def report_markdown(rows: list[dict], agg: dict) -> str:
                       "| --- | ---: | ---: | ---: | --- |"]
             for k, g in gains.items():
                 verdict = "—" if g["above_2_sigma"] is None else "yes" if g["above_2_sigma"] else "no"
-                lines.append(f"| {k.split(' / ', 1)[1]} | {g['gain']:+.4f} | {lm_compare.fmt(g['pooled_std'], '.4f')} | "
-                             f"{lm_compare.fmt(g['sigmas'], '+.1f')} | {verdict} |")
+                lines.append(f"| {k.split(' / ', 1)[1]} | {g['gain']:+.4f} | "
+                             f"{lm_compare.fmt(g['pooled_std'], '.4f')} | {lm_compare.fmt(g['sigmas'], '+.1f')} | "
+                             f"{verdict} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -338,8 +339,11 @@ def main(argv: list[str] | None = None) -> None:
             return None  # not started: the next command picks it up
         return run_one(args, *run, meta)
 
+    # The first run alone: it prepares the corpus and tokenizer, whose cache has no lock against
+    # several processes writing it at once.
+    skipped = sum(task(run) is None for run in runs[:1])
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        skipped = sum(row is None for row in pool.map(task, runs))
+        skipped += sum(row is None for row in pool.map(task, runs[1:]))
     if skipped:
         print(f"--stop-after {args.stop_after:g} s: {skipped} runs not started; run the same command again to "
               "continue", flush=True)
