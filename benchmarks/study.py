@@ -37,6 +37,7 @@ import datetime
 import json
 import math
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -110,7 +111,8 @@ def provenance() -> dict:
 
 
 def run_one(args: argparse.Namespace, variant: str, seed: int, flags: list[str], meta: dict) -> dict:
-    """One variant at one seed (skipped when its ``result.json`` is there without an error)."""
+    """One variant at one seed: skipped when its ``result.json`` is there without an error, else
+    trained from scratch (what a cut or failed attempt left is deleted: its metrics would mix in)."""
     root = args.output_dir / args.dataset / f"seed{seed}"
     result_path = root / "runs" / args.dataset / variant / "result.json"
     if result_path.exists():
@@ -118,6 +120,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, flags: list[str],
         if "error" not in done:
             print(f"{args.dataset} / {variant} / seed {seed}: done before, skipped", flush=True)
             return done
+    shutil.rmtree(result_path.parent, ignore_errors=True)
     run_args = argparse.Namespace(**{**vars(args), "seed": seed, "output_dir": root, "sample_tokens": 0})
     started = time.perf_counter()
     print(f"{args.dataset} / {variant} / seed {seed}: training ...", flush=True)

@@ -93,8 +93,9 @@ def test_a_finished_run_is_skipped_and_a_failed_one_retried(tmp_path, monkeypatc
     assert trained == [("phase2", 1)]
     failed = tmp_path / "ptb" / "seed1" / "runs" / "ptb" / "phase2" / "result.json"
     assert "error" in json.loads(failed.read_text())
+    (failed.parent / "metrics.jsonl").write_text("{}")  # what a cut attempt left
     study.run_one(args, "phase2", 1, [], {})
-    assert trained == [("phase2", 1)] * 2
+    assert trained == [("phase2", 1)] * 2 and not (failed.parent / "metrics.jsonl").exists()
 
 
 def test_two_seeds_two_variants_end_to_end_on_ptb(tmp_path, corpus_cache):
