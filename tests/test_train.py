@@ -342,6 +342,24 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path, monkeyp
         assert torch.equal(value, saved["model_state_dict"][key]), key
 
 
+@pytest.mark.parametrize("patience, epochs_run", [(None, 6), (3, 5), (4, 6)])
+def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path, monkeypatch, patience,
+                                                                       epochs_run):
+    scripted = iter([3.0, 2.0, 2.5, 2.4, 2.6, 1.0])  # the best is epoch 2 until epoch 6
+    trainer = tiny_trainer(tmp_path, num_epochs=6, num_train_batches=1, early_stopping_patience=patience)
+    monkeypatch.setattr(trainer, "evaluate", lambda: next(scripted))
+    result = trainer.fit()
+    assert result.status == "completed" and result.epoch == epochs_run
+    assert trainer.history["val_losses"] == [3.0, 2.0, 2.5, 2.4, 2.6, 1.0][:epochs_run]
+    best = load_checkpoint(tmp_path / "best_model.pt")
+    assert best["epoch"] == (6 if epochs_run == 6 else 2) and best["best_val_loss"] == result.best_val_loss
+
+
+def test_early_stopping_patience_is_validated():
+    with pytest.raises(ConfigError, match="--early-stopping-patience: got 0"):
+        TrainConfig(early_stopping_patience=0).validate()
+
+
 def _interrupt_after(monkeypatch, steps: int) -> None:
     """Deliver a real SIGINT to this process right after optimizer step ``steps``."""
     real_step = Trainer._train_step

@@ -65,7 +65,10 @@ class TrainConfig:
                                          shown_default="the whole split")
     batch_size: int = option(4, "windows per batch; per rank under torchrun (the global batch is this × ranks)",
                              "optimisation")
-    num_epochs: int = option(10, "epochs to train", "optimisation")
+    num_epochs: int = option(10, "epochs to train (the most, with --early-stopping-patience)", "optimisation")
+    early_stopping_patience: int | None = option(None, "stop once N epoch-end validations in a row did not improve; "
+                                                 "best_model.pt is the best (the schedule still spans --num-epochs)",
+                                                 "optimisation", shown_default="off")
     learning_rate: float = option(1e-4, "peak AdamW learning rate (β = 0.9, 0.95)", "optimisation",
                                   shown_default="1e-4")
     weight_decay: float = option(0.01, "AdamW weight decay, on weight matrices only (not on norms, biases or "
@@ -98,7 +101,7 @@ class TrainConfig:
         """Raise ``FieldError(field, "got <value>; allowed: ...")`` for the first value out of range."""
         for name in ("batch_size", "num_epochs", "max_bad_steps", "log_every", "save_every"):
             _check(self, name, getattr(self, name) >= 1, "an integer >= 1")
-        for name in ("num_train_batches", "num_val_batches", "eval_every"):
+        for name in ("num_train_batches", "num_val_batches", "eval_every", "early_stopping_patience"):
             _check(self, name, getattr(self, name) is None or getattr(self, name) >= 1, "an integer >= 1")
         _check(self, "tokenizer", self.tokenizer is None or self.tokenizer in TOKENIZERS, " | ".join(TOKENIZERS))
         kind = self.tokenizer or default_tokenizer(self.dataset)

@@ -15,6 +15,8 @@ every ``log_every`` steps and at epoch ends.
 Stopping: SIGINT/SIGTERM finish the current step, then ``checkpoint_interrupted.pt`` is written
 and ``fit`` returns status "interrupted" (a second signal stops at once). ``max_bad_steps``
 consecutive non-finite steps (each skipped) end the run with ``checkpoint_diverged.pt``.
+``early_stopping_patience`` N ends a run (status "completed") once N epoch-end validations in a
+row have not improved on the best, which ``best_model.pt`` holds.
 
 Exact resume: a checkpoint carries, beside the seed's keys, ``trainer_state`` (position in the
 epoch, metric accumulators, bad-step counters, RNG states), so a resumed run takes the same steps
@@ -325,11 +327,27 @@ class Trainer:
                     signal_number = int(self.dist.max_over_ranks(self._stop.signal or 0)[0])
                     if signal_number:
                         return self._stop_for_signal(signal_number)
+                    if self._patience_spent():
+                        break
             return TrainResult("completed", self.epoch, self.global_step, self.best_val_loss,
                                bad_steps=self.bad_steps)
         finally:
             if self.dist.is_main:
                 self.logger.close()
+
+    def _patience_spent(self) -> bool:
+        """Whether the last ``early_stopping_patience`` validations all failed to improve on the best
+        (read from the history, so a resumed run counts the epochs before it too)."""
+        patience, losses = self.cfg.early_stopping_patience, self.history["val_losses"]
+        if patience is None or not losses:
+            return False
+        since_best = len(losses) - 1 - min(range(len(losses)), key=losses.__getitem__)
+        if since_best < patience:
+            return False
+        if self.dist.is_main:
+            say(f"early stop: validation has not improved for {since_best} epochs "
+                f"(--early-stopping-patience {patience}); best val loss {self.best_val_loss:.4f}")
+        return True
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This epoch's batches, starting after those a resumed checkpoint already took.
