@@ -344,7 +344,7 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path, monkeyp
 
 @pytest.mark.parametrize("patience, epochs_run", [(None, 6), (3, 5), (4, 6)])
 def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path, monkeypatch, patience,
-                                                                       epochs_run):
+                                                                       epochs_run, tiny_trainer):
     scripted = iter([3.0, 2.0, 2.5, 2.4, 2.6, 1.0])  # the best is epoch 2 until epoch 6
     trainer = tiny_trainer(tmp_path, num_epochs=6, num_train_batches=1, early_stopping_patience=patience)
     monkeypatch.setattr(trainer, "evaluate", lambda: next(scripted))
@@ -356,7 +356,7 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path
 
 
 def test_early_stopping_patience_is_validated():
-    with pytest.raises(ConfigError, match="--early-stopping-patience: got 0"):
+    with pytest.raises(FieldError, match="early_stopping_patience: got 0"):
         TrainConfig(early_stopping_patience=0).validate()
 
 
