@@ -1,6 +1,7 @@
 """Where a training step's activation memory goes: bytes saved for backward, by module.
 
     python benchmarks/saved_activations.py --arch phase2 --preset base --batch 4 --length 1024
+    python benchmarks/saved_activations.py --arch gpt ...     # plain_gpt.py's PlainGPT, the peer
 
 One forward + loss under bf16 autocast (CPU autocast here, so the dtypes match a GPU run: LayerNorm
 outputs fp32, matmuls bf16) with ``torch.autograd.graph.saved_tensors_hooks`` recording every tensor
@@ -20,9 +21,10 @@ import os
 import sys
 
 
-def saved_bytes(model, ids, autocast_dtype=None) -> dict[str, list[tuple[int, tuple, str]]]:
+def saved_bytes(model, ids, autocast_dtype=None, logits_of=None) -> dict[str, list[tuple[int, tuple, str]]]:
     """Module name (layer indices folded) → [(bytes, shape, dtype)] of the storages saved for backward
-    by one forward of ``ids[:, :-1]`` and its next-token cross-entropy."""
+    by one forward of ``ids[:, :-1]`` and its next-token cross-entropy. ``logits_of(ids)`` gives the
+    logits (default ``model(ids).logits``; ``PlainGPT`` returns them directly)."""
     import torch
 
     stack, seen = [""], {}
@@ -45,7 +47,7 @@ def saved_bytes(model, ids, autocast_dtype=None) -> dict[str, list[tuple[int, tu
 
     autocast = torch.autocast(ids.device.type, autocast_dtype, enabled=autocast_dtype is not None)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        logits = model(ids[:, :-1]).logits
+        logits = (logits_of or (lambda x: model(x).logits))(ids[:, :-1])
         torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
     for hook in hooks:
         hook.remove()
@@ -58,7 +60,8 @@ def saved_bytes(model, ids, autocast_dtype=None) -> dict[str, list[tuple[int, tu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="phase2", choices=("phase2", "phase1", "transformer"))
+    parser.add_argument("--arch", default="phase2", choices=("phase2", "phase1", "transformer", "gpt"),
+                        help="gpt: plain_gpt.py's PlainGPT at the preset's sizes")
     parser.add_argument("--preset", default="base")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=1024)
@@ -73,11 +76,18 @@ def main() -> None:
     from breath import ModelConfig, build_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig.preset(args.preset, arch=args.arch, vocab_size=args.vocab_size, n_seq=args.length,
-                             dropout=0.0, use_triton=True if args.kernels and args.arch != "transformer" else None)
-    model = build_model(cfg)
+    kernels = args.kernels and args.arch not in ("transformer", "gpt")
+    cfg = ModelConfig.preset(args.preset, arch="transformer" if args.arch == "gpt" else args.arch,
+                             vocab_size=args.vocab_size, n_seq=args.length, dropout=0.0,
+                             use_triton=True if kernels else None)
+    if args.arch == "gpt":
+        from plain_gpt import PlainGPT  # benchmarks/ is on sys.path when this script runs
+
+        model = PlainGPT(cfg, max_length=args.length)
+    else:
+        model = build_model(cfg)
     ids = torch.randint(0, args.vocab_size, (args.batch, args.length + 1))
-    grouped = saved_bytes(model, ids, torch.bfloat16)
+    grouped = saved_bytes(model, ids, torch.bfloat16, logits_of=model if args.arch == "gpt" else None)
     total = sum(n for rows in grouped.values() for n, _, _ in rows)
     print(f"{args.arch} {args.preset} B{args.batch} T{args.length} ({'kernels' if args.kernels else 'reference'} "
           f"path): {total / 1e6:.1f} MB saved for backward")
