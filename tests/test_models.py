@@ -290,6 +290,27 @@ def test_unit_keys_are_f_normalize_with_a_smaller_backward():
     assert low.grad.dtype == torch.bfloat16
 
 
+def test_bk_potential_and_forgetting_are_one_product_keeping_one_copy_of_x():
+    """BKCore computes V and Γ by one product with W_V and W_Γ stacked: the values of the two Linears,
+    and under bf16 autocast a single bf16 copy of its (B, T, d) input kept for the backward."""
+    import torch.nn.functional as F
+
+    from breath.layers.bk import BKCore
+
+    torch.manual_seed(0)
+    bk = BKCore(32, 4, base_decay=0.05).double()
+    x = torch.randn(2, 7, 32, dtype=torch.float64)
+    _, gamma, _ = bk(x)
+    torch.testing.assert_close(gamma, F.softplus(bk.forgetting(x)) + 0.05, rtol=1e-14, atol=0)
+
+    saved = []
+    bk = BKCore(32, 4, base_decay=0.05)
+    with torch.autocast("cpu", torch.bfloat16), \
+            torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        bk(torch.randn(2, 7, 32, requires_grad=True))
+    assert sum(t.shape == (14, 32) and t.dtype == torch.bfloat16 for t in saved) == 1
+
+
 @pytest.mark.parametrize("op", ["bk_resolvent", "dissipative_memory", "short_conv"])
 def test_kernels_asked_for_on_cpu_say_how_to_run_them(op, monkeypatch):
     """use_triton=True on CPU tensors outside Triton's interpreter: one clear error naming the op and
