@@ -219,6 +219,28 @@ def test_memory_layer_writes_what_its_options_say(conv):
         assert (state.conv_tail is None) if not conv else state.conv_tail.shape == (2, conv - 1, 48)
 
 
+@pytest.mark.parametrize("conv", [0, 3])
+def test_memory_layer_keeps_no_view_of_its_projections_for_the_backward(conv):
+    """q and v are copied out of the (convolved) projections, so the memory op's saved q and v do not
+    keep the key third of that tensor alive; its gradients are unchanged (checked above and in
+    the recurrent = parallel tests)."""
+    # the kernel path, which saves q and v as given
+    model = tiny("phase2", memory_conv=conv, use_triton=True, num_heads=2, head_dim=16, memory_chunk=16)
+    layer = model.blocks[0].memory
+    produced = []
+    source = layer.conv if conv else layer.qkv
+    source.register_forward_hook(lambda module, inputs, output: produced.append(
+        (output[0] if conv else output).untyped_storage().data_ptr()))
+    saved = []
+    x = torch.randn(2, 13, 32, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.untyped_storage().data_ptr()) or t,
+                                                  lambda t: t):
+        y, _, _ = layer(x, torch.rand(2, 13, 2) * 0.1, 0, None)
+    assert len(produced) == 1 and produced[0] not in saved
+    y.sum().backward()
+    assert x.grad is not None
+
+
 @pytest.mark.parametrize("missing, shift", [(("memory_key_shift", "memory_conv"), None), (("memory_conv",), True)])
 def test_configs_saved_before_the_memory_options_load_as_saved(missing, shift):
     """A checkpoint or export written before ``memory_key_shift`` (first sessions) or ``memory_conv``
