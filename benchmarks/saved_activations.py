@@ -9,7 +9,9 @@ autograd keeps for the backward, once per storage, attributed to the innermost m
 it was saved (layer indices folded: ``blocks.memory.conv`` sums all layers). With ``--kernels`` the
 Triton kernels run in Triton's CPU interpreter, so the accounting is that of the kernel path the GPU
 runs (phase2 base at B4 T1024 takes ~6 minutes on 2 CPU cores); without it, the PyTorch reference
-path, which saves different (and more) tensors. Needs no GPU. Saved tensors are most of a step's
+path, which saves different (and more) tensors. Needs no GPU; ``--device cuda`` runs the same
+accounting there (kernels native), where fused PyTorch ops may save less than their CPU versions
+(``F.rms_norm`` on CPU keeps its normalised input too). Saved tensors are most of a step's
 peak above the weights, gradients and optimizer state, not all of it (temporaries of the backward).
 """
 
@@ -68,7 +70,11 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=10000)
     parser.add_argument("--kernels", action="store_true",
                         help="run the Triton kernels in the CPU interpreter (the GPU's saved tensors; slow)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: the same accounting on the GPU (its kernels and fused PyTorch ops, fast)")
     args = parser.parse_args()
+    if args.kernels and args.device == "cuda":
+        parser.error("--kernels runs Triton's CPU interpreter; on --device cuda the kernels run natively")
     if args.kernels:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is first imported
     import torch
@@ -76,7 +82,7 @@ def main() -> None:
     from breath import ModelConfig, build_model
 
     torch.manual_seed(0)
-    kernels = args.kernels and args.arch not in ("transformer", "gpt")
+    kernels = (args.kernels or args.device == "cuda") and args.arch not in ("transformer", "gpt")
     cfg = ModelConfig.preset(args.preset, arch="transformer" if args.arch == "gpt" else args.arch,
                              vocab_size=args.vocab_size, n_seq=args.length, dropout=0.0,
                              use_triton=True if kernels else None)
@@ -86,11 +92,12 @@ def main() -> None:
         model = PlainGPT(cfg, max_length=args.length)
     else:
         model = build_model(cfg)
-    ids = torch.randint(0, args.vocab_size, (args.batch, args.length + 1))
+    model.to(args.device)
+    ids = torch.randint(0, args.vocab_size, (args.batch, args.length + 1)).to(args.device)
     grouped = saved_bytes(model, ids, torch.bfloat16, logits_of=model if args.arch == "gpt" else None)
     total = sum(n for rows in grouped.values() for n, _, _ in rows)
-    print(f"{args.arch} {args.preset} B{args.batch} T{args.length} ({'kernels' if args.kernels else 'reference'} "
-          f"path): {total / 1e6:.1f} MB saved for backward")
+    print(f"{args.arch} {args.preset} B{args.batch} T{args.length} ({'kernels' if kernels else 'reference'} path, "
+          f"{args.device}): {total / 1e6:.1f} MB saved for backward")
     for name, rows in sorted(grouped.items(), key=lambda item: -sum(n for n, _, _ in item[1])):
         largest = max(rows)
         print(f"  {name:28s} {sum(n for n, _, _ in rows) / 1e6:8.1f} MB  {len(rows):3d} tensors, "
