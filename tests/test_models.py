@@ -240,6 +240,13 @@ def test_memory_layer_keeps_no_view_of_its_projections_for_the_backward(conv):
     y.sum().backward()
     assert x.grad is not None
 
+    from breath.layers.memory import SplitHeads
+
+    qkv = torch.randn(2, 5, 3, 2, 4, dtype=torch.float64, requires_grad=True)
+    assert all(torch.equal(ours, theirs) for ours, theirs in
+               zip(SplitHeads.apply(qkv), qkv.permute(2, 0, 3, 1, 4).unbind(0), strict=True))
+    assert torch.autograd.gradcheck(SplitHeads.apply, (qkv,))
+
 
 @pytest.mark.parametrize("missing, shift", [(("memory_key_shift", "memory_conv"), None), (("memory_conv",), True)])
 def test_configs_saved_before_the_memory_options_load_as_saved(missing, shift):
