@@ -1,7 +1,7 @@
 """What the CPU accounting of saved activations (benchmarks/saved_activations.py) assumes of CUDA, on a
 GPU (skipped without one).
 
-    PYTHONPATH=src python -m pytest -q -n 0 tests/gpu/test_saved_activations.py
+    PYTHONPATH=src python -m pytest -q -n 0 tests/gpu/test_rms_norm_saved_cuda.py
 
 On the CPU ``F.rms_norm`` is decomposed and autograd keeps its input and the normalised input; the
 report docs/reports/2026-12-04-saved-activations.md assumes that on CUDA the fused kernel keeps the
