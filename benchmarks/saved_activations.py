@@ -1,6 +1,7 @@
 """Where a training step's activation memory goes: bytes saved for backward, by module.
 
     python benchmarks/saved_activations.py --arch phase2 --preset base --batch 4 --length 1024
+    python benchmarks/saved_activations.py --arch gpt ...     # plain_gpt.py's PlainGPT, the peer
 
 One forward + loss under bf16 autocast (CPU autocast here, so the dtypes match a GPU run: LayerNorm
 outputs fp32, matmuls bf16) with ``torch.autograd.graph.saved_tensors_hooks`` recording every tensor
@@ -8,7 +9,9 @@ autograd keeps for the backward, once per storage, attributed to the innermost m
 it was saved (layer indices folded: ``blocks.memory.conv`` sums all layers). With ``--kernels`` the
 Triton kernels run in Triton's CPU interpreter, so the accounting is that of the kernel path the GPU
 runs (phase2 base at B4 T1024 takes ~6 minutes on 2 CPU cores); without it, the PyTorch reference
-path, which saves different (and more) tensors. Needs no GPU. Saved tensors are most of a step's
+path, which saves different (and more) tensors. Needs no GPU; ``--device cuda`` runs the same
+accounting there (kernels native), where fused PyTorch ops may save less than their CPU versions
+(``F.rms_norm`` on CPU keeps its normalised input too). Saved tensors are most of a step's
 peak above the weights, gradients and optimizer state, not all of it (temporaries of the backward).
 """
 
@@ -20,9 +23,10 @@ import os
 import sys
 
 
-def saved_bytes(model, ids, autocast_dtype=None) -> dict[str, list[tuple[int, tuple, str]]]:
+def saved_bytes(model, ids, autocast_dtype=None, logits_of=None) -> dict[str, list[tuple[int, tuple, str]]]:
     """Module name (layer indices folded) → [(bytes, shape, dtype)] of the storages saved for backward
-    by one forward of ``ids[:, :-1]`` and its next-token cross-entropy."""
+    by one forward of ``ids[:, :-1]`` and its next-token cross-entropy. ``logits_of(ids)`` gives the
+    logits (default ``model(ids).logits``; ``PlainGPT`` returns them directly)."""
     import torch
 
     stack, seen = [""], {}
@@ -45,7 +49,7 @@ def saved_bytes(model, ids, autocast_dtype=None) -> dict[str, list[tuple[int, tu
 
     autocast = torch.autocast(ids.device.type, autocast_dtype, enabled=autocast_dtype is not None)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        logits = model(ids[:, :-1]).logits
+        logits = (logits_of or (lambda x: model(x).logits))(ids[:, :-1])
         torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
     for hook in hooks:
         hook.remove()
@@ -58,14 +62,19 @@ def saved_bytes(model, ids, autocast_dtype=None) -> dict[str, list[tuple[int, tu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="phase2", choices=("phase2", "phase1", "transformer"))
+    parser.add_argument("--arch", default="phase2", choices=("phase2", "phase1", "transformer", "gpt"),
+                        help="gpt: plain_gpt.py's PlainGPT at the preset's sizes")
     parser.add_argument("--preset", default="base")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=1024)
     parser.add_argument("--vocab-size", type=int, default=10000)
     parser.add_argument("--kernels", action="store_true",
                         help="run the Triton kernels in the CPU interpreter (the GPU's saved tensors; slow)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: the same accounting on the GPU (its kernels and fused PyTorch ops, fast)")
     args = parser.parse_args()
+    if args.kernels and args.device == "cuda":
+        parser.error("--kernels runs Triton's CPU interpreter; on --device cuda the kernels run natively")
     if args.kernels:
         os.environ["TRITON_INTERPRET"] = "1"  # before triton is first imported
     import torch
@@ -73,14 +82,22 @@ def main() -> None:
     from breath import ModelConfig, build_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig.preset(args.preset, arch=args.arch, vocab_size=args.vocab_size, n_seq=args.length,
-                             dropout=0.0, use_triton="on" if args.kernels and args.arch != "transformer" else "auto")
-    model = build_model(cfg)
-    ids = torch.randint(0, args.vocab_size, (args.batch, args.length + 1))
-    grouped = saved_bytes(model, ids, torch.bfloat16)
+    kernels = (args.kernels or args.device == "cuda") and args.arch not in ("transformer", "gpt")
+    cfg = ModelConfig.preset(args.preset, arch="transformer" if args.arch == "gpt" else args.arch,
+                             vocab_size=args.vocab_size, n_seq=args.length, dropout=0.0,
+                             use_triton="on" if kernels else "auto")
+    if args.arch == "gpt":
+        from plain_gpt import PlainGPT  # benchmarks/ is on sys.path when this script runs
+
+        model = PlainGPT(cfg, max_length=args.length)
+    else:
+        model = build_model(cfg)
+    model.to(args.device)
+    ids = torch.randint(0, args.vocab_size, (args.batch, args.length + 1)).to(args.device)
+    grouped = saved_bytes(model, ids, torch.bfloat16, logits_of=model if args.arch == "gpt" else None)
     total = sum(n for rows in grouped.values() for n, _, _ in rows)
-    print(f"{args.arch} {args.preset} B{args.batch} T{args.length} ({'kernels' if args.kernels else 'reference'} "
-          f"path): {total / 1e6:.1f} MB saved for backward")
+    print(f"{args.arch} {args.preset} B{args.batch} T{args.length} ({'kernels' if kernels else 'reference'} path, "
+          f"{args.device}): {total / 1e6:.1f} MB saved for backward")
     for name, rows in sorted(grouped.items(), key=lambda item: -sum(n for n, _, _ in item[1])):
         largest = max(rows)
         print(f"  {name:28s} {sum(n for n, _, _ in rows) / 1e6:8.1f} MB  {len(rows):3d} tensors, "

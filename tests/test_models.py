@@ -309,6 +309,35 @@ def test_memory_layer_writes_what_its_options_say(conv, tiny):
         assert (state.conv_tail is None) if not conv else state.conv_tail.shape == (2, conv - 1, 48)
 
 
+@pytest.mark.parametrize("conv", [0, 3])
+def test_memory_layer_keeps_no_view_of_its_projections_for_the_backward(conv):
+    """q and v are copied out of the (convolved) projections, so the memory op's saved q and v do not
+    keep the key third of that tensor alive; its gradients are unchanged (checked above and in
+    the recurrent = parallel tests)."""
+    # the kernel path, which saves q and v as given
+    model = tiny("phase2", memory_conv=conv, use_triton=True, num_heads=2, head_dim=16, memory_chunk=16)
+    layer = model.blocks[0].memory
+    produced = []
+    source = layer.conv if conv else layer.qkv
+    source.register_forward_hook(lambda module, inputs, output: produced.append(
+        (output[0] if conv else output).untyped_storage().data_ptr()))
+    saved = []
+    x = torch.randn(2, 13, 32, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.untyped_storage().data_ptr()) or t,
+                                                  lambda t: t):
+        y, _, _ = layer(x, torch.rand(2, 13, 2) * 0.1, 0, None)
+    assert len(produced) == 1 and produced[0] not in saved
+    y.sum().backward()
+    assert x.grad is not None
+
+    from breath.layers.memory import SplitHeads
+
+    qkv = torch.randn(2, 5, 3, 2, 4, dtype=torch.float64, requires_grad=True)
+    assert all(torch.equal(ours, theirs) for ours, theirs in
+               zip(SplitHeads.apply(qkv), qkv.permute(2, 0, 3, 1, 4).unbind(0), strict=True))
+    assert torch.autograd.gradcheck(SplitHeads.apply, (qkv,))
+
+
 @pytest.mark.parametrize("missing, shift", [(("memory_key_shift", "memory_conv"), None), (("memory_conv",), True)])
 def test_configs_saved_before_the_memory_options_load_as_saved(missing, shift):
     """A checkpoint or export written before ``memory_key_shift`` (first sessions) or ``memory_conv``
@@ -400,6 +429,27 @@ def test_unit_keys_are_f_normalize_with_a_smaller_backward():
     assert y.dtype == torch.float32 and [t.shape[-1] for t in saved] == [8, 1]  # y and ‖x‖ only
     y.sum().backward()
     assert low.grad.dtype == torch.bfloat16
+
+
+def test_bk_potential_and_forgetting_are_one_product_keeping_one_copy_of_x():
+    """BKCore computes V and Γ by one product with W_V and W_Γ stacked: the values of the two Linears,
+    and under bf16 autocast a single bf16 copy of its (B, T, d) input kept for the backward."""
+    import torch.nn.functional as F
+
+    from breath.layers.bk import BKCore
+
+    torch.manual_seed(0)
+    bk = BKCore(32, 4, base_decay=0.05).double()
+    x = torch.randn(2, 7, 32, dtype=torch.float64)
+    _, gamma, _ = bk(x)
+    torch.testing.assert_close(gamma, F.softplus(bk.forgetting(x)) + 0.05, rtol=1e-14, atol=0)
+
+    saved = []
+    bk = BKCore(32, 4, base_decay=0.05)
+    with torch.autocast("cpu", torch.bfloat16), \
+            torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        bk(torch.randn(2, 7, 32, requires_grad=True))
+    assert sum(t.shape == (14, 32) and t.dtype == torch.bfloat16 for t in saved) == 1
 
 
 @pytest.mark.parametrize("op", ["bk_resolvent", "dissipative_memory", "short_conv"])

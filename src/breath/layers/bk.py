@@ -112,8 +112,15 @@ class BKCore(nn.Module):
         # The resolvent runs in float32 (float64 for a float64 model) whatever the autocast or
         # parameter dtype: it is a continued fraction, and bf16's 8-bit mantissa would dominate it.
         dtype = self.compute_dtype()
-        potential = self.potential(x).to(dtype)
-        gamma = None if self.forgetting is None else self.forgetting_rate(self.forgetting(x).to(dtype))
+        if self.forgetting is None:
+            potential, gamma = self.potential(x).to(dtype), None
+        else:
+            # W_V and W_Γ as one product: under autocast each Linear would keep its own bf16 copy of x
+            # for the backward (a (B, T, d) tensor per layer); one product keeps one.
+            weight = torch.cat((self.potential.weight, self.forgetting.weight))
+            bias = torch.cat((self.potential.bias, self.forgetting.bias))
+            potential, forgetting = F.linear(x, weight, bias).to(dtype).chunk(2, dim=-1)
+            gamma = self.forgetting_rate(forgetting)
         if g_prev is not None and not self.causal:
             raise ValueError("resolvent='full' sees the whole window at once: it cannot continue a "
                              "sequence from a state (use the causal resolvent)")

@@ -72,6 +72,23 @@ class UnitKeys(torch.autograd.Function):
         return dx.to(ctx.input_dtype)
 
 
+class SplitHeads(torch.autograd.Function):
+    """(B, T, 3, H, d) projections → q, k, v (B, H, T, d), with q and v copied into a storage of their
+    own and k a view. The memory op keeps q and v for the backward; as views of the projections they
+    would keep the key third alive too, which no backward reads (UnitKeys keeps its float32 output):
+    one copy of two thirds frees a (B, T, H·d) tensor per layer. The backward writes the three
+    gradients into one tensor, as unbind's does (slicing twice would add two zero-filled ones)."""
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, v = qkv[:, :, 0::2].permute(2, 0, 3, 1, 4).contiguous()
+        return q, qkv[:, :, 1].transpose(1, 2), v
+
+    @staticmethod
+    def backward(ctx, dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
+        return torch.stack([g.transpose(1, 2) for g in (dq, dk, dv)], dim=2)
+
+
 class HebbianMemory(nn.Module):
     def __init__(self, d_model: int, num_heads: int, head_dim: int, eta: float,
                  consolidation: ConsolidationConfig, conv: int = 0, key_shift: bool = False,
@@ -95,7 +112,7 @@ class HebbianMemory(nn.Module):
         qkv, conv_tail = self.qkv(x), None
         if self.conv is not None:
             qkv, conv_tail = self.conv(qkv, None if state is None else state.conv_tail)
-        q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = SplitHeads.apply(qkv.view(batch, length, 3, self.num_heads, self.head_dim))
         # Normalise in at least float32: bf16 keys under autocast would carry ~1% norm error.
         k = UnitKeys.apply(k)
         last_key = None
