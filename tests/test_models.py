@@ -310,12 +310,12 @@ def test_memory_layer_writes_what_its_options_say(conv, tiny):
 
 
 @pytest.mark.parametrize("conv", [0, 3])
-def test_memory_layer_keeps_no_view_of_its_projections_for_the_backward(conv):
+def test_memory_layer_keeps_no_view_of_its_projections_for_the_backward(conv, tiny):
     """q and v are copied out of the (convolved) projections, so the memory op's saved q and v do not
     keep the key third of that tensor alive; its gradients are unchanged (checked above and in
     the recurrent = parallel tests)."""
     # the kernel path, which saves q and v as given
-    model = tiny("phase2", memory_conv=conv, use_triton=True, num_heads=2, head_dim=16, memory_chunk=16)
+    model = tiny("phase2", memory_conv=conv, use_triton="on", num_heads=2, head_dim=16, memory_chunk=16)
     layer = model.blocks[0].memory
     produced = []
     source = layer.conv if conv else layer.qkv
