@@ -160,19 +160,24 @@ def scan_inputs(N, T, imz, dev, seed=0):
     return [x.to(dev) for x in (e, beta, sigma, w)]
 
 
+def scan_grads(fn, e, beta, sigma, w):
+    """[g, de, dβ, dσ] of ``fn(e, beta, sigma)`` for the loss Re Σ g·w."""
+    xs = [x.detach().clone().requires_grad_() for x in (e, beta, sigma)]
+    out = fn(*xs)
+    (out * w.to(out.dtype)).real.sum().backward()
+    return [out.detach()] + [x.grad for x in xs]
+
+
+def scan_reference(e, beta, sigma):
+    """The complex128 reference on (T, N) chains along the last dim: b = β, c = 1, z = 0."""
+    from breath.ops.bk_resolvent import bk_resolvent_reference
+
+    return bk_resolvent_reference(e.T, beta.T, torch.ones_like(beta.T), 0.0, left=sigma).T
+
+
 def scan_check(dev):
     """Accuracy and time of the chunked scan against the sequential kernel (see the docstring)."""
-    from breath.ops.bk_resolvent import bk_resolvent_reference
     from breath.ops.bk_resolvent_triton import bk_causal_triton, scan_chunk
-
-    def grads(fn, e, beta, sigma, w):
-        xs = [x.detach().clone().requires_grad_() for x in (e, beta, sigma)]
-        out = fn(*xs)
-        (out * w.to(out.dtype)).real.sum().backward()
-        return [out.detach()] + [x.grad for x in xs]
-
-    def ref_fn(e, beta, sigma):  # chains along the last dim: b = β, c = 1, z = 0
-        return bk_resolvent_reference(e.T, beta.T, torch.ones_like(beta.T), 0.0, left=sigma).T
 
     rows, ok = [], True
     for N, T in SCAN_SHAPES:
@@ -180,10 +185,10 @@ def scan_check(dev):
         row = {"chains": N, "T": T, "rule_chunk": rule, "rel_err": {}, "fwd_ms": {}, "fwd_bwd_ms": {}}
         for imz in (1.0, 0.1):
             e, beta, sigma, w = scan_inputs(N, T, imz, dev)
-            ref = grads(ref_fn, e, beta, sigma, w)
+            ref = scan_grads(scan_reference, e, beta, sigma, w)
             c64 = [x.to(torch.complex64) for x in (e, beta, sigma, w)]
             for chunk in sorted({0, rule}):
-                got = grads(lambda *xs: bk_causal_triton(*xs, chunk=chunk), *c64)
+                got = scan_grads(lambda *xs: bk_causal_triton(*xs, chunk=chunk), *c64)
                 err = max(rel_err(x, r) for x, r in zip(got, ref))
                 row["rel_err"][f"chunk {chunk}, Im z {imz}"] = err
                 ok &= err < TOL

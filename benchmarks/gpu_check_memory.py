@@ -46,6 +46,12 @@ STATE_PATH = ("S", "energy_start", "log_decay", "stat_snr", "stat_resonance_ener
 OUTPUTS = ("o", "dq", "dk", "dv", "dgamma")
 TOL_STATE, TOL_OUT, TOL_VECTOR = 1e-5, 1e-5, 1e-3
 BF16_GRADS, TOL_BF16 = ("dq", "dv"), 2**-8  # gradients of bf16 inputs carry bf16's rounding
+# The accuracy cases (also tests/gpu/test_memory_kernels_full_size.py): (B, H, T, pos, state prefix, d,
+# chunk, q and v in bf16 as in the model, warm power iteration)
+ACCURACY_CASES = [(32, 8, 1024, 0, 0, D, CHUNK, False, True), (4, 8, 8192, 0, 0, D, CHUNK, False, True),
+                  (8, 8, 1000, 37, 100, D, CHUNK, False, True), (4, 4, 300, 5, 40, 32, 32, False, True),
+                  (4, 4, 300, 5, 40, 16, 16, False, True), (8, 8, 1000, 37, 100, D, CHUNK, True, True),
+                  (8, 8, 1000, 37, 100, D, CHUNK, False, False)]
 
 
 def bench(f, grad_to_none=None, rep=200):
@@ -335,12 +341,7 @@ def main():
     print({k: f"{v:.3g}" for k, v in ceil.items()}, flush=True)
 
     acc = {}
-    # (B, H, T, pos, state prefix, d, chunk, q and v in bf16 as in the model, warm power iteration)
-    cases = [(32, 8, 1024, 0, 0, D, CHUNK, False, True), (4, 8, 8192, 0, 0, D, CHUNK, False, True),
-             (8, 8, 1000, 37, 100, D, CHUNK, False, True), (4, 4, 300, 5, 40, 32, 32, False, True),
-             (4, 4, 300, 5, 40, 16, 16, False, True), (8, 8, 1000, 37, 100, D, CHUNK, True, True),
-             (8, 8, 1000, 37, 100, D, CHUNK, False, False)]
-    for B, H, T, pos, prefix, d, chunk, model_dtypes, warm in cases:
+    for B, H, T, pos, prefix, d, chunk, model_dtypes, warm in ACCURACY_CASES:
         key = (B, H, T, pos, d, chunk, "q,v bf16" if model_dtypes else "fp32", "warm" if warm else "cold 8")
         acc[key] = accuracy(B, H, T, pos, prefix, B + T + pos, d, chunk, model_dtypes, warm)
         print(f"accuracy B={B} H={H} T={T} pos={pos} state={'yes' if prefix else 'no'} d={d} chunk={chunk} "
