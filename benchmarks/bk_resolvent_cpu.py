@@ -14,12 +14,17 @@ import argparse
 import ctypes
 import gc
 import json
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 from breath.ops.bk_resolvent import bk_resolvent, bk_resolvent_reference
+
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import the neighbours as the package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.throughput import timed_on_host  # noqa: E402
 
 FNS = {"custom": bk_resolvent, "reference": bk_resolvent_reference}
 
@@ -54,12 +59,7 @@ def saved_bytes(fn, a, h, z, causal):
 
 def timeit(f, repeats):
     f()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return timed_on_host(f, repeats)
 
 
 class _MallInfo2(ctypes.Structure):

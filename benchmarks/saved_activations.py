@@ -72,6 +72,7 @@ def main() -> None:
                         help="run the Triton kernels in the CPU interpreter (the GPU's saved tensors; slow)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="cuda: the same accounting on the GPU (its kernels and fused PyTorch ops, fast)")
+    parser.add_argument("--output", help="also write the totals by module as JSON (date, device, command, commit)")
     args = parser.parse_args()
     if args.kernels and args.device == "cuda":
         parser.error("--kernels runs Triton's CPU interpreter; on --device cuda the kernels run natively")
@@ -102,6 +103,20 @@ def main() -> None:
         largest = max(rows)
         print(f"  {name:28s} {sum(n for n, _, _ in rows) / 1e6:8.1f} MB  {len(rows):3d} tensors, "
               f"largest {largest[1]} {largest[2]}")
+    if args.output:
+        import datetime
+        import json
+
+        from provenance import git_commit  # benchmarks/ is on sys.path when this script runs
+
+        record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "device": args.device, "torch": torch.__version__, "command": " ".join(sys.argv),
+                  **git_commit(), "arch": args.arch, "preset": args.preset,
+                  "batch": args.batch, "length": args.length, "path": "kernels" if kernels else "reference",
+                  "total_MB": total / 1e6,
+                  "by_module_MB": {name: sum(n for n, _, _ in rows) / 1e6 for name, rows in grouped.items()}}
+        with open(args.output, "w") as fh:
+            json.dump(record, fh, indent=1)
 
 
 if __name__ == "__main__":
