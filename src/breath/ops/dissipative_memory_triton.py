@@ -493,29 +493,33 @@ def _bwd_key_kernel(
 ):
     """dk, dv of one (chunk, head) in the key-major orientation (Aᵀ = (K Qᵀ) ⊙ Dᵀ·η), the rest of
     ∂b (the terms through dS_L) and dΓ = −gm · (reverse cumulative sum of ∂b):
-    dk = Bᵀ Q + w ⊙ (V dS_Lᵀ),  dv = Aᵀ dO + w ⊙ (K dS_L)."""
+    dk = Bᵀ Q + w ⊙ (V dS_Lᵀ),  dv = Aᵀ dO + w ⊙ (K dS_L).
+    The terms through dS_L come first, so dS_L and S0 are dead before dO and the C×C tiles load:
+    with q, v bf16 and k fp32 (the layer's under bf16 autocast, the default on a GPU) that cut the
+    spills from 808 to 204 bytes a thread, while all-fp32 inputs (``--precision fp32``) went from
+    1700 to 2260 (sm_90, Triton 3.6; benchmarks/kernel_resources.py)."""
     i, bh, t, valid, q, k, v, b, b_last, gm, em = _chunk_inputs(
         q_ptr, k_ptr, v_ptr, g_ptr, mult_ptr, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
         sg_b, sg_h, sg_t, H, T, NT, off, D, C)
     cols = tl.arange(0, D)
     mat = cols[:, None] * D + cols[None, :]
-    do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
-    DmT = _decay_mask_t(b, C) * (eta * em)
-    dv = _dot(_dot(k, tl.trans(q), KX, QX) * DmT, do, False, False)
-    dk = _dot(_dot(v, tl.trans(do), VX, False) * DmT, q, False, QX)
     dS = tl.load(ds_end_ptr + (bh * NT + i) * D * D + mat)
     w = tl.exp(b_last - b) * (eta * em)
-    dk += w[:, None] * _dot(v, tl.trans(dS), VX, False)  # row s: dS v_s
+    dk = w[:, None] * _dot(v, tl.trans(dS), VX, False)  # row s: dS v_s
     k_ds = _dot(k, dS, KX, False)  # row s: dSᵀ k_s
-    dv += w[:, None] * k_ds
+    dv = w[:, None] * k_ds
     h = w * tl.sum(k_ds * v, 1)
     S0 = tl.load(s_start_ptr + (bh * NT + i) * D * D + mat)
     through_end = tl.exp(b_last) * tl.sum(tl.sum(dS * S0, 1), 0) + tl.sum(h, 0)
-    db = tl.load(db_ptr + bh * T + t, mask=valid, other=0.0) - h
-    db += tl.where(tl.arange(0, C) == C - 1, through_end, 0.0)
+    do = _load_rows(do_ptr + bh * T * D, t, D, valid, cols)
+    DmT = _decay_mask_t(b, C) * (eta * em)
+    dv += _dot(_dot(k, tl.trans(q), KX, QX) * DmT, do, False, False)
+    dk += _dot(_dot(v, tl.trans(do), VX, False) * DmT, q, False, QX)
     tok = (bh * T + t[:, None]) * D + cols[None, :]
     tl.store(dk_ptr + tok, dk.to(dk_ptr.dtype.element_ty), mask=valid[:, None])
     tl.store(dv_ptr + tok, dv.to(dv_ptr.dtype.element_ty), mask=valid[:, None])
+    db = tl.load(db_ptr + bh * T + t, mask=valid, other=0.0) - h
+    db += tl.where(tl.arange(0, C) == C - 1, through_end, 0.0)
     dg = -gm * tl.cumsum(db, 0, reverse=True)
     tl.store(dg_ptr + bh * T + t, dg.to(dg_ptr.dtype.element_ty), mask=valid)
 
