@@ -61,6 +61,36 @@ def test_decoder_steps_equal_plain_calls_and_a_full_rerun(arch, prompt_length, t
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("arch", ["phase2", "transformer"])
+@torch.no_grad()
+def test_decoder_under_autocast_casts_the_weights_once(arch, tiny_model):
+    """Under bf16 autocast the decoder runs on Linear weights it cast once: the logits equal plain
+    autocast calls bit for bit, no step casts a Linear weight again, and the tied embedding (the LM
+    head's weight) stays float32. Autocast's own weight cache is off, as in a CUDA-graph capture
+    (with it on, the prefill's casts would be reused and no step would cast anyway)."""
+    model = tiny_model(arch=arch).eval()
+    ids = torch.randint(0, 97, (2, 14), generator=torch.Generator().manual_seed(3))
+    with torch.autocast("cpu", torch.bfloat16, cache_enabled=False):
+        prefill = model(ids[:, :4])
+        state, plain, decoded = model.reserve(copy_state(prefill.state), 14), [], []
+        decoder = Decoder(model, prefill.state, capacity=14)
+        for t in range(4, 14):
+            out = model(ids[:, t:t + 1], state=state)
+            plain.append(out.logits)
+            state = out.state
+            if t == 5:  # after the first step: count the casts of one step (weights: 2-D float32 → bf16)
+                with torch.profiler.profile(record_shapes=True) as prof:
+                    decoded.append(decoder.step(ids[:, t:t + 1]).clone())
+            else:
+                decoded.append(decoder.step(ids[:, t:t + 1]).clone())
+    assert torch.equal(torch.cat(decoded, 1), torch.cat(plain, 1))
+    weight_shapes = {tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    casts = [e for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes
+             and tuple(e.input_shapes[0]) in weight_shapes]
+    assert casts == [], [e.input_shapes for e in casts]
+    assert model.embed.weight.dtype == torch.float32 and model.head.weight is model.embed.weight
+
+
 @torch.no_grad()
 def test_decoder_with_the_triton_memory_kernel(tiny):
     """The memory kernel gets the host position (its place in the chunk): a step replayed at other

@@ -23,9 +23,16 @@ their host time is the step's time. So (the approach of mamba's ``cg=True`` gene
 * Graphs (CUDA). Each kind of step is captured into a CUDA graph the first time it is needed, after
   two warm-up runs on a side stream (Triton kernels compile and the allocator settles there, outside
   any timed region); the graphs share one memory pool. A replay is a token copy and one graph launch.
-  The capture records the autocast setting in force at that first step (without autocast's weight
-  cache, so a bf16-autocast graph casts the float32 weights in every replay; a model cast to bf16
-  has nothing to cast).
+  The capture records the autocast setting in force at that first step.
+* Weights cast once. Under autocast every matmul casts its float32 weight (and bias) to the
+  autocast dtype, in every step: some 40 small kernels and, at the base preset, ~150 MB of memory
+  traffic a token. The decoder makes those low-precision copies of the nn.Linear weights and biases
+  once, at the first step under each autocast setting, and runs the model on them
+  (``torch.func.functional_call``); autocast then finds them already cast. The numbers are the same
+  bit for bit (autocast's cast is the same ``.to``). The copies are a snapshot: a decoder does not
+  see later changes to the weights.
+* One copy-back. The new state's leaves are written into the buffers by one multi-tensor copy
+  (``torch._foreach_copy_``), not one kernel per leaf.
 
 On the CPU (or with ``cuda_graphs=False``) the same step runs eagerly on the same buffers, with the
 same frozen host positions, so the CPU tests check exactly what a graph replays.
@@ -34,7 +41,8 @@ same frozen host positions, so the CPU tests check exactly what a graph replays.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.func import functional_call
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from breath.models.lm import CausalLM
@@ -82,6 +90,8 @@ class Decoder:
         self._host_pos: dict[bool, int] = {}  # kind of step (boundary?) → the host position it runs with
         self._graphs: dict[bool, tuple[torch.cuda.CUDAGraph, Tensor]] = {}  # kind → (graph, its logits)
         self._pool = torch.cuda.graph_pool_handle() if cuda_graphs else None
+        self._device_type = device.type
+        self._casts: dict[torch.dtype, dict[str, Tensor]] = {}  # autocast dtype → the Linear weights cast to it
 
     @property
     def state(self) -> ModelState:
@@ -113,28 +123,44 @@ class Decoder:
         """The model on the buffers; changes nothing but the transformer's cache slot at the position
         (which the step would write with the same values)."""
         state = ModelState(host_pos, tree_unflatten(self._buffers, self._spec))
-        return self.model(self._token, state=state, positions=self._position)
+        kwargs = dict(state=state, positions=self._position)
+        if not torch.is_autocast_enabled(self._device_type):
+            return self.model(self._token, **kwargs)
+        # tie_weights=False: the LM head's weight is the embedding's, and only the head's use is cast
+        return functional_call(self.model, self._cast_weights(torch.get_autocast_dtype(self._device_type)),
+                               (self._token,), kwargs, tie_weights=False, strict=False)
+
+    def _cast_weights(self, dtype: torch.dtype) -> dict[str, Tensor]:
+        """The nn.Linear weights and biases as autocast would cast them for a matmul, made once."""
+        if dtype not in self._casts:
+            self._casts[dtype] = {f"{name}.{kind}": tensor.detach().to(dtype)
+                                  for name, module in self.model.named_modules() if isinstance(module, nn.Linear)
+                                  for kind, tensor in (("weight", module.weight), ("bias", module.bias))
+                                  if tensor is not None and tensor.is_floating_point()}
+        return self._casts[dtype]
 
     def _commit(self, out: ModelOutput) -> Tensor:
         """Copy the new state into the buffers and advance the position tensor."""
         leaves, spec = tree_flatten(out.state.layers)
         if spec != self._spec or any((leaf is None) != (buffer is None) for leaf, buffer in zip(leaves, self._buffers)):
             raise RuntimeError(f"Decoder: a step changed the state's structure from {self._spec} to {spec}")
-        for buffer, leaf in zip(self._buffers, leaves):
-            if leaf is buffer or leaf is None:  # the KV cache is written in place already
-                continue
+        pairs = [(buffer, leaf) for buffer, leaf in zip(self._buffers, leaves)
+                 if leaf is not buffer and leaf is not None]  # the KV cache is written in place already
+        for buffer, leaf in pairs:
             if leaf.shape != buffer.shape or leaf.dtype != buffer.dtype:
                 raise RuntimeError(f"Decoder: a step returned a state tensor {tuple(leaf.shape)} {leaf.dtype} for a "
                                    f"buffer {tuple(buffer.shape)} {buffer.dtype}: run the prefill and the steps "
                                    "under the same autocast setting")
-            buffer.copy_(leaf)
+        if pairs:
+            torch._foreach_copy_([buffer for buffer, _ in pairs], [leaf for _, leaf in pairs])
         self._position.add_(1)
         return out.logits
 
     def _capture(self, host_pos: int) -> tuple[torch.cuda.CUDAGraph, Tensor]:
         """A CUDA graph of one step (compute and commit) at ``host_pos``'s kind, and its logits."""
         # Autocast's cache of cast weights is freed when the caller's autocast block ends, and a
-        # graph that read it would replay on freed memory: the graph casts the weights itself.
+        # graph that read it would replay on freed memory: the capture runs without it, and reads the
+        # decoder's own cast weights, made by the first warm-up run (outside the capture).
         autocast = torch.autocast("cuda", torch.get_autocast_dtype("cuda"), torch.is_autocast_enabled("cuda"),
                                   cache_enabled=False)
         side = torch.cuda.Stream()
