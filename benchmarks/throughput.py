@@ -14,7 +14,8 @@ Triton versions, command line and git commit):
    tokens/s, state size and peak memory of one-token steps after a 1K/32K/128K-token context,
    batch 1/16/64, phase2 and phase1 (recurrent state) vs transformer (KV cache preallocated,
    written in place), each eager and through CUDA graphs (``breath.decoding``), with the graphs'
-   speed-up; ends with the issue-15 targets.
+   speed-up (``--decode-modes eager,graph,compiled`` adds the step torch.compiled before capture);
+   ends with the issue-15 targets.
 
     python benchmarks/throughput.py                      # everything (over 10 minutes on an H200; see below)
     python benchmarks/throughput.py --only train         # the training table (issue 14's settings)
@@ -249,6 +250,7 @@ def op_benchmark(batch: int, heads: int, length: int, dim: int, chunk: int) -> l
 
 
 DECODE_PREFILL_CHUNK = 4096  # tokens per prefill call: a long context is prefilled through the state
+DECODE_MODES = ("eager", "graph", "compiled")
 
 
 def copy_state(state: ModelState, batch: int = 1) -> ModelState:
@@ -275,12 +277,13 @@ def decode_steps(step, token: torch.Tensor, count: int) -> tuple[float, torch.Te
 
 @torch.no_grad()
 def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[int], new_tokens: int,
-                     vocab: int) -> list[dict]:
-    """One-token steps after each context, eager (``model(token, state)``) and CUDA graphs
-    (:class:`breath.decoding.Decoder`), bf16 autocast. The contexts are one batch-1 sequence,
-    prefilled once in chunks of DECODE_PREFILL_CHUNK tokens; a batch repeats its state. Each mode
-    first runs memory_chunk + 1 untimed steps, so every kind of step (a chunk boundary included)
-    is compiled, and captured, before timing."""
+                     vocab: int, modes: tuple[str, ...] = DECODE_MODES[:2]) -> list[dict]:
+    """One-token steps after each context in each of ``modes``: eager (``model(token, state)``), graph
+    (:class:`breath.decoding.Decoder`'s CUDA graphs) and compiled (the Decoder's step
+    torch.compiled, then captured), bf16 autocast. The contexts are one batch-1 sequence, prefilled
+    once in chunks of DECODE_PREFILL_CHUNK tokens; a batch repeats its state. Each mode first runs
+    memory_chunk + 1 untimed steps, so every kind of step (a chunk boundary included) is compiled,
+    and captured, before timing; each mode continues the sequence where the previous one stopped."""
     torch.manual_seed(0)
     cfg = ModelConfig.preset(preset, arch=arch, vocab_size=vocab, dropout=0.0)
     with torch.device("cuda"):
@@ -297,7 +300,7 @@ def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[
         del state
         for context in contexts:
             for batch in batches:
-                capacity = context + 2 * (warmup + new_tokens)
+                capacity = context + len(modes) * (warmup + new_tokens)
                 row = {"arch": arch, "preset": preset, "batch": batch, "context": context}
                 need = kv_cache_bytes(cfg, batch, capacity) if arch == "transformer" else 0
                 torch.cuda.empty_cache()
@@ -318,43 +321,52 @@ def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[
                         state = out.state
                         return out.logits
 
-                    _, token = decode_steps(eager, token, warmup)
-                    eager_s, token = decode_steps(eager, token, new_tokens)
-                    decoder = Decoder(model, state, capacity, cuda_graphs=True)
-                    _, token = decode_steps(decoder.step, token, warmup)
-                    graph_s, token = decode_steps(decoder.step, token, new_tokens)
+                    seconds, decoder = {}, None
+                    for mode in modes:  # each continues the sequence where the previous mode left it
+                        if mode == "eager":
+                            step = eager
+                        else:
+                            torch.compiler.reset()  # each decoder compiles afresh: no limit of recompilations
+                            decoder = Decoder(model, state, capacity, cuda_graphs=True, compile=mode == "compiled")
+                            step = decoder.step
+                        _, token = decode_steps(step, token, warmup)
+                        seconds[mode], token = decode_steps(step, token, new_tokens)
+                        if decoder is not None:  # it took over the state's tensors: continue from its buffers
+                            state, decoder = decoder.state, None
                 except torch.cuda.OutOfMemoryError:
                     rows.append({**row, "error": "out of memory"})
                     print(rows[-1], flush=True)
                     continue
                 finally:
                     state = decoder = None
-                for mode, seconds in (("eager", eager_s), ("graph", graph_s)):
-                    rows.append({**row, "mode": mode, "ms_per_token": round(seconds * 1e3, 3),
-                                 "tokens_per_s": round(batch / seconds, 1),
+                for mode, time_s in seconds.items():
+                    rows.append({**row, "mode": mode, "ms_per_token": round(time_s * 1e3, 3),
+                                 "tokens_per_s": round(batch / time_s, 1),
                                  "state_MB": round(snapshots[context].nbytes() * batch / 1e6, 1),
                                  "peak_GB": round(torch.cuda.max_memory_allocated() / 1e9, 2)})
-                rows[-1]["graph_speedup"] = round(eager_s / graph_s, 1)
-                print(rows[-2], rows[-1], sep="\n", flush=True)
+                    if mode != "eager" and "eager" in seconds:
+                        rows[-1]["speedup_vs_eager"] = round(seconds["eager"] / time_s, 1)
+                print(*rows[-len(seconds):], sep="\n", flush=True)
     del model, snapshots
     torch.cuda.empty_cache()
     return rows
 
 
 def decode_summary(rows: list[dict]) -> list[str]:
-    """The issue-15 targets read off the graph rows: phase2 batch-1 ms/token per context (flat,
-    ≤ 1 ms) and phase2 / transformer tokens/s per (batch, context) (≥ 5 at batch 64, 32K)."""
-    graph = {(r["arch"], r["batch"], r["context"]): r for r in rows if r.get("mode") == "graph"}
+    """The issue-15 targets read off the graph (and compiled) rows: phase2 batch-1 ms/token per
+    context (flat, ≤ 1 ms) and phase2 / transformer tokens/s per (batch, context) (≥ 5 at batch 64, 32K)."""
     lines = []
-    ones = [r for (arch, batch, _), r in sorted(graph.items()) if arch == "phase2" and batch == 1]
-    if ones:
-        lines.append("phase2 batch 1, ms/token (graph): " +
-                     ", ".join(f"{r['context']}: {r['ms_per_token']}" for r in ones))
-    for (arch, batch, context), r in sorted(graph.items()):
-        other = graph.get(("transformer", batch, context))
-        if arch == "phase2" and other:
-            lines.append(f"batch {batch}, context {context}: phase2 / transformer tokens/s (graph) = "
-                         f"{r['tokens_per_s'] / other['tokens_per_s']:.1f}")
+    for mode in DECODE_MODES[1:]:
+        timed = {(r["arch"], r["batch"], r["context"]): r for r in rows if r.get("mode") == mode}
+        ones = [r for (arch, batch, _), r in sorted(timed.items()) if arch == "phase2" and batch == 1]
+        if ones:
+            lines.append(f"phase2 batch 1, ms/token ({mode}): " +
+                         ", ".join(f"{r['context']}: {r['ms_per_token']}" for r in ones))
+        for (arch, batch, context), r in sorted(timed.items()):
+            other = timed.get(("transformer", batch, context))
+            if arch == "phase2" and other:
+                lines.append(f"batch {batch}, context {context}: phase2 / transformer tokens/s ({mode}) = "
+                             f"{r['tokens_per_s'] / other['tokens_per_s']:.1f}")
     return lines
 
 
@@ -382,6 +394,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--contexts", default="1024,32768,131072", help="decoding contexts (comma-separated)")
     parser.add_argument("--decode-batches", default="1,16,64")
     parser.add_argument("--new-tokens", type=int, default=64, help="timed decoding steps per mode")
+    parser.add_argument("--decode-modes", default="eager,graph",
+                        help=f"comma-separated, of {', '.join(DECODE_MODES)} (compiled: the Decoder's step "
+                             "torch.compiled, then captured; about a minute of compilation per row and kind of step)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/throughput.json"))
     parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
                         help="print the tables of these result files (written by earlier runs) and exit")
@@ -394,6 +409,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     bad = [m for m in args.modes.split(",") if m != "eager" and m not in COMPILE_MODES]
     if bad:
         parser.error(f"--modes: unknown {', '.join(bad)}; allowed: eager, {', '.join(COMPILE_MODES)}")
+    bad = [m for m in args.decode_modes.split(",") if m not in DECODE_MODES]
+    if bad:
+        parser.error(f"--decode-modes: unknown {', '.join(bad)}; allowed: {', '.join(DECODE_MODES)}")
     unknown = [a for a in args.archs.split(",") if a not in ARCHS]
     if unknown:
         parser.error(f"--archs: unknown {', '.join(unknown)}; allowed: {', '.join(ARCHS)}")
@@ -463,7 +481,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     if "decode" in parts:
         batches, contexts = [int(b) for b in args.decode_batches.split(",")], [int(c) for c in args.contexts.split(",")]
         for arch in (a for a in archs if a != "gpt"):  # the plain GPT is a training peer only
-            report["decode"] += decode_benchmark(arch, "base", batches, contexts, args.new_tokens, args.vocab_size)
+            report["decode"] += decode_benchmark(arch, "base", batches, contexts, args.new_tokens, args.vocab_size,
+                                                 tuple(args.decode_modes.split(",")))
             save()
     save()
     print_report(report)

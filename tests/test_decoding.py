@@ -91,6 +91,27 @@ def test_decoder_under_autocast_casts_the_weights_once(arch, tiny_model):
     assert model.embed.weight.dtype == torch.float32 and model.head.weight is model.embed.weight
 
 
+@pytest.mark.parametrize("arch", ["phase2", "transformer"])
+@torch.no_grad()
+def test_compiled_decoder_matches_the_plain_one(arch, tiny):
+    """compile=True: the step compiled by inductor (both kinds of step for phase2; the KV cache
+    written in place inside the compiled call for the transformer) gives the uncompiled decoder's
+    logits and state to rounding, compiling once per kind of step."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    model, prompt, steps = tiny(arch), 5, 12
+    ids = torch.randint(0, 97, (2, prompt + steps), generator=torch.Generator().manual_seed(4))
+    prefill = model(ids[:, :prompt])
+    plain = Decoder(model, copy_state(prefill.state), capacity=prompt + steps)
+    compiled = Decoder(model, copy_state(prefill.state), capacity=prompt + steps, compile=True)
+    for t in range(prompt, prompt + steps):
+        torch.testing.assert_close(compiled.step(ids[:, t:t + 1]), plain.step(ids[:, t:t + 1]), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(compiled.state.layers, plain.state.layers, rtol=1e-10, atol=1e-12)
+    kinds = 2 if arch == "phase2" else 1
+    assert len(compiled._host_pos) == kinds
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == kinds  # compiled, once per kind
+
+
 @torch.no_grad()
 def test_decoder_with_the_triton_memory_kernel(tiny):
     """The memory kernel gets the host position (its place in the chunk): a step replayed at other

@@ -175,6 +175,15 @@ def test_generate_streams_the_greedy_continuation(run_dir, breath_cli):
     assert f"[{len(new)} tokens in" in stderr and "KiB" in stderr
 
 
+def test_generate_compiled_gives_the_same_greedy_text(run_dir, breath_cli):
+    """--compile: the torch.compiled decoding step continues the prompt as the plain one does."""
+    args = ["generate", str(run_dir), "--prompt", "ROMEO:", "--temperature", "0", "--max-new-tokens", "12"]
+    plain, compiled = breath_cli(*args), breath_cli(*args, "--compile")
+    assert plain[0] == compiled[0] == 0, compiled[2]
+    assert compiled[1] == plain[1]
+    assert "compiled eager steps, compilation included" in compiled[2]
+
+
 def test_generate_is_reproducible_by_seed(run_dir, breath_cli):
     args = ["generate", str(run_dir), "--prompt", "", "--max-new-tokens", "20", "--top-k", "100", "--top-p", "0.95"]
     first, again, other = (breath_cli(*args, "--seed", seed) for seed in ("1", "1", "2"))

@@ -96,3 +96,18 @@ def test_runs_as_a_script_from_the_repository_root(tmp_path):
                           cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "# cpu, torch 2, Triton not recorded, 2026-12-04, commit abc123" in done.stdout
+
+
+def test_decode_summary_reads_each_timed_mode():
+    """The issue-15 lines: phase2's batch-1 ms/token by context, and phase2 / transformer tokens/s, per mode."""
+    from benchmarks.throughput import decode_summary
+
+    rows = [{"arch": arch, "batch": batch, "context": 1024, "mode": mode, "ms_per_token": ms,
+             "tokens_per_s": batch / ms * 1e3}
+            for arch, batch, mode, ms in (("phase2", 1, "graph", 0.9), ("phase2", 1, "compiled", 0.4),
+                                          ("transformer", 1, "graph", 0.6), ("phase2", 1, "eager", 9.0))]
+    assert decode_summary(rows) == [
+        "phase2 batch 1, ms/token (graph): 1024: 0.9",
+        "batch 1, context 1024: phase2 / transformer tokens/s (graph) = 0.7",
+        "phase2 batch 1, ms/token (compiled): 1024: 0.4",
+    ]

@@ -33,6 +33,12 @@ their host time is the step's time. So (the approach of mamba's ``cg=True`` gene
   see later changes to the weights.
 * One copy-back. The new state's leaves are written into the buffers by one multi-tensor copy
   (``torch._foreach_copy_``), not one kernel per leaf.
+* Compiled steps (``compile=True``). Even replayed from a graph, a step is a few hundred small
+  kernels (casts, norms, the state's glue), each with its own launch latency on the GPU. With
+  ``compile`` the model call is ``torch.compile``d (``fullgraph``, static shapes) before it is
+  captured, so inductor fuses that glue. Each kind of step compiles once (its host position is a
+  constant of the graph); the first step of each kind pays the compilation. The logits agree with
+  the uncompiled step to rounding, not bit for bit (fused kernels round in another order).
 
 On the CPU (or with ``cuda_graphs=False``) the same step runs eagerly on the same buffers, with the
 same frozen host positions, so the CPU tests check exactly what a graph replays.
@@ -49,17 +55,29 @@ from breath.models.lm import CausalLM
 from breath.models.output import ModelOutput, ModelState
 
 
+def _run_model(model: CausalLM, token: Tensor, state: ModelState, positions: Tensor,
+               weights: dict[str, Tensor]) -> ModelOutput:
+    """The model's step on ``weights`` in place of its own parameters of those names (none: its own);
+    what ``compile=True`` compiles."""
+    if not weights:
+        return model(token, state=state, positions=positions)
+    # tie_weights=False: the LM head's weight is the embedding's, and only the head's use is cast
+    return functional_call(model, weights, (token,), dict(state=state, positions=positions),
+                           tie_weights=False, strict=False)
+
+
 class Decoder:
     """One-token decoding steps continuing ``state`` (the prefill's), up to ``capacity`` tokens in
     all (prompt included).
 
     Takes over ``state``'s tensors: they are updated in place (pass a copy to keep the original).
     ``cuda_graphs``: None (default) replays CUDA graphs on CUDA and runs eagerly elsewhere; True
-    requires CUDA; False always runs eagerly. The logits a step returns, and :attr:`state`, are
+    requires CUDA; False always runs eagerly. ``compile``: torch.compile the step (see above). The logits a step returns, and :attr:`state`, are
     the decoder's buffers: read them before the next step. :attr:`pos` is the next token's position.
     """
 
-    def __init__(self, model: CausalLM, state: ModelState, capacity: int, cuda_graphs: bool | None = None):
+    def __init__(self, model: CausalLM, state: ModelState, capacity: int, cuda_graphs: bool | None = None,
+                 compile: bool = False):
         if model.cfg.resolvent != "causal":
             raise ValueError("Decoder: resolvent='full' cannot continue a state; allowed: resolvent='causal'")
         if capacity <= state.pos:
@@ -92,6 +110,7 @@ class Decoder:
         self._pool = torch.cuda.graph_pool_handle() if cuda_graphs else None
         self._device_type = device.type
         self._casts: dict[torch.dtype, dict[str, Tensor]] = {}  # autocast dtype → the Linear weights cast to it
+        self._run = torch.compile(_run_model, fullgraph=True, dynamic=False) if compile else _run_model
 
     @property
     def state(self) -> ModelState:
@@ -123,12 +142,9 @@ class Decoder:
         """The model on the buffers; changes nothing but the transformer's cache slot at the position
         (which the step would write with the same values)."""
         state = ModelState(host_pos, tree_unflatten(self._buffers, self._spec))
-        kwargs = dict(state=state, positions=self._position)
-        if not torch.is_autocast_enabled(self._device_type):
-            return self.model(self._token, **kwargs)
-        # tie_weights=False: the LM head's weight is the embedding's, and only the head's use is cast
-        return functional_call(self.model, self._cast_weights(torch.get_autocast_dtype(self._device_type)),
-                               (self._token,), kwargs, tie_weights=False, strict=False)
+        autocast = torch.is_autocast_enabled(self._device_type)
+        weights = self._cast_weights(torch.get_autocast_dtype(self._device_type)) if autocast else {}
+        return self._run(self.model, self._token, state, self._position, weights)
 
     def _cast_weights(self, dtype: torch.dtype) -> dict[str, Tensor]:
         """The nn.Linear weights and biases as autocast would cast them for a matmul, made once."""

@@ -92,13 +92,15 @@ class Step:
 @torch.no_grad()
 def generate(model: nn.Module, prompt: list[int], max_new_tokens: int, settings: SamplingSettings,
              generator: torch.Generator | None = None, stop_token: int | None = None,
-             prefill_chunk: int | None = None, cuda_graphs: bool | None = None) -> Iterator[Step]:
+             prefill_chunk: int | None = None, cuda_graphs: bool | None = None,
+             compile: bool = False) -> Iterator[Step]:
     """Yield up to ``max_new_tokens`` tokens continuing ``prompt`` (a non-empty list of ids).
 
     The prompt is fed in chunks of ``prefill_chunk`` tokens (default: the training window), then
     one token per step through a :class:`~breath.decoding.Decoder` (CUDA graphs on CUDA unless
-    ``cuda_graphs`` is False). Sampling runs on the CPU with ``generator``, so a seed gives the
-    same text on any device (for the same logits). Stops after ``stop_token``.
+    ``cuda_graphs`` is False; its step torch.compiled with ``compile``). Sampling runs on the CPU
+    with ``generator``, so a seed gives the same text on any device (for the same logits). Stops
+    after ``stop_token``.
     """
     if not prompt:
         raise ValueError("prompt: empty; allowed: at least one token")
@@ -110,7 +112,8 @@ def generate(model: nn.Module, prompt: list[int], max_new_tokens: int, settings:
         for chunk in ids.split(prefill_chunk or model.cfg.n_seq, dim=1):
             out = model(chunk, state=state)
             state = out.state
-        decoder = Decoder(model, state, capacity=len(prompt) + max_new_tokens, cuda_graphs=cuda_graphs)
+        decoder = Decoder(model, state, capacity=len(prompt) + max_new_tokens, cuda_graphs=cuda_graphs,
+                          compile=compile)
         logits = out.logits[0, -1].cpu()
     for step in range(max_new_tokens):
         if not recurrent:  # the full resolvent: every step re-reads the whole sequence
@@ -143,6 +146,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sample from the smallest set of tokens with probability >= P (default: 1.0, off)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default: 0)")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the decoding step: fewer, fused kernels per token, after a compilation "
+                             "of about a minute per kind of step (two for phase2) on a GPU")
 
 
 def run(options: dict[str, Any]) -> None:
@@ -173,7 +179,8 @@ def run(options: dict[str, Any]) -> None:
     sys.stdout.write(options["prompt"])
     sys.stdout.flush()
     started, count = time.perf_counter(), 0
-    for step in generate(model, prompt, options["max_new_tokens"], settings, generator, stop_token=eot):
+    for step in generate(model, prompt, options["max_new_tokens"], settings, generator, stop_token=eot,
+                         compile=options["compile"]):
         count += 1
         sys.stdout.write(decoder.push(step.token))
         sys.stdout.flush()
@@ -182,7 +189,8 @@ def run(options: dict[str, Any]) -> None:
     elapsed = time.perf_counter() - started
     graphs = device.type == "cuda" and model.cfg.resolvent == "causal"
     notes = [f"{count} tokens in {elapsed:.2f} s ({count / max(elapsed, 1e-9):.1f} tokens/s, "
-             f"{'CUDA-graph' if graphs else 'eager'} steps)"]
+             f"{'compiled ' if options['compile'] else ''}{'CUDA-graph' if graphs else 'eager'} steps"
+             f"{', compilation included' if options['compile'] else ''})"]
     if step.state is not None:
         notes.append(f"state {step.state.nbytes() / 2**10:.1f} KiB")
     if step.token == eot:
