@@ -15,7 +15,12 @@ then profile ``--steps`` one-token steps (a whole chunk, so boundary steps are i
 real rate). One-token steps are bound by the host, so it prints what the host does per step: the
 wall time, the operators that launch work (counted at the dispatcher, views excluded) and the top
 operators by host time; on a GPU also the kernels launched and the GPU time. Runs on the CPU too
-(``--device cpu``), where the PyTorch reference path runs instead of the Triton kernels.
+(``--device cpu``), where the PyTorch reference path runs instead of the Triton kernels. With
+``--decoder`` the steps are :class:`breath.decoding.Decoder`'s (CUDA graphs on a GPU, so the host
+work is a replay and the kernel count is what the graph holds); ``--decoder --compile`` profiles
+its torch.compiled step (GPU only)::
+
+    PYTHONPATH=src python benchmarks/profile_step.py --arch phase2 --decode 8192 --batch 1 --decoder --compile
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from breath import ModelConfig, build_model
+from breath.decoding import Decoder
 
 if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import the neighbours as the package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
@@ -121,11 +127,18 @@ def profile_decoding(model, cfg: ModelConfig, args) -> dict:
     with torch.no_grad(), autocast:
         out = model(ids)
         token = ids[:, -1:]
+        if args.decoder:
+            capacity = args.decode + cfg.memory_chunk + 1 + 3 * args.steps
+            decoder = Decoder(model, out.state, capacity, compile=args.compile)
 
-        def step():
-            nonlocal out, token
-            out = model(token, state=out.state)
-            token = out.logits[:, -1:].argmax(-1)
+            def step():
+                nonlocal token
+                token = decoder.step(token)[:, -1:].argmax(-1)
+        else:
+            def step():
+                nonlocal out, token
+                out = model(token, state=out.state)
+                token = out.logits[:, -1:].argmax(-1)
 
         for _ in range(cfg.memory_chunk + 1):  # crosses a chunk boundary: its kernels compile here
             step()
@@ -149,7 +162,8 @@ def profile_decoding(model, cfg: ModelConfig, args) -> dict:
               "operators_per_step": sum(counter.counts.values()) / args.steps,
               "kernels_per_step": sum(e.count for e in kernels) / args.steps if cuda else None,
               "gpu_ms_per_step": sum(e.self_device_time_total for e in kernels) / args.steps / 1e3 if cuda else None}
-    print(f"\n{args.arch} {args.preset} decoding, batch {args.batch}, after {args.decode} tokens, on {device} "
+    how = ("compiled " if args.compile else "") + ("Decoder" if args.decoder else "plain") + " steps"
+    print(f"\n{args.arch} {args.preset} decoding ({how}), batch {args.batch}, after {args.decode} tokens, on {device} "
           f"({args.steps} steps): {result['wall_ms_per_step']:.2f} ms per step (wall), "
           f"{result['operators_per_step']:.0f} operators per step" +
           (f", {result['kernels_per_step']:.0f} kernels and {result['gpu_ms_per_step']:.2f} ms of GPU time per step"
@@ -173,7 +187,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--decode", type=int, metavar="CONTEXT",
                         help="profile one-token decoding steps after a CONTEXT-token prefill instead of training")
     parser.add_argument("--steps", type=int, help="profiled steps (default: 3 training steps, 64 decoding steps)")
-    parser.add_argument("--compile", action="store_true", help="training: torch.compile the model")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (training) or the Decoder's step (with --decoder); GPU only")
+    parser.add_argument("--decoder", action="store_true",
+                        help="decoding: profile breath.decoding.Decoder's steps (CUDA graphs on a GPU) instead of "
+                             "plain model(token, state) calls")
     parser.add_argument("--device", default="cuda", help="cuda or cpu (on the CPU: operator counts only)")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args(argv)
@@ -182,8 +200,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.compile and not args.device.startswith("cuda"):
         parser.error("--compile: profiles compiled steps' GPU kernels, on cuda only "
                      "(the CPU run counts eager operators)")
-    if args.decode is not None and args.compile:
-        parser.error("--compile: profiles compiled training steps only; drop it with --decode")
+    if args.decode is not None and args.compile and not args.decoder:
+        parser.error("--compile with --decode: compiles the Decoder's step; give --decoder too")
+    if args.decoder and args.decode is None:
+        parser.error("--decoder: profiles decoding steps; give --decode CONTEXT too")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("profile_step.py: no CUDA device found (profile on the CPU with --device cpu)")
     args.steps = args.steps or (64 if args.decode is not None else 3)

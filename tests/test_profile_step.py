@@ -37,3 +37,15 @@ def test_training_profile_on_cpu_counts_operators(arch, capsys):
 def test_decode_profile_has_no_gpt():
     with pytest.raises(SystemExit):
         profile_step.main(["--arch", "gpt", "--decode", "16", "--device", "cpu"])
+
+
+def test_decode_profile_of_the_decoder_on_cpu(capsys):
+    """--decoder: the Decoder's steps (eager on the CPU) are profiled; --compile needs CUDA, --decoder --decode."""
+    result = profile_step.main(["--arch", "phase2", "--preset", "small", "--decode", "20", "--batch", "1",
+                                "--device", "cpu", "--steps", "2", "--top", "3", "--decoder"])
+    assert result["operators_per_step"] > 10 and "(Decoder steps)" in capsys.readouterr().out
+    for extra in (["--decoder", "--compile"], ["--compile"]):
+        with pytest.raises(SystemExit):
+            profile_step.main(["--decode", "20", "--device", "cpu", *extra])
+    with pytest.raises(SystemExit):
+        profile_step.main(["--decoder", "--device", "cpu"])
