@@ -24,7 +24,7 @@ from breath.data.tokenizer import EOT, train_word_tokenizer
 from breath.data.windows import encode_documents
 from breath.generate import StreamDecoder, byte_level_alphabet, generate
 from breath.models.pretrained import WEIGHTS_FILE, load_weights
-from breath.runs import load_model
+from breath.runs import load_model, load_run
 from breath.sampling import SamplingSettings, sample, top_k_mask, top_p_mask
 from breath.train.checkpoint import save_checkpoint
 
@@ -157,6 +157,24 @@ def test_stream_decoder_joins_words_with_spaces():
     assert tokenizer.decode(ids) == "the cat\n\nsat ran the\n<unk>"
     decoder = StreamDecoder(tokenizer, after_space=False)  # after a prompt that ends in a word
     assert [decoder.push(token) for token in tokenizer.encode("dog\nsat").ids] == [" dog", "\n", "sat"]
+
+
+def test_a_run_trained_with_the_kernels_required_evaluates_anywhere(run_dir, tmp_path, breath_cli):
+    """use_triton='on' (kernels required, as on the GPU it was trained on) is a choice of that device:
+    inference opens the run with 'auto', so it runs on the CPU too; 'off' is kept as saved."""
+    checkpoint = torch.load(run_dir / "best_model.pt", weights_only=True)
+    checkpoint["config"]["model"]["use_triton"] = "on"
+    moved = tmp_path / "run"
+    moved.mkdir()
+    torch.save(checkpoint, moved / "best_model.pt")
+    (moved / "tokenizer.json").write_bytes((run_dir / "tokenizer.json").read_bytes())
+    assert load_run(moved).model.cfg.use_triton == "auto"
+    code, stdout, stderr = breath_cli("generate", str(moved), "--prompt", "ROMEO:", "--temperature", "0",
+                                      "--max-new-tokens", "4", "--device", "cpu")
+    assert code == 0, stderr
+    checkpoint["config"]["model"]["use_triton"] = "off"
+    torch.save(checkpoint, moved / "best_model.pt")
+    assert load_run(moved).model.cfg.use_triton == "off"
 
 
 def test_generate_streams_the_greedy_continuation(run_dir, breath_cli):

@@ -12,7 +12,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tokenizers import Tokenizer
@@ -89,13 +89,17 @@ def check_compatible(state_dict: dict[str, torch.Tensor], model: nn.Module, opti
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu", option: str = "checkpoint",
-               overrides: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+               overrides: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]] | None = None
+               ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained as, with its weights: ``(model, checkpoint)``.
 
     ``overrides`` replace fields of the saved ``ModelConfig`` that do not change the parameters
-    (``resolvent``, ``use_triton``, ...); errors are ``CheckpointError``s starting with ``option``.
+    (``resolvent``, ``use_triton``, ...), or compute them from the saved config (a function of its
+    dict); errors are ``CheckpointError``s starting with ``option``.
     """
     checkpoint = load_checkpoint(path, map_location, option=option)
+    if callable(overrides):
+        overrides = overrides(checkpoint["config"]["model"])
     try:
         model = build_model(ModelConfig.from_dict({**checkpoint["config"]["model"], **(overrides or {})}))
     except (ValueError, TypeError, KeyError) as exc:  # a config this version cannot build
@@ -137,6 +141,10 @@ def load_run(path: str | Path, overrides: dict[str, Any] | None = None, option: 
     Every problem (missing path, a directory that is not a run, a truncated, corrupt or foreign
     checkpoint, a missing or mismatched tokenizer) is a one-line ``CheckpointError`` naming
     ``option``; ``overrides`` are passed to ``load_model``.
+
+    A run trained with ``use_triton='on'`` (the kernels required, on its GPU) is opened with
+    ``'auto'``: the kernels are a choice of the device, and inference may run where they cannot (a
+    CPU); ``auto`` uses them where they run and says once when it does not. ``'off'`` is kept.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -148,7 +156,11 @@ def load_run(path: str | Path, overrides: dict[str, Any] | None = None, option: 
                                   f"{BEST_CHECKPOINT}); allowed: the --output-dir of breath train or a "
                                   "checkpoint file (.pt) in it")
         path = path / BEST_CHECKPOINT
-    model, checkpoint = load_model(path, option=option, overrides=overrides)
+    def for_inference(saved: dict[str, Any]) -> dict[str, Any]:
+        device_choice = {"use_triton": "auto"} if saved.get("use_triton") == "on" else {}
+        return {**device_choice, **(overrides or {})}
+
+    model, checkpoint = load_model(path, option=option, overrides=for_inference)
     tokenizer_file = path.parent / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise CheckpointError(f"{option}: {str(path)!r} has no tokenizer.json next to it; allowed: a "
