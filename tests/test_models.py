@@ -220,7 +220,7 @@ def test_auto_on_a_cuda_device_without_triton_says_so_once(monkeypatch):
 
     monkeypatch.setattr(backend, "triton_available", lambda: False)
     monkeypatch.setattr(backend, "_capability", lambda index: (9, 0))
-    backend._note_fallback.cache_clear()
+    backend.note_fallback.cache_clear()
     on_cuda = SimpleNamespace(is_cuda=True, device=SimpleNamespace(index=0))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -232,7 +232,40 @@ def test_auto_on_a_cuda_device_without_triton_says_so_once(monkeypatch):
         "use_triton='auto': Triton is not installed; the PyTorch reference path runs (slower)",
         "use_triton='auto': CUDA device 0 has compute capability (7, 5), below the kernels' 8.0; the PyTorch "
         "reference path runs (slower)"]
-    backend._note_fallback.cache_clear()
+    backend.note_fallback.cache_clear()
+
+
+def test_auto_says_when_a_shape_or_dtype_has_no_kernel(monkeypatch):
+    """On a device that runs the kernels, ``auto`` with a head_dim, chunk or dtype the kernels do not
+    compile for takes the PyTorch path and says so once (not silently: it is ~100x slower there)."""
+    import importlib
+    import warnings
+
+    from breath.ops import backend
+    from breath.ops.consolidation import ConsolidationConfig
+
+    # the modules (breath.ops exports functions of the same names)
+    bk_resolvent, dissipative_memory, short_conv = (importlib.import_module(f"breath.ops.{name}") for name in
+                                                    ("bk_resolvent", "dissipative_memory", "short_conv"))
+
+    for module in (bk_resolvent, dissipative_memory, short_conv):
+        monkeypatch.setattr(module, "kernels_fit", lambda x: True)  # as on a CUDA GPU
+    backend.note_fallback.cache_clear()
+    q = torch.randn(1, 2, 5, 8)  # head_dim 8: below the kernels' 16
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            dissipative_memory.dissipative_memory(q, q, q, torch.rand(1, 2, 5), 0.1, torch.eye(8),
+                                                  ConsolidationConfig(chunk=16), use_triton="auto")
+        short_conv.short_conv(torch.randn(1, 5, 4, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64),
+                              use_triton="auto")
+        assert not bk_resolvent.uses_triton("auto", True, torch.complex128, q)
+        assert not bk_resolvent.uses_triton("auto", False, torch.complex64, q)  # full resolvent: no kernel, no note
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 3 and all(m.startswith("use_triton='auto': ") for m in messages)
+    assert "not head_dim 8, memory_chunk 16" in messages[0]
+    assert "float64" in messages[1] and "complex128" in messages[2]
+    backend.note_fallback.cache_clear()
 
 
 def test_triton_import_errors_other_than_its_absence_propagate(monkeypatch):

@@ -111,9 +111,9 @@ class ModelConfig:
     zeta_position_embedding: bool = option(True, "add the zeta position embedding", PHASE2)
     zeta_init: bool = option(True, "zeta singular-value profile at initialisation", PHASE2)
     use_triton: str = option("auto", "Triton kernels: auto (where they run: CUDA, Ampere or newer, Triton "
-                             "installed; else the PyTorch path, said once), on (always; an error where they "
-                             "cannot run), off; the flag alone means auto", PHASE2, choices=TRITON_MODES,
-                             const="auto")
+                             "installed, a head_dim and memory_chunk they compile for; else the PyTorch path, "
+                             "said once), on (always; an error where they cannot run), off; the flag alone "
+                             "means auto", PHASE2, choices=TRITON_MODES, const="auto")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":

@@ -40,10 +40,10 @@ def kernels_fit(x: torch.Tensor) -> bool:
         return False
     index = x.device.index or 0
     if _capability(index) < (8, 0):
-        _note_fallback(f"CUDA device {index} has compute capability {_capability(index)}, below the kernels' 8.0")
+        note_fallback(f"CUDA device {index} has compute capability {_capability(index)}, below the kernels' 8.0")
         return False
     if not triton_available():
-        _note_fallback("Triton is not installed")
+        note_fallback("Triton is not installed")
         return False
     return True
 
@@ -54,8 +54,9 @@ def _capability(index: int) -> tuple[int, int]:
 
 
 @lru_cache(maxsize=None)
-def _note_fallback(reason: str) -> None:
-    """Say once per process (per reason) that ``use_triton="auto"`` runs the PyTorch path on CUDA."""
+def note_fallback(reason: str) -> None:
+    """Say once per process (per reason) that ``use_triton="auto"`` runs the PyTorch path on CUDA:
+    the device cannot run the kernels, or an op's shape or dtype is not one they compile for."""
     warnings.warn(f"use_triton='auto': {reason}; the PyTorch reference path runs (slower)", stacklevel=2)
 
 

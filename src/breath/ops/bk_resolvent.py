@@ -61,7 +61,7 @@ import numbers
 import torch
 from torch import Tensor
 
-from breath.ops.backend import kernels_fit, require_kernels, triton_mode
+from breath.ops.backend import kernels_fit, note_fallback, require_kernels, triton_mode
 
 __all__ = ["bk_resolvent", "bk_resolvent_reference", "uses_triton"]
 
@@ -286,7 +286,11 @@ def uses_triton(use_triton: str | bool | None, causal: bool, dtype: torch.dtype,
     build the kernel's inputs themselves (``BKCore``'s real-valued path) decide by this same rule."""
     mode = triton_mode(use_triton)
     if mode == "auto":
-        return causal and dtype == torch.complex64 and kernels_fit(x)
+        if not causal or not kernels_fit(x):  # the full resolvent has no kernel: not a fallback
+            return False
+        if dtype != torch.complex64:
+            note_fallback(f"the BK kernels compute in complex64; a {dtype} resolvent runs in PyTorch")
+        return dtype == torch.complex64
     if mode == "on":
         _check_triton_ok(dtype, x, causal)
     return mode == "on"

@@ -31,8 +31,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from breath.ops.backend import (MEMORY_KERNEL_CHUNKS, MEMORY_KERNEL_HEAD_DIMS, kernels_fit, require_kernels,
-                                triton_mode)
+from breath.ops.backend import (MEMORY_KERNEL_CHUNKS, MEMORY_KERNEL_HEAD_DIMS, kernels_fit, note_fallback,
+                                require_kernels, triton_mode)
 from breath.ops.consolidation import STAT_NAMES, ConsolidationConfig, consolidate, start_vector
 
 
@@ -134,6 +134,20 @@ def _segment(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: float, state: 
     return o, state._replace(S=S, log_decay=state.log_decay + b_last.squeeze(-1).detach())
 
 
+def _kernel_sizes(q: Tensor, cfg: ConsolidationConfig, state: MemoryState | None) -> bool:
+    """Whether the kernels compile for this head_dim, chunk and state dtype; if not, says so once
+    (the PyTorch path is some 100x slower on a GPU: a silent switch would look like a slow model)."""
+    dtype = state.S.dtype if state is not None else q.dtype
+    if q.shape[-1] not in MEMORY_KERNEL_HEAD_DIMS or cfg.chunk not in MEMORY_KERNEL_CHUNKS:
+        note_fallback(f"the memory kernels compile for head_dim in {MEMORY_KERNEL_HEAD_DIMS} and memory_chunk in "
+                      f"{MEMORY_KERNEL_CHUNKS}, not head_dim {q.shape[-1]}, memory_chunk {cfg.chunk}")
+        return False
+    if dtype == torch.float64:
+        note_fallback("the memory kernels compute in float32; a float64 memory runs in PyTorch")
+        return False
+    return True
+
+
 def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: float, basis: Tensor,
                        cfg: ConsolidationConfig, pos: int = 0, state: MemoryState | None = None,
                        use_triton: str | bool | None = "auto") -> tuple[Tensor, MemoryState, dict[str, Tensor]]:
@@ -151,7 +165,8 @@ def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: floa
         use_triton: "on" runs the fused Triton kernels (:mod:`breath.ops.dissipative_memory_triton`;
             CUDA tensors, or CPU under ``TRITON_INTERPRET=1``); "off" this PyTorch path; "auto" the
             kernels when ``backend.kernels_fit`` (CUDA, Ampere or newer, Triton), the state is not
-            float64 and head_dim and chunk are among the kernels' sizes (``backend.py``), else this path.
+            float64 and head_dim and chunk are among the kernels' sizes (``backend.py``), else this path
+            (said once where the device could run the kernels).
 
     Returns:
         o (B, H, T, d) in the state dtype, the new state, and per-boundary stats
@@ -160,9 +175,7 @@ def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: floa
     """
     mode = triton_mode(use_triton)
     if mode == "auto":
-        fits = (kernels_fit(q) and q.shape[-1] in MEMORY_KERNEL_HEAD_DIMS and cfg.chunk in MEMORY_KERNEL_CHUNKS
-                and (state.S.dtype if state is not None else q.dtype) != torch.float64)
-        mode = "on" if fits else "off"
+        mode = "on" if kernels_fit(q) and _kernel_sizes(q, cfg, state) else "off"
     if mode == "on":
         require_kernels(q, "dissipative_memory")
         # Imported here: tests set TRITON_INTERPRET before triton is first imported.

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from breath.ops.backend import kernels_fit, require_kernels, triton_mode
+from breath.ops.backend import kernels_fit, note_fallback, require_kernels, triton_mode
 
 
 def new_tail(x: Tensor, tail: Tensor | None, width: int) -> Tensor:
@@ -58,7 +58,10 @@ def short_conv(x: Tensor, weight: Tensor, tail: Tensor | None = None,
     """
     mode = triton_mode(use_triton)
     if mode == "auto":
-        mode = "on" if kernels_fit(x) and x.dtype != torch.float64 else "off"
+        fits = kernels_fit(x)
+        if fits and x.dtype == torch.float64:
+            note_fallback("the short-convolution kernels take bf16, fp16 or fp32; a float64 one runs in PyTorch")
+        mode = "on" if fits and x.dtype != torch.float64 else "off"
     if mode == "on":
         require_kernels(x, "short_conv")
         # Imported here: tests set TRITON_INTERPRET before triton is first imported.
