@@ -30,8 +30,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
+
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import the neighbours as the package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.provenance import run_record  # noqa: E402
 
 SHAPES = [(32, 8, 1024), (4, 8, 8192)]
 SCAN_SHAPES = [(32, 8192), (8, 32768), (256, 1024)]  # (chains, T): B4 T8192, B1 T32768, a wide short batch
@@ -235,7 +241,7 @@ def main():
         result = scan_check(dev)
         if args.out:
             with open(args.out, "w") as f:
-                json.dump({"device": device, **result}, f, indent=1)
+                json.dump({"device": device, **run_record(), **result}, f, indent=1)
         sys.exit(0 if result["pass"] else 1)
     acc_rows, ok = accuracy(dev)
     sweep_res = None if args.no_sweep else sweep(dev)

@@ -28,13 +28,18 @@ The table printed last is the summary.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import the neighbours as the package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.provenance import run_record  # noqa: E402
 
 D, CHUNK, ETA = 64, 64, 0.1
 SHAPES = [(4, 8, 8192), (1, 8, 32768), (32, 8, 1024)]
@@ -336,8 +341,7 @@ def main():
         sys.exit("gpu_check_memory: needs a CUDA GPU")
     import triton
 
-    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
+    info = {**run_record(), "device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
     print(info, flush=True)
     ceil = ceilings()
     print({k: f"{v:.3g}" for k, v in ceil.items()}, flush=True)
