@@ -309,7 +309,6 @@ def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[
                                                  f"{torch.cuda.mem_get_info()[0] / 1e9:.1f} GB free"})
                     print(rows[-1], flush=True)
                     continue
-                torch.cuda.reset_peak_memory_stats()
                 try:
                     # reserved at batch 1, then repeated: one allocation of the big cache
                     state = copy_state(model.reserve(snapshots[context], capacity), batch)
@@ -321,8 +320,10 @@ def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[
                         state = out.state
                         return out.logits
 
-                    seconds, decoder = {}, None
+                    seconds, peaks, decoder = {}, {}, None
                     for mode in modes:  # each continues the sequence where the previous mode left it
+                        step = None  # the previous mode's decoder (graph pool, cast weights) is not this one's peak
+                        torch.cuda.reset_peak_memory_stats()
                         if mode == "eager":
                             step = eager
                         else:
@@ -331,6 +332,7 @@ def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[
                             step = decoder.step
                         _, token = decode_steps(step, token, warmup)
                         seconds[mode], token = decode_steps(step, token, new_tokens)
+                        peaks[mode] = torch.cuda.max_memory_allocated()
                         if decoder is not None:  # it took over the state's tensors: continue from its buffers
                             state, decoder = decoder.state, None
                 except torch.cuda.OutOfMemoryError:
@@ -338,12 +340,12 @@ def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[
                     print(rows[-1], flush=True)
                     continue
                 finally:
-                    state = decoder = None
+                    state = decoder = step = None
                 for mode, time_s in seconds.items():
                     rows.append({**row, "mode": mode, "ms_per_token": round(time_s * 1e3, 3),
                                  "tokens_per_s": round(batch / time_s, 1),
                                  "state_MB": round(snapshots[context].nbytes() * batch / 1e6, 1),
-                                 "peak_GB": round(torch.cuda.max_memory_allocated() / 1e9, 2)})
+                                 "peak_GB": round(peaks[mode] / 1e9, 2)})
                     if mode != "eager" and "eager" in seconds:
                         rows[-1]["speedup_vs_eager"] = round(seconds["eager"] / time_s, 1)
                 print(*rows[-len(seconds):], sep="\n", flush=True)

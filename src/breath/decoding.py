@@ -147,12 +147,13 @@ class Decoder:
         return self._run(self.model, self._token, state, self._position, weights)
 
     def _cast_weights(self, dtype: torch.dtype) -> dict[str, Tensor]:
-        """The nn.Linear weights and biases as autocast would cast them for a matmul, made once."""
+        """The nn.Linear weights and biases as autocast would cast them for a matmul, made once
+        (autocast leaves float64 alone, and so does this)."""
         if dtype not in self._casts:
             self._casts[dtype] = {f"{name}.{kind}": tensor.detach().to(dtype)
                                   for name, module in self.model.named_modules() if isinstance(module, nn.Linear)
                                   for kind, tensor in (("weight", module.weight), ("bias", module.bias))
-                                  if tensor is not None and tensor.is_floating_point()}
+                                  if tensor is not None and tensor.is_floating_point() and tensor.dtype != torch.float64}
         return self._casts[dtype]
 
     def _commit(self, out: ModelOutput) -> Tensor:

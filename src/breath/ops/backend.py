@@ -56,7 +56,11 @@ def _capability(index: int) -> tuple[int, int]:
 @lru_cache(maxsize=None)
 def note_fallback(reason: str) -> None:
     """Say once per process (per reason) that ``use_triton="auto"`` runs the PyTorch path on CUDA:
-    the device cannot run the kernels, or an op's shape or dtype is not one they compile for."""
+    the device cannot run the kernels, or an op's shape or dtype is not one they compile for.
+    Silent while torch.compile traces (Dynamo cannot trace ``warnings.warn``; a fullgraph compile
+    would fail on it): the eager calls around a compiled region say it."""
+    if torch.compiler.is_compiling():
+        return
     warnings.warn(f"use_triton='auto': {reason}; the PyTorch reference path runs (slower)", stacklevel=2)
 
 
