@@ -115,7 +115,9 @@ def test_compiled_decoder_matches_the_plain_one(arch, tiny):
 @torch.no_grad()
 def test_decoder_with_the_triton_memory_kernel(tiny):
     """The memory kernel gets the host position (its place in the chunk): a step replayed at other
-    places of the chunk, as a graph does, still equals plain calls."""
+    places of the chunk, as a graph does, still equals plain calls (to float32 rounding: the kernel
+    takes float32, and some CPUs' BLAS round the decoder's static buffers differently from the
+    plain calls' fresh tensors by an ulp or two, far below what a wrong place in the chunk changes)."""
     pytest.importorskip("triton", reason="triton is not installed")
     device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: Triton's interpreter
     model = tiny("phase2", num_heads=1, head_dim=16, memory_chunk=16, use_triton="on").float().to(device)
@@ -126,7 +128,7 @@ def test_decoder_with_the_triton_memory_kernel(tiny):
     for t in range(5, ids.shape[1]):
         out = model(ids[:, t:t + 1], state=state)
         state = out.state
-        assert torch.equal(decoder.step(ids[:, t:t + 1]), out.logits)
+        torch.testing.assert_close(decoder.step(ids[:, t:t + 1]), out.logits, rtol=1e-5, atol=1e-6)
 
 
 @torch.no_grad()
