@@ -172,7 +172,9 @@ def run(options: dict[str, Any]) -> None:
     prompt = tokenizer.encode(options["prompt"]).ids or [separator_id(tokenizer)]
     if model.cfg.resolvent != "causal":
         print(f"note: {loaded.checkpoint_path} uses the full (non-causal) resolvent, which cannot continue "
-              "a state: every token re-reads the whole sequence", file=sys.stderr)
+              "a state: every token re-reads the whole sequence"
+              f"{' (no decoding step, so --compile has nothing to compile)' if options['compile'] else ''}",
+              file=sys.stderr)
 
     generator = torch.Generator().manual_seed(options["seed"])
     decoder = StreamDecoder(tokenizer, after_space=options["prompt"][-1:].isspace() or not options["prompt"])
@@ -187,10 +189,11 @@ def run(options: dict[str, Any]) -> None:
     sys.stdout.write(decoder.flush() + "\n")
     sys.stdout.flush()
     elapsed = time.perf_counter() - started
-    graphs = device.type == "cuda" and model.cfg.resolvent == "causal"
+    stepped = model.cfg.resolvent == "causal"
+    graphs, compiled = stepped and device.type == "cuda", stepped and options["compile"]
     notes = [f"{count} tokens in {elapsed:.2f} s ({count / max(elapsed, 1e-9):.1f} tokens/s, "
-             f"{'compiled ' if options['compile'] else ''}{'CUDA-graph' if graphs else 'eager'} steps"
-             f"{', compilation included' if options['compile'] else ''})"]
+             f"{'compiled ' if compiled else ''}{'CUDA-graph' if graphs else 'eager'} steps"
+             f"{', compilation included' if compiled else ''})"]
     if step.state is not None:
         notes.append(f"state {step.state.nbytes() / 2**10:.1f} KiB")
     if step.token == eot:

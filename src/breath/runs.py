@@ -144,7 +144,8 @@ def load_run(path: str | Path, overrides: dict[str, Any] | None = None, option: 
 
     A run trained with ``use_triton='on'`` (the kernels required, on its GPU) is opened with
     ``'auto'``: the kernels are a choice of the device, and inference may run where they cannot (a
-    CPU); ``auto`` uses them where they run and says once when it does not. ``'off'`` is kept.
+    CPU); ``auto`` uses them on a GPU that runs them and the PyTorch path elsewhere (on a CPU
+    without a word: that is its design there). ``'off'`` is kept.
     """
     path = Path(path).expanduser()
     if not path.exists():
