@@ -52,6 +52,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -277,19 +278,21 @@ def decode_steps(step, token: torch.Tensor, count: int) -> tuple[float, torch.Te
 
 @torch.no_grad()
 def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[int], new_tokens: int,
-                     vocab: int, modes: tuple[str, ...] = DECODE_MODES[:2]) -> list[dict]:
+                     vocab: int, modes: tuple[str, ...] = DECODE_MODES[:2],
+                     on_row: Callable[[dict], None] = print) -> None:
     """One-token steps after each context in each of ``modes``: eager (``model(token, state)``), graph
     (:class:`breath.decoding.Decoder`'s CUDA graphs) and compiled (the Decoder's step
     torch.compiled, then captured), bf16 autocast. The contexts are one batch-1 sequence, prefilled
     once in chunks of DECODE_PREFILL_CHUNK tokens; a batch repeats its state. Each mode first runs
     memory_chunk + 1 untimed steps, so every kind of step (a chunk boundary included) is compiled,
-    and captured, before timing; each mode continues the sequence where the previous one stopped."""
+    and captured, before timing; each mode continues the sequence where the previous one stopped.
+    Each row goes to ``on_row`` as soon as it is measured (the caller saves it: a cut run keeps it)."""
     torch.manual_seed(0)
     cfg = ModelConfig.preset(preset, arch=arch, vocab_size=vocab, dropout=0.0)
     with torch.device("cuda"):
         model = build_model(cfg).cuda().eval()
     ids = torch.randint(0, vocab, (1, max(contexts)), device="cuda")
-    warmup, rows = cfg.memory_chunk + 1, []
+    warmup = cfg.memory_chunk + 1
     with torch.autocast("cuda", torch.bfloat16):
         snapshots, state, start = {}, None, 0
         for end in sorted({*range(DECODE_PREFILL_CHUNK, max(contexts), DECODE_PREFILL_CHUNK), *contexts}):
@@ -305,9 +308,8 @@ def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[
                 need = kv_cache_bytes(cfg, batch, capacity) if arch == "transformer" else 0
                 torch.cuda.empty_cache()
                 if need > 0.9 * torch.cuda.mem_get_info()[0]:
-                    rows.append({**row, "error": f"skipped: the KV cache needs {need / 1e9:.1f} GB, "
-                                                 f"{torch.cuda.mem_get_info()[0] / 1e9:.1f} GB free"})
-                    print(rows[-1], flush=True)
+                    on_row({**row, "error": f"skipped: the KV cache needs {need / 1e9:.1f} GB, "
+                                            f"{torch.cuda.mem_get_info()[0] / 1e9:.1f} GB free"})
                     continue
                 try:
                     # reserved at batch 1, then repeated: one allocation of the big cache
@@ -336,22 +338,19 @@ def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[
                         if decoder is not None:  # it took over the state's tensors: continue from its buffers
                             state, decoder = decoder.state, None
                 except torch.cuda.OutOfMemoryError:
-                    rows.append({**row, "error": "out of memory"})
-                    print(rows[-1], flush=True)
+                    on_row({**row, "error": "out of memory"})
                     continue
                 finally:
                     state = decoder = step = None
                 for mode, time_s in seconds.items():
-                    rows.append({**row, "mode": mode, "ms_per_token": round(time_s * 1e3, 3),
-                                 "tokens_per_s": round(batch / time_s, 1),
-                                 "state_MB": round(snapshots[context].nbytes() * batch / 1e6, 1),
-                                 "peak_GB": round(peaks[mode] / 1e9, 2)})
-                    if mode != "eager" and "eager" in seconds:
-                        rows[-1]["speedup_vs_eager"] = round(seconds["eager"] / time_s, 1)
-                print(*rows[-len(seconds):], sep="\n", flush=True)
+                    speedup = {"speedup_vs_eager": round(seconds["eager"] / time_s, 1)} \
+                        if mode != "eager" and "eager" in seconds else {}
+                    on_row({**row, "mode": mode, "ms_per_token": round(time_s * 1e3, 3),
+                            "tokens_per_s": round(batch / time_s, 1),
+                            "state_MB": round(snapshots[context].nbytes() * batch / 1e6, 1),
+                            "peak_GB": round(peaks[mode] / 1e9, 2), **speedup})
     del model, snapshots
     torch.cuda.empty_cache()
-    return rows
 
 
 def decode_summary(rows: list[dict]) -> list[str]:
@@ -482,10 +481,15 @@ def main(argv: list[str] | None = None) -> dict | None:
             save()
     if "decode" in parts:
         batches, contexts = [int(b) for b in args.decode_batches.split(",")], [int(c) for c in args.contexts.split(",")]
-        for arch in (a for a in archs if a != "gpt"):  # the plain GPT is a training peer only
-            report["decode"] += decode_benchmark(arch, "base", batches, contexts, args.new_tokens, args.vocab_size,
-                                                 tuple(args.decode_modes.split(",")))
+
+        def keep(row: dict) -> None:
+            report["decode"].append(row)
+            print(row, flush=True)
             save()
+
+        for arch in (a for a in archs if a != "gpt"):  # the plain GPT is a training peer only
+            decode_benchmark(arch, "base", batches, contexts, args.new_tokens, args.vocab_size,
+                             tuple(args.decode_modes.split(",")), on_row=keep)
     save()
     print_report(report)
     return report
