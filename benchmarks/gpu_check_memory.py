@@ -341,7 +341,8 @@ def main():
         sys.exit("gpu_check_memory: needs a CUDA GPU")
     import triton
 
-    info = {**run_record(), "device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
+    info = {**run_record(), "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "triton": triton.__version__}
     print(info, flush=True)
     ceil = ceilings()
     print({k: f"{v:.3g}" for k, v in ceil.items()}, flush=True)

@@ -28,7 +28,8 @@ def git_commit() -> dict:
     return {"git_commit": head.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
 
 
-def run_record() -> dict:
-    """Date (UTC), the command line that ran, and the commit: the fields every raw JSON carries."""
+def run_record(argv: list[str] | None = None) -> dict:
+    """Date (UTC), the command line that ran (``argv``, default sys.argv) and the commit: the fields
+    every raw JSON carries."""
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": shlex.join(["python", *sys.argv]), **git_commit()}
+            "command": shlex.join(["python", *(sys.argv if argv is None else argv)]), **git_commit()}

@@ -45,9 +45,7 @@ embedding, which is a lookup; the tied LM head counted once) plus the token mixi
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -69,7 +67,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import the 
 
 from benchmarks import profile_step  # noqa: E402
 from benchmarks.plain_gpt import PlainGPT  # noqa: E402
-from benchmarks.provenance import git_commit  # noqa: E402
+from benchmarks.provenance import run_record  # noqa: E402
 
 ARCHS = ("gpt", "transformer", "phase1", "phase2")
 GPT_PEERS = ("gpt", "transformer")  # every training ratio is against the faster of these two
@@ -437,9 +435,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     start = time.perf_counter()
     report = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
               "torch": torch.__version__, "triton": triton_version,
-              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "command": shlex.join([sys.executable, *sys.argv] if argv is None else ["throughput.py", *argv]),
-              **git_commit(), "dropout": 0.0, "warmup_steps": WARMUP, "timed_steps": REPEAT,
+              **run_record(None if argv is None else ["benchmarks/throughput.py", *argv]), "dropout": 0.0, "warmup_steps": WARMUP, "timed_steps": REPEAT,
               "train": [], "op": [], "decode": [], "profile": None}
 
     def save():

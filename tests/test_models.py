@@ -220,7 +220,7 @@ def test_auto_on_a_cuda_device_without_triton_says_so_once(monkeypatch):
 
     monkeypatch.setattr(backend, "triton_available", lambda: False)
     monkeypatch.setattr(backend, "_capability", lambda index: (9, 0))
-    backend.note_fallback.cache_clear()
+    backend._warn_once.cache_clear()
     on_cuda = SimpleNamespace(is_cuda=True, device=SimpleNamespace(index=0))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -232,8 +232,26 @@ def test_auto_on_a_cuda_device_without_triton_says_so_once(monkeypatch):
         "use_triton='auto': Triton is not installed; the PyTorch reference path runs (slower)",
         "use_triton='auto': CUDA device 0 has compute capability (7, 5), below the kernels' 8.0; the PyTorch "
         "reference path runs (slower)"]
-    backend.note_fallback.cache_clear()
+    backend._warn_once.cache_clear()
 
+
+def test_a_fallback_met_inside_a_compile_is_said_by_the_next_eager_call(monkeypatch):
+    """Dynamo cannot trace warnings.warn: the note is skipped while compiling, and not counted as said."""
+    import warnings
+
+    from breath.ops import backend
+
+    backend._warn_once.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        backend.note_fallback("a reason")
+        assert caught == []
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
+        backend.note_fallback("a reason")
+        backend.note_fallback("a reason")
+    assert [str(w.message) for w in caught] == ["use_triton='auto': a reason; the PyTorch reference path runs (slower)"]
+    backend._warn_once.cache_clear()
 
 def test_auto_says_when_a_shape_or_dtype_has_no_kernel(monkeypatch):
     """On a device that runs the kernels, ``auto`` with a head_dim, chunk or dtype the kernels do not
@@ -250,7 +268,7 @@ def test_auto_says_when_a_shape_or_dtype_has_no_kernel(monkeypatch):
 
     for module in (bk_resolvent, dissipative_memory, short_conv):
         monkeypatch.setattr(module, "kernels_fit", lambda x: True)  # as on a CUDA GPU
-    backend.note_fallback.cache_clear()
+    backend._warn_once.cache_clear()
     q = torch.randn(1, 2, 5, 8)  # head_dim 8: below the kernels' 16
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -265,7 +283,7 @@ def test_auto_says_when_a_shape_or_dtype_has_no_kernel(monkeypatch):
     assert len(messages) == 3 and all(m.startswith("use_triton='auto': ") for m in messages)
     assert "not head_dim 8, memory_chunk 16" in messages[0]
     assert "float64" in messages[1] and "complex128" in messages[2]
-    backend.note_fallback.cache_clear()
+    backend._warn_once.cache_clear()
 
 
 def test_triton_import_errors_other_than_its_absence_propagate(monkeypatch):

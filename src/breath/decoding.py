@@ -153,7 +153,7 @@ class Decoder:
             self._casts[dtype] = {f"{name}.{kind}": tensor.detach().to(dtype)
                                   for name, module in self.model.named_modules() if isinstance(module, nn.Linear)
                                   for kind, tensor in (("weight", module.weight), ("bias", module.bias))
-                                  if tensor is not None and tensor.is_floating_point() and tensor.dtype != torch.float64}
+                                  if tensor is not None and tensor.dtype in (torch.float32, torch.float16, torch.bfloat16)}
         return self._casts[dtype]
 
     def _commit(self, out: ModelOutput) -> Tensor:

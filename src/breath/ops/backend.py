@@ -53,15 +53,18 @@ def _capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
-@lru_cache(maxsize=None)
 def note_fallback(reason: str) -> None:
     """Say once per process (per reason) that ``use_triton="auto"`` runs the PyTorch path on CUDA:
     the device cannot run the kernels, or an op's shape or dtype is not one they compile for.
     Silent while torch.compile traces (Dynamo cannot trace ``warnings.warn``; a fullgraph compile
-    would fail on it): the eager calls around a compiled region say it."""
-    if torch.compiler.is_compiling():
-        return
-    warnings.warn(f"use_triton='auto': {reason}; the PyTorch reference path runs (slower)", stacklevel=2)
+    would fail on it), and not counted as said then: the next eager call says it."""
+    if not torch.compiler.is_compiling():
+        _warn_once(reason)
+
+
+@lru_cache(maxsize=None)
+def _warn_once(reason: str) -> None:
+    warnings.warn(f"use_triton='auto': {reason}; the PyTorch reference path runs (slower)", stacklevel=3)
 
 
 @lru_cache(maxsize=1)
