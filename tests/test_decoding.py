@@ -91,6 +91,20 @@ def test_decoder_under_autocast_casts_the_weights_once(arch, tiny_model):
     assert model.embed.weight.dtype == torch.float32 and model.head.weight is model.embed.weight
 
 
+@torch.no_grad()
+def test_a_float64_model_under_autocast_decodes_as_plain_calls(tiny):
+    """Autocast leaves float64 alone, and so does the decoder's one-time cast: a float64 model under
+    bf16 autocast gives the plain calls' logits."""
+    model = tiny("phase2")
+    ids = torch.randint(0, 97, (1, 12), generator=torch.Generator().manual_seed(4))
+    with torch.autocast("cpu", torch.bfloat16):
+        prefill = model(ids[:, :4])
+        decoder, state = Decoder(model, copy_state(prefill.state), capacity=12), prefill.state
+        for t in range(4, 12):
+            out = model(ids[:, t:t + 1], state=state)
+            state = out.state
+            torch.testing.assert_close(decoder.step(ids[:, t:t + 1]), out.logits, rtol=1e-12, atol=1e-12)
+
 @pytest.mark.parametrize("arch", ["phase2", "transformer"])
 @torch.no_grad()
 def test_compiled_decoder_matches_the_plain_one(arch, tiny):

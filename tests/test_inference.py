@@ -202,6 +202,20 @@ def test_generate_compiled_gives_the_same_greedy_text(run_dir, breath_cli):
     assert "compiled eager steps, compilation included" in compiled[2]
 
 
+def test_generate_compile_with_the_full_resolvent_says_nothing_was_compiled(run_dir, tmp_path, breath_cli):
+    """The full resolvent has no decoding step: --compile is said to have nothing to compile, and
+    the closing line does not claim compiled steps."""
+    checkpoint = torch.load(run_dir / "best_model.pt", weights_only=True)
+    checkpoint["config"]["model"]["resolvent"] = "full"
+    (tmp_path / "full").mkdir()
+    save_checkpoint(tmp_path / "full" / "best_model.pt", checkpoint)
+    shutil.copy(run_dir / "tokenizer.json", tmp_path / "full")
+    code, _, stderr = breath_cli("generate", str(tmp_path / "full"), "--prompt", "ROMEO:", "--temperature", "0",
+                                 "--max-new-tokens", "3", "--compile")
+    assert code == 0, stderr
+    assert "--compile has nothing to compile" in stderr and "compiled" not in stderr.replace("--compile", "")
+
+
 def test_generate_is_reproducible_by_seed(run_dir, breath_cli):
     args = ["generate", str(run_dir), "--prompt", "", "--max-new-tokens", "20", "--top-k", "100", "--top-p", "0.95"]
     first, again, other = (breath_cli(*args, "--seed", seed) for seed in ("1", "1", "2"))
