@@ -143,6 +143,21 @@ def test_import_breath_registers_lazily_and_needs_no_transformers():
     assert result.returncode == 0 and "pip install 'breath[hf]'" in result.stdout, result.stderr
 
 
+
+def test_an_older_transformers_is_refused_by_name_and_left_usable():
+    # An older 5.x names the output's cache differently and would fail deep inside generate().
+    code = ("import warnings, transformers; transformers.__version__ = '5.0.0'\n"
+            "with warnings.catch_warnings(record=True) as caught:\n    warnings.simplefilter('always'); import breath\n"
+            "print(caught[0].message)\n"
+            "try:\n    import breath.hf\nexcept ImportError as exc:\n    print(exc)\n"
+            "from transformers import AutoConfig")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0 and len(lines) == 2, result.stderr
+    assert lines[0].startswith("breath's models are not registered") and "found 5.0.0" in lines[0]
+    assert "transformers>=5.25.0, found 5.0.0" in lines[1] and "pip install 'breath[hf]'" in lines[1]
+
+
 # ----------------------------------------------------------------------- export and lm_eval (the run)
 
 

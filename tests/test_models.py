@@ -93,6 +93,14 @@ def test_forward_and_backward_never_read_a_value_on_the_host(arch, tiny):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_built_under_a_default_device_every_tensor_is_there(arch, tiny):
+    # The meta device stands in for CUDA (a kernel launch faults on a buffer left on the host).
+    with torch.device("meta"):
+        model = tiny(arch)
+    assert {t.device.type for t in (*model.parameters(), *model.buffers())} == {"meta"}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_runs_past_training_context(arch, tiny):
     model = tiny(arch, n_seq=16)
     assert model(tokens(batch=1, length=50)).logits.shape == (1, 50, 97)

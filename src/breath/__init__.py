@@ -12,6 +12,7 @@ With ``transformers`` installed, ``breath.hf`` registers the models with its Aut
 import importlib.abc
 import importlib.util
 import sys
+import warnings
 
 from breath.models import ModelConfig, ModelOutput, ModelState, build_model, load_pretrained
 
@@ -31,13 +32,21 @@ class _RegisterWithTransformers(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             load(module)
-            import breath.hf  # noqa: F401
+            _register()
 
         spec.loader.exec_module = exec_module
         return spec
 
 
+def _register() -> None:
+    """Import ``breath.hf``; with a transformers it cannot use, say why and leave transformers as it is."""
+    try:
+        import breath.hf  # noqa: F401
+    except ImportError as exc:
+        warnings.warn(f"breath's models are not registered with transformers' Auto classes: {exc}", stacklevel=2)
+
+
 if sys.modules.get("transformers") is not None:
-    import breath.hf  # noqa: F401
+    _register()
 elif importlib.util.find_spec("transformers") is not None:
     sys.meta_path.insert(0, _RegisterWithTransformers())

@@ -27,6 +27,15 @@ try:
                               PreTrainedModel, PreTrainedTokenizerFast)
 except ImportError as exc:  # the core install does not have it
     raise ImportError("breath.hf needs transformers: pip install 'breath[hf]'") from exc
+import transformers
+from packaging.version import Version
+
+#: the oldest transformers this module works with (the hf extra's pin): older 5.x releases name
+#: the output's cache ``past_key_values`` and fail deep inside generate()
+TRANSFORMERS_VERSION = "5.25.0"
+if Version(transformers.__version__) < Version(TRANSFORMERS_VERSION):
+    raise ImportError(f"breath.hf needs transformers>={TRANSFORMERS_VERSION}, found {transformers.__version__}: "
+                      "pip install 'breath[hf]'")
 
 import torch
 import torch.nn.functional as F

@@ -64,14 +64,16 @@ def _zeta_basis_f64(d: int) -> torch.Tensor:
 
 
 def zeta_basis(d: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Real orthonormal ``d×d`` basis whose columns are the memory's resonance modes.
+    """Real orthonormal ``d×d`` basis whose columns are the memory's resonance modes, on the
+    default device (like any factory function: a model built under ``with torch.device("cuda")``
+    gets it there).
 
     Column pairs start as ``cos(2π γ_k j / d)`` and ``sin(2π γ_k j / d)`` (``j`` the row) and are
     orthonormalised in that order (QR in float64). The raw complex-exponential basis is not used:
     its condition number is ~9·10⁶ at d = 64 and ~4·10¹⁵ at d = 256, so its inverse is noise in
     float32, while an orthonormal basis makes the resonance step an exact orthogonal projection.
     """
-    return _zeta_basis_f64(d).to(dtype)
+    return _zeta_basis_f64(d).to(device=torch.get_default_device(), dtype=dtype)
 
 
 @torch.no_grad()
