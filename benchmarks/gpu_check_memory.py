@@ -233,14 +233,12 @@ def timings(B, H, T, quick, reference):
         do = torch.randn(B, H, T, D, device="cuda")
         dS = torch.randn(B, H, D, D, device="cuda")
         variants = [LaunchSettings()]  # the default first
-        if tag == "model":  # the power iteration's two forms (kernel_resources.py: the Gram form spills)
-            variants.append(LaunchSettings(gram=True))
         if tag == "model" and not quick:
             variants += [LaunchSettings(grad_warps=8), LaunchSettings(out_warps=8, grad_warps=8),
                          LaunchSettings(state_warps=8)]
         for launch in variants:
             s_start, mult, keep = forward_launch(q, k, v, gamma, Q, S0, scal0, x0, ETA, 0, cfg, launch)[7:]
-            name = f"w{launch.state_warps}{launch.out_warps}{launch.grad_warps}" + ("_gram" if launch.gram else "")
+            name = f"w{launch.state_warps}{launch.out_warps}{launch.grad_warps}"
             res[f"kernel_fwd_{name}_{tag}"] = bench(
                 lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, x0, ETA, 0, cfg, launch))
             res[f"kernel_bwd_{name}_{tag}"] = bench(

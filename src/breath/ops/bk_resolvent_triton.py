@@ -54,12 +54,13 @@ chunk starts differ by a rounding, which the contracting map damps within a few 
 
 :func:`scan_chunk` picks sequential vs chunked and the chunk length from (T, N) only, by a latency
 cost model written in its docstring: sequential for N >= SEQUENTIAL_MIN_CHAINS or T < SCAN_MIN_T,
-else a power of two near sqrt(T/2) (32 at T 1024-2048, 64 at T 8192, 128 at T 32768).
-**Provisional**: nothing of it is timed yet; ``benchmarks/gpu_check_bk.py --scan`` times the
-sequential kernel against every chunk length at (chains, T) = (32, 8192), (8, 32768), (256, 1024).
-Shorter chunks than the rule's would put more programs on each SM (e.g. the ≥ 4x132 one-warp
-programs that hide latency by occupancy) but lengthen the one-thread-per-chain scan over chunks,
-which the cost model weighs as much as a step; the sweep decides between them.
+else a power of two near sqrt(T/2) (32 at T 2048, 64 at T 8192, 128 at T 32768).
+``benchmarks/gpu_check_bk.py --scan`` times the sequential kernel against every chunk length at
+(chains, T) = (32, 8192), (8, 32768), (256, 1024). On an H100 (2026-12-07,
+``benchmarks/results/bk_scan_2026-12-07_h100.json``), forward + backward: the rule's chunk was the
+fastest at T 8192 (0.89 ms against 1.70 sequential) and within 2% of it at T 32768 (0.86 against
+6.75); at T 1024 every chunk length lost to the sequential kernel (0.58 ms against 0.64-1.02),
+which set SCAN_MIN_T.
 
 Under ``TRITON_INTERPRET=1`` (set before ``triton`` is imported) the kernels also run on CPU
 tensors, which is how the tests exercise them on machines without a GPU.
@@ -90,10 +91,10 @@ BLOCK_N = 32
 NUM_WARPS = 1
 UNROLL = 8  # time steps per loop iteration whose loads are issued together: 1, 2, 4 or 8
 STAGES = 3  # num_stages of the time loop (Triton's software pipeliner)
-# Chunked scan (see scan_chunk; provisional, from a cost model, until timed on the GPU)
+# Chunked scan (see scan_chunk; SCAN_MIN_T from the H100 timings, the rest from the cost model)
 SEQUENTIAL_MIN_CHAINS = 4 * 132 * 32  # four one-warp programs per SM of a 132-SM GPU: sequential
 CHUNK_MIN, CHUNK_MAX = 32, 512  # powers of two, multiples of every UNROLL
-SCAN_MIN_T = 256  # shorter sequences run sequentially
+SCAN_MIN_T = 2048  # shorter sequences run sequentially
 SCAN_UNROLL = 4  # chunk maps whose loads the scans over chunks issue together: 1, 2 or 4
 
 
@@ -632,7 +633,7 @@ def scan_chunk(T: int, N: int) -> int:
     alone fill the GPU (N >= SEQUENTIAL_MIN_CHAINS) or T < SCAN_MIN_T, else the least power of two
     >= sqrt(T/2), clamped to [CHUNK_MIN, CHUNK_MAX]. Shapes only, so deterministic.
 
-    Cost model (provisional until timed on the GPU, see the module docstring): a step of one chain
+    Cost model (the chunk length; timed on an H100, see the module docstring): a step of one chain
     is latency-bound at τ ≈ 100 ns (measured for the sequential kernel) as long as the programs fit
     on the GPU at once, and a step of the scans over chunks (loads issued SCAN_UNROLL at a time, one
     complex division or product) costs about as much, so the chunked time is ≈ 2·CHUNK·τ (chunk
@@ -640,8 +641,11 @@ def scan_chunk(T: int, N: int) -> int:
     (N, T) = (32, 8192) that is 64 steps: 128 chunks, one warp each on the 132 SMs. With
     N >= 4·132·32 chains the sequential kernel already has four warps per SM and, at 24 B per step
     and chain, is near HBM bandwidth; there the chunked scan's extra pass (≈ 1.7x the traffic) would
-    be slower. Below SCAN_MIN_T steps the chunked scan's two extra launches (a few µs, some 60
-    steps) eat the gain: 2·sqrt(2T)·τ + 60τ = T·τ at T ≈ 85; 256 leaves a margin for that guess."""
+    be slower. Below SCAN_MIN_T steps the chunked scan's fixed cost eats the gain: measured on an
+    H100, its forward + backward took ~0.85-0.9 ms at every T up to 32768 (forward ~0.2 ms), the
+    sequential kernel's 0.58, 1.70 and 6.75 ms at T 1024, 8192, 32768 (forward 0.11, 0.80, 3.17).
+    Interpolated linearly, the two meet near T ≈ 2900 (forward ≈ 1950); the crossover itself was
+    not timed."""
     if N >= SEQUENTIAL_MIN_CHAINS or T < SCAN_MIN_T:
         return 0
     chunk = CHUNK_MIN  # doubled by comparisons only, so a symbolic T (torch.compile, dynamic) works

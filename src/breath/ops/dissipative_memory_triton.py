@@ -209,17 +209,14 @@ def _start_vector(D: tl.constexpr):
 
 
 @triton.jit
-def _top_singular_value(S, fro, x, ITERS: tl.constexpr, GRAM: tl.constexpr):
+def _top_singular_value(S, fro, x, ITERS: tl.constexpr):
     """consolidation.power_iteration: ITERS steps of x ← SnᵀSn x / ‖·‖ (Sn = S/‖S‖_F) from the unit
     vector x; returns ‖S x‖ and the final unit x.
 
-    Two forms, chosen by GRAM (a launch setting, timed by benchmarks/gpu_check_memory.py):
-    * False (default): a step is two mat-vecs on Sn held in registers, as in the reference: Sn x
-      reduces along the rows and Snᵀ(·) along the columns, so x keeps its register layout.
-    * True: M = SnᵀSn is formed once on the matrix units (one fp32-accurate product), then a step is
-      one mat-vec; M is symmetric, so the steps alternate the reduced axis. This keeps one more
-      64×64 tile live: the forward state kernel spills 200 bytes a thread at d 64 (sm_90, Triton
-      3.6), none in the default form (benchmarks/kernel_resources.py).
+    A step is two mat-vecs on Sn held in registers, as in the reference: Sn x reduces along the rows
+    and Snᵀ(·) along the columns, so x keeps its register layout. (Forming M = SnᵀSn once and taking
+    one mat-vec a step kept one more 64×64 tile live, spilled 200 bytes a thread at d 64 and was
+    slower on an H100 at every timed shape: benchmarks/notes_memory_kernel.md, v7.)
     x is renormalised every 4 steps and after the last: the direction is the same as with a
     renormalisation per step (each is a positive scale), and nothing can underflow in between,
     since ‖SnᵀSn x‖ ≥ σ_max(Sn)²·|x·u₁| with σ_max(Sn)² ≥ 1/d. A zero result keeps the last unit x,
@@ -227,16 +224,9 @@ def _top_singular_value(S, fro, x, ITERS: tl.constexpr, GRAM: tl.constexpr):
     Sn x = 0)."""
     tiny = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny, as in the reference's clamps
     Sn = S / tl.maximum(fro, tiny)
-    if GRAM:
-        M = _dot(tl.trans(Sn), Sn, False, False)
     unit = x
     for it in tl.static_range(ITERS):
-        if not GRAM:
-            x = tl.sum(Sn * tl.sum(Sn * x[None, :], 1)[:, None], 0)
-        elif it % 2 == 0:
-            x = tl.sum(M * x[None, :], 1)
-        else:
-            x = tl.sum(M * x[:, None], 0)
+        x = tl.sum(Sn * tl.sum(Sn * x[None, :], 1)[:, None], 0)
         if ((it + 1) % 4 == 0) | (it + 1 == ITERS):
             norm = tl.sqrt(tl.sum(x * x, 0))
             x = tl.where(norm > 0, x / tl.maximum(norm, tiny), unit)
@@ -302,7 +292,7 @@ def _fwd_state_kernel(
     s_out_ptr, scal_out_ptr, x_out_ptr, s_start_ptr, mult_ptr, keep_ptr, stat_f_ptr, flags_ptr, modes_ptr,
     T, NT, NB, off, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
     lyapunov_step, lyapunov_tolerance,
-    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, WARM: tl.constexpr, GRAM: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, WARM: tl.constexpr,
 ):
     """The chain of one (batch, head): per chunk S ← e^{b_L} S + em·U and log_decay ← log_decay + b_L
     from the slot of _fwd_update_kernel that the pending adjustments select, then the consolidation."""
@@ -337,7 +327,7 @@ def _fwd_state_kernel(
             fro = tl.sqrt(energy)
             if not WARM:
                 x = _start_vector(D)
-            sigma, x = _top_singular_value(S, fro, x, ITERS, GRAM)
+            sigma, x = _top_singular_value(S, fro, x, ITERS)
             snr = sigma * (D**0.5 / 2.0) / tl.maximum(fro, 1.1754943508222875e-38)
 
             Qb = tl.load(basis_ptr + mat)
@@ -547,13 +537,11 @@ def _rows_contiguous(x: Tensor) -> Tensor:
 class LaunchSettings:
     """Warps of the kernels (the GPU benchmark compares settings): of the sequential per-head
     kernels, of the forward update and output kernels and of the backward gradient kernels (all
-    parallel over (chunk, head)); and the form of the power iteration (``gram``, see
-    _top_singular_value). See notes_memory_kernel.md for the measurements behind the defaults."""
+    parallel over (chunk, head)). See notes_memory_kernel.md for the measurements behind the defaults."""
 
     state_warps: int = 4
     out_warps: int = 4
     grad_warps: int = 4
-    gram: bool = False
 
 
 def _exact(x: Tensor) -> bool:
@@ -613,7 +601,7 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
         S, scal, x, s_start, mult, keep, stat_f, flags, modes,
         T, NT, NB, off, cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold,
         cfg.lyapunov_gamma_step, cfg.lyapunov_tolerance,
-        D=d, C=C, ITERS=cfg.power_iterations, WARM=cfg.power_warm_start, GRAM=launch.gram,
+        D=d, C=C, ITERS=cfg.power_iterations, WARM=cfg.power_warm_start,
         num_warps=launch.state_warps,
     )
     _fwd_out_kernel[(NT, B * H)](
