@@ -172,6 +172,26 @@ def timed_on_host(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+# what names a row of each part: a later file's row with the same names replaces an earlier one
+ROW_IDENTITY = {"train": ("arch", "preset", "batch", "length", "mode"),
+                "op": ("op", "batch", "heads", "length", "dim"),
+                "decode": ("arch", "preset", "batch", "context", "mode")}
+
+
+def merge_rows(reports: list[dict], part: str) -> list[dict]:
+    """The rows of ``part`` from every report, in order; a row measured again in a later report
+    replaces the earlier one (said on stderr), so a table never mixes two runs of one row."""
+    rows: dict[tuple, tuple[dict, str]] = {}
+    for report in reports:
+        for row in report[part]:
+            key = tuple(row.get(name) for name in ROW_IDENTITY[part])
+            if key in rows:
+                print(f"--report: the {part} row {key} of {rows[key][1]} is replaced by that of {report.get('date')}",
+                      file=sys.stderr)
+            rows[key] = row, report.get("date")
+    return [row for row, _ in rows.values()]
+
+
 def add_ratios(rows: list[dict]) -> None:
     """Each row's ``ratio``: its tokens/s over the faster of gpt and transformer at its setting and mode."""
     best: dict[tuple, int] = {}
@@ -419,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         merged = {key: " / ".join(dict.fromkeys(str(r.get(key, "not recorded")) for r in reports))
                   for key in ("device", "torch", "triton", "date", "git_commit")}
         print_report({**merged, "profile": next((r["profile"] for r in reports if r.get("profile")), None),
-                      **{part: [row for r in reports for row in r[part]] for part in ("train", "op", "decode")}})
+                      **{part: merge_rows(reports, part) for part in ROW_IDENTITY}})
         return None
     parts = set(args.only or ("train", "op", "decode"))
     if args.device == "cpu" and parts != {"train"}:

@@ -111,3 +111,19 @@ def test_decode_summary_reads_each_timed_mode():
         "batch 1, context 1024: phase2 / transformer tokens/s (graph) = 0.7",
         "phase2 batch 1, ms/token (compiled): 1024: 0.4",
     ]
+
+
+def test_a_row_measured_again_in_a_later_file_replaces_the_earlier(tmp_path, capsys):
+    """Merged reports never mix two runs of one row: the table and the ratio both take the later one."""
+    def run(date, gpt, phase2=None):
+        rows = [{"arch": "gpt", "preset": "base", "batch": 4, "length": 1024, "mode": "compiled", "tokens_per_s": gpt}]
+        rows += [] if phase2 is None else [{**rows[0], "arch": "phase2", "tokens_per_s": phase2}]
+        path = tmp_path / f"{date}.json"
+        path.write_text(json.dumps({"device": "gpu", "torch": "2", "date": date, "git_commit": "abc", "profile": None,
+                                    "train": rows, "op": [], "decode": []}))
+        return str(path)
+
+    throughput.main(["--report", run("first", 500), run("second", 400, 100)])
+    captured = capsys.readouterr()
+    assert "| base | 4 × 1024 | compiled | 400 (1.00) | 100 (0.25) |" in captured.out
+    assert "is replaced by that of second" in captured.err
