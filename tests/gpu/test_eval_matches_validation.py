@@ -1,6 +1,7 @@
 """On a GPU, a run's best val loss (trained under bf16 autocast) is what ``breath eval --split val``
-reports for its best_model.pt: both compute the loss with ``breath.loss``, in float32 (skipped
-without CUDA; needs no network: the corpus is written here).
+reports for its best_model.pt: both compute the loss with ``breath.loss``, in float32; and
+``breath generate`` decodes it in CUDA-graph steps and says how fast (skipped without CUDA; needs
+no network: the corpus is written here).
 
     PYTHONPATH=src python -m pytest -q -n 0 tests/gpu/test_eval_matches_validation.py
 """
@@ -9,6 +10,7 @@ import contextlib
 import io
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -21,8 +23,8 @@ MODEL = ["--d-model", "64", "--n-layers", "2", "--num-heads", "2", "--head-dim",
          "--n-seq", "64", "--memory-chunk", "32", "--vocab-size", "512", "--batch-size", "4"]
 
 
-def command(*args: str) -> int:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+def command(*args: str, err: io.StringIO | None = None) -> int:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err or io.StringIO()):
         return main(list(args))
 
 
@@ -44,3 +46,7 @@ def test_best_val_loss_is_breath_eval_of_the_val_split(arch, tmp_path):
     result = json.loads((tmp_path / "eval_val.json").read_text())
     assert result["windows"] == 12
     assert result["loss"] == pytest.approx(best, rel=1e-5)
+    err = io.StringIO()
+    assert command("generate", str(run), "--prompt", "ab", "--max-new-tokens", "20", "--temperature", "0",
+                   "--device", "cuda", err=err) == 0
+    assert re.search(r"\[\d+ tokens in [\d.]+ s \([\d.]+ tokens/s, CUDA-graph steps", err.getvalue()), err.getvalue()
