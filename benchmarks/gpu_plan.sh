@@ -37,9 +37,9 @@ case $call in
     python benchmarks/throughput.py --report "$out/decode.json" | tail -30
     run pytest 220 -m pytest -q -n 4 -m gpu tests/gpu -p no:cacheprovider
     tail -30 "$out/pytest.log" ;;
-3)  # what calls 1 and 2 left on 2026-12-07 (H100): the GPU tests that failed there, then whether the
-    # transformer's decode attention is a fair baseline (its batch-1 steps grew with the context); breath
-    # generate's tokens/s on CUDA
+3)  # what calls 1 and 2 left on 2026-12-07 (H100): the GPU tests that failed there and breath generate's
+    # tokens/s on CUDA, then whether the transformer's decode attention is a fair baseline (its batch-1
+    # steps grew with the context)
     run pytest_rerun 150 -m pytest -q -n 3 -m gpu tests/gpu/test_model_triton.py tests/gpu/test_hf_cuda.py \
         tests/gpu/test_eval_matches_validation.py \
         -p no:cacheprovider
