@@ -166,13 +166,15 @@ def accuracy(B, H, T, pos, prefix, seed, d=D, chunk=CHUNK, model_dtypes=False, w
     state = None
     if prefix:
         pq, pk, pv, pg = make_inputs(B, H, prefix, torch.float32, seed + 2, d)
-        state = dissipative_memory(pq, pk, pv, pg, ETA, Q, cfg)[1]
+        state = dissipative_memory(pq, pk, pv, pg, ETA, Q, cfg, use_triton="off")[1]
     state32 = state if state is not None else MemoryState.zeros(B, H, d, torch.float32, "cuda")
     state64 = type(state32)(*(x.double() for x in state32))
 
+    # use_triton="off": on CUDA the op's default ("auto") would run the kernels under test
     ref64 = run_op(dissipative_memory, *(x.double() for x in (q, k, v, gamma)), Q.double(), cfg, pos, state64,
-                   w_o, w_S)
-    ref32 = run_op(dissipative_memory, *(x.float() for x in (q, k, v, gamma)), Q, cfg, pos, state32, w_o, w_S)
+                   w_o, w_S, use_triton="off")
+    ref32 = run_op(dissipative_memory, *(x.float() for x in (q, k, v, gamma)), Q, cfg, pos, state32, w_o, w_S,
+                   use_triton="off")
     poison_allocator()
     tri = run_op(dissipative_memory_triton, q, k, v, gamma, Q, cfg, pos, state32, w_o, w_S)
     again = run_op(dissipative_memory_triton, q, k, v, gamma, Q, cfg, pos, state32, w_o, w_S)
@@ -252,12 +254,12 @@ def timings(B, H, T, quick, reference):
         xs = [x.detach().clone().requires_grad_() for x in (q, k, v, gamma)]
         w_o = torch.randn(B, H, T, D, device="cuda")
 
-        def op_fwd(fn, cfg=cfg):
+        def op_fwd(fn, cfg=cfg, **kw):
             with torch.no_grad():
-                fn(*xs, ETA, Q, cfg)
+                fn(*xs, ETA, Q, cfg, **kw)
 
-        def op_fwd_bwd(fn, cfg=cfg):
-            o, _, _ = fn(*xs, ETA, Q, cfg)
+        def op_fwd_bwd(fn, cfg=cfg, **kw):
+            o, _, _ = fn(*xs, ETA, Q, cfg, **kw)
             o.backward(w_o)
 
         res[f"op_fwd_{tag}"] = bench(lambda: op_fwd(dissipative_memory_triton))
@@ -266,8 +268,9 @@ def timings(B, H, T, quick, reference):
             res["op_fwd_cold8_model"] = bench(lambda: op_fwd(dissipative_memory_triton, cold))
             res["op_fwdbwd_cold8_model"] = bench(lambda: op_fwd_bwd(dissipative_memory_triton, cold), grad_to_none=xs)
         if tag == "fp32" and reference and T <= REFERENCE_MAX_T:
-            res["reference_fwd_fp32"] = bench(lambda: op_fwd(dissipative_memory), rep=100)
-            res["reference_fwdbwd_fp32"] = bench(lambda: op_fwd_bwd(dissipative_memory), grad_to_none=xs, rep=100)
+            res["reference_fwd_fp32"] = bench(lambda: op_fwd(dissipative_memory, use_triton="off"), rep=100)
+            res["reference_fwdbwd_fp32"] = bench(lambda: op_fwd_bwd(dissipative_memory, use_triton="off"),
+                                                 grad_to_none=xs, rep=100)
         print(f"  timed B={B} H={H} T={T} {tag}", flush=True)
     res["fla_chunk_simple_gla_fwd_bf16"] = fla_forward(B, H, T)
     return res
