@@ -47,5 +47,9 @@ class TransformerLM(CausalLM):
 
     def reserve(self, state: ModelState, capacity: int) -> ModelState:
         """The KV caches of ``state`` in buffers of ``capacity`` positions (one copy, now): every
-        later token is then written in place, with no reallocation, up to ``capacity``."""
+        later token is then written in place, with no reallocation, up to ``capacity``. Caches that
+        already hold ``capacity`` positions are returned as they are (shared, like any continuation
+        of them): a second copy would double the largest allocation of long-context decoding."""
+        if capacity >= state.pos and all(keys.shape[2] >= capacity for keys, _ in state.layers):
+            return state
         return ModelState(state.pos, tuple(reserve_cache(cache, state.pos, capacity) for cache in state.layers))
