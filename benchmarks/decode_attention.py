@@ -40,7 +40,7 @@ HEADS, DIM = 8, 64
 def variants(q, keys, values, filled):
     """name → zero-argument call; q (B, H, 1, d), caches (B, H, capacity, d), ``filled`` slots used."""
     batch, _, capacity, _ = keys.shape
-    mask = torch.arange(capacity, device=q.device) < filled
+    mask = (torch.arange(capacity, device=q.device) < filled)[None, :]  # (1 query, capacity)
 
     def masked():
         with sdpa_kernel(CACHED_BACKENDS):
