@@ -455,7 +455,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     start = time.perf_counter()
     report = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
               "torch": torch.__version__, "triton": triton_version,
-              **run_record(None if argv is None else ["benchmarks/throughput.py", *argv]), "dropout": 0.0, "warmup_steps": WARMUP, "timed_steps": REPEAT,
+              **run_record(None if argv is None else ["benchmarks/throughput.py", *argv]),
+              "dropout": 0.0, "warmup_steps": WARMUP, "timed_steps": REPEAT,
               "train": [], "op": [], "decode": [], "profile": None}
 
     def save():
