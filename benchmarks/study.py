@@ -39,7 +39,6 @@ import math
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lm_compare  # noqa: E402  (the run, the command log, the device name)
 from lm_compare import ABLATIONS, REPO  # noqa: E402
+from provenance import git_commit  # noqa: E402
 
 from breath.models.config import PRESETS  # noqa: E402
 
@@ -99,15 +99,12 @@ def matched_ffn_dim(preset: str, vocab_size: int, arch: str = "phase1", target: 
 
 
 def provenance() -> dict:
-    """Date, device, torch version, git commit and whether the tree differs from it."""
+    """Date, device, torch version, git commit and whether the tree differs from it (the commit from
+    BREATH_GIT_COMMIT in a copy without .git: ``provenance.git_commit``)."""
     import torch
 
-    def git(*command: str) -> str:
-        return subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
-            "torch": torch.__version__, "git_commit": git("rev-parse", "HEAD"),
-            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+            "torch": torch.__version__, **git_commit()}
 
 
 def run_one(args: argparse.Namespace, variant: str, seed: int, flags: list[str], meta: dict) -> dict:
