@@ -9,6 +9,9 @@ query over a KV cache (base preset: 8 heads of 64, bf16), by the kernels a KV-ca
 - ``flash_seqused``: ``aten._flash_attention_forward`` (varlen) on the whole buffer with the filled
   length per sequence in a device tensor (``seqused_k``): fixed shapes, so graph-capturable.
   Timed both as a plain call and replayed from a CUDA graph.
+- ``split_kv``: ``breath.ops.decode_attention`` (split-KV Triton kernels, what the attention layer's
+  one-token step runs on a GPU) on the whole buffer, the filled length in a device tensor: fixed
+  shapes, timed as a plain call and replayed from a CUDA graph (``split_kv_graph``).
 
 Each is checked against an fp32 softmax on the filled slots; ``floor`` is the KV bytes read at the
 measured copy bandwidth. Decides what the baseline should use (issue 15: "a fair KV-cache baseline").
@@ -33,6 +36,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import the 
 from benchmarks.gpu_check_memory import bench, ceilings  # noqa: E402
 from benchmarks.provenance import run_record  # noqa: E402
 from breath.layers.attention import CACHED_BACKENDS  # noqa: E402
+from breath.ops.decode_attention import decode_attention  # noqa: E402
 
 HEADS, DIM = 8, 64
 
@@ -61,7 +65,12 @@ def variants(q, keys, values, filled):
                                                       0.0, False, False, seqused_k=used)[0]
         return out.view(batch, 1, HEADS, DIM).transpose(1, 2)
 
-    return {"masked": masked, "flash_sliced": flash_sliced, "flash_seqused": flash_seqused}
+    length = torch.tensor(filled, device=q.device)
+
+    def split_kv():
+        return decode_attention(q, keys, values, length, use_triton="on")
+
+    return {"masked": masked, "flash_sliced": flash_sliced, "flash_seqused": flash_seqused, "split_kv": split_kv}
 
 
 def graphed(fn):
@@ -90,6 +99,7 @@ def measure(batch: int, context: int, bandwidth: float) -> list[dict]:
     rows = []
     calls = variants(q, keys, values, context)
     calls["flash_seqused_graph"] = calls["flash_seqused"]
+    calls["split_kv_graph"] = calls["split_kv"]
     for name, call in calls.items():
         row = {"batch": batch, "context": context, "kernel": name, "floor_ms": round(floor_ms, 4)}
         try:

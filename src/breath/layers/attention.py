@@ -6,10 +6,13 @@ computed for any absolute position, so the baseline has no per-position paramete
 
 The KV cache is a pair of preallocated buffers (B, H, capacity, d): a continued call writes its
 keys and values in place at their positions (no copy of the past) and attends over the whole
-buffer with a length mask ``key slot ≤ query position``, so a one-token step has the same shapes at
-every position (a CUDA graph can replay it). Slots past the sequence hold zeros, and the mask gives
-them zero weight. The buffers are shared by the states of one sequence: continuing from a state
-overwrites the slots after its position in every state derived from it (as in any KV cache).
+buffer, so a one-token step has the same shapes at every position (a CUDA graph can replay it).
+A one-token step runs :func:`~breath.ops.decode_attention.decode_attention`, split-KV attention
+over the filled slots with the length read from a device tensor (the Triton kernels on a GPU: SDPA
+with a mask would run one program per head there); a call of several tokens runs SDPA with a
+length mask ``key slot ≤ query position``. Slots past the sequence hold zeros and get zero
+weight. The buffers are shared by the states of one sequence: continuing from a state overwrites
+the slots after its position in every state derived from it (as in any KV cache).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+
+from breath.ops.decode_attention import decode_attention
 
 # cuDNN's attention builds an execution plan per shape (tens of ms each on an H100), and a cache's
 # capacity changes when it grows, so cached calls use the other kernels (the mask rules out flash).
@@ -108,9 +113,10 @@ def rotary(x: torch.Tensor, pos: int | torch.Tensor, dim: int = -2) -> torch.Ten
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, num_heads: int, head_dim: int, dropout: float):
+    def __init__(self, d_model: int, num_heads: int, head_dim: int, dropout: float, use_triton: str = "auto"):
         super().__init__()
         self.num_heads, self.head_dim, self.dropout = num_heads, head_dim, dropout
+        self.use_triton = use_triton  # the one-token cached step's kernels (auto | on | off)
         self.qkv = nn.Linear(d_model, 3 * num_heads * head_dim, bias=False)
         self.out = nn.Linear(num_heads * head_dim, d_model, bias=False)
 
@@ -135,9 +141,12 @@ class CausalSelfAttention(nn.Module):
         keys, values = cache
         keys.index_copy_(2, positions, k.to(keys.dtype))
         values.index_copy_(2, positions, v.to(values.dtype))
-        mask = torch.arange(keys.shape[2], device=x.device) <= positions[:, None]  # (T, capacity)
-        with sdpa_kernel(CACHED_BACKENDS):
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout)
+        if length == 1 and dropout == 0.0:  # the decode step: filled length = position + 1, on the device
+            y = decode_attention(q, keys, values, positions[-1:] + 1, use_triton=self.use_triton)
+        else:
+            mask = torch.arange(keys.shape[2], device=x.device) <= positions[:, None]  # (T, capacity)
+            with sdpa_kernel(CACHED_BACKENDS):
+                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout)
         return self.out(y.transpose(1, 2).reshape(batch, length, -1)), cache
 
 

@@ -110,10 +110,11 @@ class ModelConfig:
     # Zeta and kernels.
     zeta_position_embedding: bool = option(True, "add the zeta position embedding", PHASE2)
     zeta_init: bool = option(True, "zeta singular-value profile at initialisation", PHASE2)
-    use_triton: str = option("auto", "Triton kernels: auto (where they run: CUDA, Ampere or newer, Triton "
-                             "installed, a head_dim and memory_chunk they compile for; else the PyTorch path, "
-                             "said once), on (always; an error where they cannot run), off; the flag alone "
-                             "means auto", PHASE2, choices=TRITON_MODES, const="auto")
+    use_triton: str = option("auto", "Triton kernels (BK and memory; the transformer's one-token decode "
+                             "attention): auto (where they run: CUDA, Ampere or newer, Triton installed, a "
+                             "head_dim and memory_chunk they compile for; else the PyTorch path, said once), on "
+                             "(always; an error where they cannot run), off; the flag alone means auto", PHASE2,
+                             choices=TRITON_MODES, const="auto")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":

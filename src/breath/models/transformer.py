@@ -26,7 +26,8 @@ class TransformerBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.d_model)
-        self.attn = CausalSelfAttention(cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.dropout)
+        self.attn = CausalSelfAttention(cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.dropout,
+                                         use_triton=cfg.use_triton)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
