@@ -46,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lm_compare  # noqa: E402  (the run, the command log, the device name)
 from lm_compare import ABLATIONS, REPO  # noqa: E402
-from provenance import git_commit  # noqa: E402
+from benchmarks.provenance import git_commit  # noqa: E402
 
 from breath.models.config import PRESETS  # noqa: E402
 

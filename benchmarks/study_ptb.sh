@@ -16,7 +16,7 @@ set -u
 budget=${1:?usage: study_ptb.sh SECONDS COMMIT}
 export PYTHONPATH=src PYTHONUNBUFFERED=1 BREATH_GIT_COMMIT=${2:?usage: study_ptb.sh SECONDS COMMIT} BREATH_GIT_DIRTY=0
 out=${OUT:-gpu-results}
-root=benchmarks/results/study
+root=${STUDY_ROOT:-benchmarks/results/study}  # where the runs go (a test's dry run sets it)
 mkdir -p "$out" "$root"
 started=$SECONDS
 common=(--dataset ptb --until-converged --patience 3 --num-epochs 20 --preset base --batch-size 16 --n-seq 512)

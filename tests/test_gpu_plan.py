@@ -22,15 +22,15 @@ FAKES = {  # stand-ins on PATH: timeout runs its command, python only records it
 }
 
 
-def dry_run(call: str, tmp_path: Path) -> subprocess.CompletedProcess:
+def dry_run(call: str, tmp_path: Path, script: str = "gpu_plan.sh") -> subprocess.CompletedProcess:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name, text in FAKES.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"),
-           "PLAN_LOG": str(tmp_path / "commands.txt")}
-    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_plan.sh"), call, "c0ffee"], cwd=ROOT, env=env,
+           "PLAN_LOG": str(tmp_path / "commands.txt"), "STUDY_ROOT": str(tmp_path / "study")}
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / script), call, "c0ffee"], cwd=ROOT, env=env,
                           capture_output=True, text=True)
 
 
@@ -67,3 +67,21 @@ def test_an_unknown_call_is_refused(tmp_path):
     done = dry_run("4", tmp_path)
     assert done.returncode == 2 and "CALL: got 4; allowed: 1, 2, 3" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_ptb_study_commands_parse(tmp_path):
+    """study_ptb.sh's first step (the dropout on validation): three study.py commands that parse, the
+    same options for every arch. With the fake python no run finishes, so no dropout is chosen and
+    the second step is not started (said in its output)."""
+    from benchmarks import study
+
+    done = dry_run("150", tmp_path, "study_ptb.sh")
+    assert done.returncode == 0, done.stderr
+    assert "dropout chosen on validation: none" in done.stdout
+    commands = [shlex.split(line) for line in (tmp_path / "commands.txt").read_text().splitlines()]
+    runs = [c[1:] for c in commands if c[:1] == ["benchmarks/study.py"]]
+    assert len(runs) == 3
+    for args in runs:
+        parsed = study.parse_args(args)
+        assert parsed.dataset == "ptb" and parsed.until_converged and parsed.preset == "base"
+    assert sorted(r[r.index("--train-args") + 1].split()[-1] for r in runs) == ["0.1", "0.3", "0.5"]
