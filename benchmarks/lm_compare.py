@@ -164,6 +164,8 @@ def benchmark_model(args: argparse.Namespace, dataset: str, name: str, flags: li
     evaluations = {"test": []}
     if "--resolvent" in flags and flags[flags.index("--resolvent") + 1] == "full":
         evaluations["causal_test"] = ["--resolvent", "causal"]
+    if getattr(args, "eval_stride", None):  # study.py's --eval-stride: sliding windows too
+        evaluations["strided_test"] = ["--stride", str(args.eval_stride)]
     for key, extra in evaluations.items():
         output = run_dir / f"eval_{key}.json"
         code, _ = run_command([sys.executable, "-m", "breath", "eval", str(run_dir), "--split", "test",

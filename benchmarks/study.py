@@ -61,8 +61,8 @@ VARIANTS: dict[str, list[str]] = {
 }
 ABLATION_NAMES = (*CONSOLIDATION, "no-consolidation", "no-conv")
 RATIOS = (("phase2", "transformer"), ("phase2", "phase1-matched"), ("phase2", "phase1"))
-METRICS = ("best_val_loss", "best_val_ppl", "test_loss", "test_ppl", "word_ppl", "train_tokens", "train_time_s",
-           "wall_s", "parameters")
+METRICS = ("best_val_loss", "best_val_ppl", "test_loss", "test_ppl", "word_ppl", "strided_word_ppl", "train_tokens",
+           "train_time_s", "wall_s", "parameters")
 
 
 # ------------------------------------------------------------------------------------ parameters
@@ -127,6 +127,10 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, flags: list[str],
     if "error" not in row and evaluated.exists():
         test = json.loads(evaluated.read_text())
         row.update(word_ppl=test["word_perplexity"], eval_command=_eval_command(row))
+    strided = Path(row["run_dir"]) / "eval_strided_test.json"
+    if "error" not in row and strided.exists():
+        test = json.loads(strided.read_text())
+        row.update(strided_word_ppl=test["word_perplexity"], eval_stride=test["stride"])
     result_path.parent.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(row, indent=2) + "\n")
     print(f"{args.dataset} / {variant} / seed {seed}: " + (row.get("error") or
@@ -215,15 +219,15 @@ def report_markdown(rows: list[dict], agg: dict) -> str:
         dataset_rows = [r for r in ok if r["dataset"] == dataset]
         lines += [f"### {dataset}", "", caption(dataset_rows), "",
                   "| variant | n | params | train tokens | best val loss | best val ppl | test ppl | "
-                  "per-word test ppl | train s |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "per-word test ppl | per-word test ppl, sliding windows | train s |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for key, stats in agg["variants"].items():
             if key.startswith(f"{dataset} / "):
                 lines.append(f"| {key.split(' / ', 1)[1]} | {stats['best_val_loss']['n']} | "
                              f"{stats['parameters']['mean'] / 1e6:.2f}M | {stats['train_tokens']['mean']:,.0f} | "
                              f"{pm(stats['best_val_loss'], '.4f')} | {pm(stats['best_val_ppl'], '.2f')} | "
                              f"{pm(stats['test_ppl'], '.2f')} | {pm(stats['word_ppl'], '.2f')} | "
-                             f"{pm(stats['train_time_s'], '.1f')} |")
+                             f"{pm(stats['strided_word_ppl'], '.2f')} | {pm(stats['train_time_s'], '.1f')} |")
         ratios = {k: v for k, v in agg["ratios"].items() if k.startswith(f"{dataset} / ")}
         if ratios:
             lines += ["", "| test-ppl ratio (paired by seed) | n | mean ± std |", "| --- | ---: | ---: |"]
@@ -277,6 +281,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-batches", type=int, default=10**9,
                         help="validation batches per epoch, at most (default: the whole split)")
     parser.add_argument("--test-batches", type=int, help="test batches (default: the whole split)")
+    parser.add_argument("--eval-stride", type=int, metavar="S",
+                        help="also evaluate the test split in sliding windows, one every S tokens (breath eval "
+                             "--stride: every token with >= n_seq - S tokens of context, as published results)")
     parser.add_argument("--device", help="passed to every command (default: theirs, cuda when available)")
     parser.add_argument("--train-args", default="", help='extra flags for every run (the same for every arch), '
                         'e.g. "--compile --dropout 0.3"')

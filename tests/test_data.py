@@ -20,7 +20,8 @@ from breath.data.corpora import (Corpus, DataError, Document, FetchError, count_
                                   split_documents)
 from breath.data.tokenizer import (EOS, EOT, UNK, get_tokenizer, is_word_level, load_tokenizer, separator_id,
                                    tokenizer_path, train_word_tokenizer)
-from breath.data.windows import WindowDataset, encode_documents, encode_split, make_loader, prepare_data
+from breath.data.windows import (IGNORE, StridedWindows, WindowDataset, encode_documents, encode_split, make_loader,
+                                 prepare_data)
 
 SYLLABLES = "ka lo mi ne su ra te vo ul an est ing er th ou gh be sh".split()
 WORDS = sorted({"".join(random.Random(i).choices(SYLLABLES, k=1 + i % 3)) for i in range(300)})
@@ -315,6 +316,30 @@ def test_window_dataset_shapes_shift_and_contiguity():
     assert torch.equal(torch.cat([y for _, y in items]), tokens[1:21].long())
     with pytest.raises(IndexError):
         data[4]
+
+
+@pytest.mark.parametrize("length, n_seq, stride", [(51, 8, 3), (50, 8, 8), (9, 8, 1), (40, 6, 5)])
+def test_strided_windows_score_each_label_once_with_context(length, n_seq, stride):
+    tokens = torch.arange(100, 100 + length)
+    data = StridedWindows(tokens, n_seq, stride)
+    scored = []  # (label, its context: the tokens before it in its window)
+    for k in range(len(data)):
+        inputs, labels = data[k]
+        assert torch.equal(inputs, tokens[k * stride:k * stride + n_seq])
+        assert (labels[:n_seq - stride] == IGNORE).all() if k else (labels != IGNORE).all()
+        scored += [(label.item(), t + 1) for t, label in enumerate(labels) if label != IGNORE]
+    # labels 1, 2, ... in order, each once; the tail of fewer than `stride` labels dropped
+    assert [label for label, _ in scored] == list(range(101, 101 + len(scored)))
+    assert length - 1 - stride < len(scored) <= length - 1
+    assert all(context >= n_seq - stride + 1 for _, context in scored[n_seq:])
+    if stride == n_seq:  # no overlap: the packed windows
+        packed = WindowDataset(tokens, n_seq)
+        assert len(packed) == len(data) and all(torch.equal(packed[i][1], data[i][1]) for i in range(len(data)))
+
+
+def test_strided_windows_refuse_a_stride_beyond_the_window():
+    with pytest.raises(ValueError, match=r"stride: got 9; allowed: 1 to n_seq \(8\)"):
+        StridedWindows(torch.arange(40), 8, 9)
 
 
 def test_window_dataset_too_short():

@@ -257,6 +257,41 @@ def test_eval_measures_the_split_with_the_runs_tokenizer(run_dir, breath_cache, 
     assert f"per-word perplexity {result['word_perplexity']:.2f}" in stdout
 
 
+def test_eval_with_a_stride_scores_each_token_once_with_context(run_dir, breath_cache, tmp_path, breath_cli):
+    def evaluate(*extra: str) -> dict:
+        output = tmp_path / f"eval{len(list(tmp_path.glob('*.json')))}.json"
+        code, stdout, stderr = breath_cli("eval", str(run_dir), "--num-batches", "3", "--batch-size", "4",
+                                          "--cache-dir", str(breath_cache), "--output", str(output), *extra)
+        assert code == 0, stderr
+        return {**json.loads(output.read_text()), "stdout": stdout, "png": output.with_suffix(".png").exists()}
+
+    packed, same = evaluate(), evaluate("--stride", "64")  # the run's window is 64: no overlap
+    assert same["loss"] == pytest.approx(packed["loss"], rel=1e-6) and same["tokens"] == packed["tokens"] == 12 * 64
+    strided = evaluate("--stride", "16")
+    assert (strided["stride"], strided["windows"], strided["tokens"]) == (16, 12, 64 + 11 * 16)
+    assert strided["position_loss"] is None and strided["position_bands"] is None and not strided["png"]
+    assert "every 16 tokens, 240 tokens scored, each with >= 48 tokens of context" in strided["stdout"]
+    assert "loss by position" not in strided["stdout"]
+    # the same number from scratch: window k starts at 16k; the first scores all 64 labels, the rest their last 16
+    documents = split_documents(load_corpus("shakespeare", breath_cache))["test"]
+    tokens = encode_documents(Tokenizer.from_file(str(run_dir / "tokenizer.json")), documents).long()
+    model, _ = load_model(run_dir / "best_model.pt")
+    total = 0.0
+    with torch.no_grad():
+        for k in range(12):
+            window = tokens[16 * k:16 * k + 65]
+            losses = F.cross_entropy(model.eval()(window[None, :-1]).logits[0], window[1:], reduction="none")
+            total += losses.sum().item() if k == 0 else losses[-16:].sum().item()
+    assert strided["loss"] == pytest.approx(total / 240, rel=1e-6)
+    assert strided["word_perplexity"] == pytest.approx(
+        math.exp(strided["loss"] * strided["split_tokens"] / strided["split_words"]), rel=1e-12)
+
+    code, _, stderr = breath_cli("eval", str(run_dir), "--stride", "65", "--cache-dir", str(breath_cache))
+    assert code == 2 and "--stride: got 65; allowed: 1 to the window, --n-seq (64)" in stderr
+    code, _, stderr = breath_cli("eval", str(run_dir), "--stride", "0", "--cache-dir", str(breath_cache))
+    assert code == 2 and "--stride: got 0; allowed: an integer >= 1" in stderr
+
+
 def test_eval_windows_may_exceed_the_training_window(run_dir, breath_cache, tmp_path, breath_cli):
     output = tmp_path / "long.json"
     code, stdout, stderr = breath_cli("eval", str(run_dir / "checkpoint_epoch1.pt"), "--split", "val",

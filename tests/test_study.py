@@ -103,7 +103,8 @@ def test_two_seeds_two_variants_end_to_end_on_ptb(tmp_path, corpus_cache):
             f"--cache-dir {corpus_cache}")
     argv = ["--dataset", "ptb", "--variants", "phase2,transformer", "--seeds", "0,1", "--token-budget", "1024",
             "--num-epochs", "2", "--preset", "small", "--batch-size", "4", "--n-seq", "64", "--val-batches", "2",
-            "--test-batches", "2", "--device", "cpu", "--train-args", tiny, "--output-dir", str(tmp_path)]
+            "--test-batches", "2", "--eval-stride", "16", "--device", "cpu", "--train-args", tiny,
+            "--output-dir", str(tmp_path)]
     study.main(argv)
     results = sorted((tmp_path / "ptb").glob("seed*/runs/ptb/*/result.json"))
     assert len(results) == 4
@@ -112,6 +113,8 @@ def test_two_seeds_two_variants_end_to_end_on_ptb(tmp_path, corpus_cache):
         assert "error" not in row, row
         assert row["train_tokens"] == 1024 and row["steps"] == 4 and row["git_commit"] and "--seed" in row[
             "train_command"] and "eval" in row["eval_command"] and math.isfinite(row["test_ppl"])
+        # the sliding-window evaluation (each token with >= 48 of context) beside the packed one
+        assert row["eval_stride"] == 16 and math.isfinite(row["strided_word_ppl"])
     assert {(r["variant"], r["seed"]) for r in rows} == {(v, s) for v in ("phase2", "transformer") for s in (0, 1)}
     report = (tmp_path / "ptb" / "study.md").read_text()
     assert "| phase2 | 2 |" in report and "| transformer | 2 |" in report and "phase2/transformer | 2 |" in report

@@ -10,6 +10,11 @@ context, and the loss at each position, averaged over the windows, shows whether
 using longer context. Writes ``eval_<split>.json`` (the numbers) and ``eval_<split>.png`` (the loss
 by position) next to the checkpoint, or ``--output FILE.json`` and the PNG beside it.
 
+``--stride S`` evaluates as published language-model results do instead: overlapping windows, one
+every S tokens, each scoring only the labels no earlier window scored (``StridedWindows``), so
+every label but the first window's is predicted from at least n_seq − S tokens of context. It reads
+n_seq / S times more tokens and gives no loss by position.
+
 Besides the token perplexity it reports the per-word perplexity, which compares across tokenizers
 and with published results: exp(total loss of the split / words of the split), with words counted
 as on the Penn Treebank (whitespace-separated words plus one ``<eos>`` per line end, see
@@ -33,7 +38,7 @@ from torch import nn
 
 from breath import plots
 from breath.data.corpora import DataError, SPLITS, count_words, load_corpus, split_documents
-from breath.data.windows import WindowDataset, encode_split, make_loader
+from breath.data.windows import StridedWindows, WindowDataset, encode_split, make_loader
 from breath.io import atomic_write_json, prepare_output_dir
 from breath.loss import perplexity, position_loss_sums
 from breath.models.config import RESOLVENTS
@@ -45,27 +50,27 @@ from breath.runtime import ConfigError, say, select_device
 class EvalResult:
     windows: int
     n_seq: int
-    position_loss: list[float]  # mean token loss at each position of the window
-
-    @property
-    def tokens(self) -> int:
-        return self.windows * self.n_seq
-
-    @property
-    def loss(self) -> float:
-        """Mean token loss (every position has the same number of tokens)."""
-        return math.fsum(self.position_loss) / self.n_seq
+    tokens: int  # labels scored
+    loss: float  # their mean loss
+    position_loss: list[float] | None  # mean loss at each position of the window (packed windows only)
 
 
-def evaluate(model: nn.Module, windows: WindowDataset, batch_size: int, num_batches: int | None = None
-             ) -> EvalResult:
-    """Cross-entropy of ``model`` on ``windows`` (in order), per position, as the trainer's
-    validation computes it (``breath.loss``: fp32); the first ``num_batches`` batches only when given."""
+def evaluate(model: nn.Module, windows: WindowDataset | StridedWindows, batch_size: int,
+             num_batches: int | None = None) -> EvalResult:
+    """Cross-entropy of ``model`` on ``windows`` (in order), as the trainer's validation computes it
+    (``breath.loss``: fp32); the first ``num_batches`` batches only when given. Packed windows also
+    give the loss at each position; strided ones score each label once (their ignored labels add 0
+    to the sums, so the sums are the scored labels' losses)."""
     model.eval()
     device = next(model.parameters()).device
     loader = make_loader(windows, batch_size, shuffle=False, drop_last=False)
     sums, count = position_loss_sums(model, loader, device, num_batches)
-    return EvalResult(count, windows.n_seq, (sums / count).tolist())
+    if isinstance(windows, StridedWindows):
+        scored = windows.n_seq + (count - 1) * windows.stride
+        return EvalResult(count, windows.n_seq, scored, sums.sum().item() / scored, None)
+    position_loss = (sums / count).tolist()
+    return EvalResult(count, windows.n_seq, count * windows.n_seq, math.fsum(position_loss) / windows.n_seq,
+                      position_loss)
 
 
 def position_bands(position_loss: list[float]) -> list[tuple[int, int, float]]:
@@ -122,6 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-batches", type=int, metavar="N", help="evaluate this many batches (default: all)")
     parser.add_argument("--n-seq", type=int, metavar="N",
                         help="tokens per window; may exceed the training window (default: the run's)")
+    parser.add_argument("--stride", type=int, metavar="S",
+                        help="sliding windows: one every S tokens (1 ≤ S ≤ n_seq), each scoring only its last "
+                             "S labels, so every label but the first window's has ≥ n_seq − S tokens of "
+                             "context (default: packed windows, each from an empty state, and the loss "
+                             "by position)")
     parser.add_argument("--resolvent", choices=RESOLVENTS,
                         help="evaluate the weights with this BK resolvent (default: the run's); "
                              "causal on a full-resolvent run measures it without the leaked future")
@@ -134,7 +144,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(options: dict[str, Any]) -> None:
     """``breath eval``: check the options, load the run and the split, evaluate, report, write."""
-    for name in ("batch_size", "num_batches", "n_seq"):
+    for name in ("batch_size", "num_batches", "n_seq", "stride"):
         if options[name] is not None and options[name] < 1:
             raise ConfigError(f"--{name.replace('_', '-')}", f"got {options[name]}; allowed: an integer >= 1")
     if options["output"] is not None and Path(options["output"]).suffix.lower() != ".json":
@@ -151,8 +161,11 @@ def run(options: dict[str, Any]) -> None:
     prepare_output_dir(output.parent, option="--output")
 
     tokens, words = split_tokens(loaded, dataset, options["split"], options["cache_dir"] or train["cache_dir"])
+    stride = options["stride"]
+    if stride is not None and stride > n_seq:
+        raise ConfigError("--stride", f"got {stride}; allowed: 1 to the window, --n-seq ({n_seq})")
     try:
-        windows = WindowDataset(tokens, n_seq)
+        windows = WindowDataset(tokens, n_seq) if stride is None else StridedWindows(tokens, n_seq, stride)
     except ValueError as exc:
         raise ConfigError("--n-seq", f"got {n_seq}: {exc}") from None
     model = loaded.model.to(device)
@@ -163,23 +176,30 @@ def run(options: dict[str, Any]) -> None:
     started = time.perf_counter()
     result = evaluate(model, windows, batch_size, options["num_batches"])
     elapsed = time.perf_counter() - started
-    bands = position_bands(result.position_loss)
     per_word = word_perplexity(result.loss, len(tokens), words)
+    read = result.windows * n_seq  # tokens through the model: strided windows overlap
+    scored = (f"{result.windows:,} windows, {result.tokens:,} tokens" if stride is None else
+              f"{result.windows:,} windows of {n_seq} every {stride} tokens, {result.tokens:,} tokens scored, each "
+              f"with >= {n_seq - stride} tokens of context but the first window's")
     say(f"loss {result.loss:.4f}  perplexity {perplexity(result.loss):.2f}  per-word perplexity {per_word:.2f}  "
-        f"({result.windows:,} windows, {result.tokens:,} tokens, {result.tokens / elapsed:,.0f} tokens/s; "
-        f"the split: {len(tokens):,} tokens, {words:,} words)")
-    say("loss by position: " + "  ".join(f"{a}-{b} {mean:.3f}" if a != b else f"{a} {mean:.3f}"
-                                         for a, b, mean in bands))
+        f"({scored}, {read / elapsed:,.0f} tokens/s; the split: {len(tokens):,} tokens, {words:,} words)")
+    bands = None if result.position_loss is None else position_bands(result.position_loss)
+    if bands:
+        say("loss by position: " + "  ".join(f"{a}-{b} {mean:.3f}" if a != b else f"{a} {mean:.3f}"
+                                             for a, b, mean in bands))
     record = {
         "checkpoint": str(loaded.checkpoint_path), "epoch": loaded.checkpoint["epoch"], "arch": cfg.arch,
         "resolvent": cfg.resolvent, "parameters": parameters, "dataset": dataset, "split": options["split"],
-        "n_seq": n_seq, "train_n_seq": cfg.n_seq, "batch_size": batch_size, "windows": result.windows,
-        "tokens": result.tokens, "loss": result.loss, "perplexity": perplexity(result.loss),
+        "n_seq": n_seq, "stride": stride, "train_n_seq": cfg.n_seq, "batch_size": batch_size,
+        "windows": result.windows, "tokens": result.tokens, "loss": result.loss, "perplexity": perplexity(result.loss),
         "split_tokens": len(tokens), "split_words": words, "word_perplexity": per_word,
-        "position_bands": [{"first": a, "last": b, "loss": mean} for a, b, mean in bands],
+        "position_bands": bands and [{"first": a, "last": b, "loss": mean} for a, b, mean in bands],
         "position_loss": result.position_loss, "device": str(device), "elapsed_s": elapsed,
     }
     atomic_write_json(output, record)
+    if bands is None:  # strided windows score each position of a window differently: no curve by position
+        say(f"wrote {output}")
+        return
     plots.plot_position_loss(result.position_loss, bands, output.with_suffix(".png"),
                              f"{cfg.arch} on {dataset} {options['split']}: loss {result.loss:.3f}",
                              train_n_seq=cfg.n_seq)

@@ -3,8 +3,9 @@
 `prepare_data(dataset, vocab_size, n_seq)` does the whole pipeline: load the corpus, split it
 by document, get the tokenizer (trained on train only) and encode each split into one 1-D token
 tensor, documents joined by the tokenizer's separator (`<|endoftext|>`, or `<eos>` for words).
-Every step is cached, so a second call only reads files. `WindowDataset` cuts a token tensor into packed windows; `make_loader` shards and
-shuffles them for (data-parallel) training.
+Every step is cached, so a second call only reads files. `WindowDataset` cuts a token tensor into
+packed windows (`StridedWindows`: overlapping ones, for sliding-window evaluation); `make_loader`
+shards and shuffles them for (data-parallel) training.
 """
 
 from __future__ import annotations
@@ -110,6 +111,38 @@ class WindowDataset(Dataset):
             raise IndexError(f"window {i} out of range for {len(self)} windows")
         window = self.tokens[i * self.n_seq:(i + 1) * self.n_seq + 1].long()
         return window[:-1], window[1:]
+
+
+IGNORE = -100  # a label that scores nothing: F.cross_entropy's ignore_index gives it loss 0
+
+
+class StridedWindows(Dataset):
+    """Overlapping windows of n_seq tokens, one every ``stride`` tokens, each scoring only the tokens
+    no earlier window scored (sliding-window evaluation).
+
+    Window k covers tokens[k·s : k·s + n_seq + 1] (s = stride ≤ n_seq); window 0 scores all n_seq of
+    its labels, window k > 0 only its last s (labels before them are ``IGNORE``). So every label up
+    to the last window's end is scored exactly once, and all but the first window's are predicted
+    from at least n_seq − s tokens of context. The tail of fewer than s labels is dropped.
+    """
+
+    def __init__(self, tokens: torch.Tensor, n_seq: int, stride: int):
+        if not 1 <= stride <= n_seq:
+            raise FieldError("stride", f"got {stride}; allowed: 1 to n_seq ({n_seq})")
+        _check_length(tokens, n_seq, "the split")
+        self.tokens, self.n_seq, self.stride = tokens, n_seq, stride
+
+    def __len__(self) -> int:
+        return 1 + (len(self.tokens) - 1 - self.n_seq) // self.stride
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= k < len(self):
+            raise IndexError(f"window {k} out of range for {len(self)} windows")
+        window = self.tokens[k * self.stride:k * self.stride + self.n_seq + 1].long()
+        labels = window[1:].clone()
+        if k:
+            labels[:self.n_seq - self.stride] = IGNORE
+        return window[:-1], labels
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0,
