@@ -9,7 +9,7 @@ nothing of registers or shared memory. A kernel can pass every interpreter test 
 compile for the GPU (a dot shape or an input precision the chip lacks, shared memory over the limit)
 or spill registers on the latency-bound sequential paths. Here the ops' own launchers run at the
 shapes of the base preset (the training shapes of BENCHMARKS.md, plus chunked prefill and a
-one-token decode step) under a Triton driver that knows only its target: every launch compiles,
+one-token decode step, the transformer's split-KV decode attention included) under a Triton driver that knows only its target: every launch compiles,
 ptxas included, and none runs (the outputs are left unwritten). Each distinct compiled variant is
 listed once. Needs no GPU, only Triton with its bundled ptxas; to see what the device's Triton makes
 of the kernels, put that version first on ``PYTHONPATH`` (``pip install --target DIR triton==X``).
@@ -105,6 +105,7 @@ def cases(cfg):
     """(name, thunk) pairs that call the ops' launchers at the base preset's shapes. The inputs are
     zeros of the right shape, dtype and layout: nothing runs, so their values do not matter."""
     from breath.ops import bk_resolvent_triton as bk
+    from breath.ops import decode_attention_triton as attention
     from breath.ops import dissipative_memory_triton as mem
     from breath.ops import short_conv_triton as conv
     from breath.ops.consolidation import ConsolidationConfig
@@ -150,6 +151,14 @@ def cases(cfg):
                 conv.backward_launch(y, x, weight, t)
         return run
 
+    def attention_case(B, capacity):
+        """The transformer's one-token step over a bf16 KV cache of ``capacity`` slots."""
+        def run():
+            q = torch.zeros(B, H, 1, d, dtype=torch.bfloat16)
+            cache = torch.zeros(B, H, capacity, d, dtype=torch.bfloat16)
+            attention.decode_attention_launch(q, cache, cache, torch.tensor([capacity]))
+        return run
+
     out = []
     for B, T in TRAIN_SHAPES:
         out.append((f"bk train B{B} T{T}", bk_case(B, T, sigma=False)))
@@ -165,6 +174,8 @@ def cases(cfg):
                 ("conv train B4 T1024 fp32", conv_case(4, 1024, torch.float32, tail=False)),
                 (f"conv prefill B1 T{PREFILL} bf16", conv_case(1, PREFILL, torch.bfloat16, tail=True, backward=False)),
                 ("conv decode B1 T1 bf16", conv_case(1, 1, torch.bfloat16, tail=True, backward=False))]
+    out += [(f"attention decode B{B} T{capacity} bf16", attention_case(B, capacity))
+            for B, capacity in ((1, 32768 + 256), (64, 32768 + 256))]
     return out
 
 
