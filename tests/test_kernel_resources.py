@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OPS = ("bk_resolvent_triton.py", "dissipative_memory_triton.py", "short_conv_triton.py")
+OPS = ("bk_resolvent_triton.py", "dissipative_memory_triton.py", "short_conv_triton.py", "decode_attention_triton.py")
 
 
 def _has_ptxas() -> bool:
