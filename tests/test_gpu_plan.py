@@ -16,7 +16,7 @@ from benchmarks import decode_attention, gpu_check_bk, gpu_check_memory, through
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKES = {  # stand-ins on PATH: timeout runs its command, python only records its arguments
-    "timeout": '#!/bin/sh\nshift\nexec "$@"\n',
+    "timeout": '#!/bin/sh\necho "$1" >> "$LIMITS_LOG"\nshift\nexec "$@"\n',
     "python": '#!/bin/bash\nprintf "%q " "$@" >> "$PLAN_LOG"\necho >> "$PLAN_LOG"\n',
     "nvidia-smi": "#!/bin/sh\n",
 }
@@ -29,7 +29,8 @@ def dry_run(call: str, tmp_path: Path, script: str = "gpu_plan.sh") -> subproces
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"),
-           "PLAN_LOG": str(tmp_path / "commands.txt"), "STUDY_ROOT": str(tmp_path / "study")}
+           "PLAN_LOG": str(tmp_path / "commands.txt"), "LIMITS_LOG": str(tmp_path / "limits.txt"),
+           "STUDY_ROOT": str(tmp_path / "study")}
     return subprocess.run(["bash", str(ROOT / "benchmarks" / script), call, "c0ffee"], cwd=ROOT, env=env,
                           capture_output=True, text=True)
 
@@ -58,6 +59,10 @@ def test_every_command_of_a_call_parses(call, tmp_path, monkeypatch):
     for command in scripts:
         assert (ROOT / command[0]).is_file(), command[0]
         accepts(Path(command[0]).name, command[1:], monkeypatch)
+    # each script once (no output written twice), and the call's time limits fit the device's 600 s a command
+    outputs = [c[c.index(flag) + 1] for c in scripts for flag in ("--out", "--output") if flag in c]
+    assert len(outputs) == len(set(outputs)), outputs
+    assert sum(int(line) for line in (tmp_path / "limits.txt").read_text().split()) <= 570
     for command in commands:
         if command[:2] == ["-m", "pytest"]:
             assert all((ROOT / a).exists() for a in command if a.startswith("tests/"))
