@@ -82,10 +82,11 @@ def test_kernels_match_the_equation(B, dtype, close_to_scale):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_kernels_match_the_equation_at_capacity_2048(dtype, close_to_scale):
-    """Four splits of 512 at batch 1; then 32 splits of one block each, and the default (on the CPU
-    one split) at batch 2."""
+    """Four splits of 512 at batch 1 (a length inside the first, one across all four: block edges are
+    the capacity-300 test's); then 32 splits of one block each, and the default (on the CPU one
+    split) at batch 2."""
     q, keys, values = cache(1, 2048, 2048, dtype, seed=1)
-    kernel_matches(q, keys, values, [1, 63, 64, 65, 2047, 2048], 512, close_to_scale)
+    kernel_matches(q, keys, values, [65, 2047], 512, close_to_scale)
     q, keys, values = cache(2, 2048, 2048, dtype, seed=2)
     kernel_matches(q, keys, values, [1000], 64, close_to_scale)
     kernel_matches(q, keys, values, [2047], None, close_to_scale)
