@@ -1,9 +1,9 @@
 """Is the transformer baseline's decode attention a fair one? One layer's attention for a one-token
 query over a KV cache (base preset: 8 heads of 64, bf16), by the kernels a KV-cache decoder can use:
 
-- ``masked``: what ``breath.layers.attention`` runs today: SDPA over the whole preallocated buffer
-  with a length mask (memory-efficient kernel: flash takes no mask). Same shapes at every position,
-  so a CUDA graph replays it.
+- ``masked``: what ``breath.layers.attention``'s one-token step ran until commit 0a014b6 (a prompt's
+  tokens still do): SDPA over the whole preallocated buffer with a length mask (memory-efficient
+  kernel: flash takes no mask). Same shapes at every position, so a CUDA graph replays it.
 - ``flash_sliced``: SDPA's flash kernel on the filled part of the cache only, no mask. Its shapes
   change every token: eager only, no CUDA graph.
 - ``flash_seqused``: ``aten._flash_attention_forward`` (varlen) on the whole buffer with the filled

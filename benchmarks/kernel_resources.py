@@ -8,9 +8,9 @@ Why: CI tests the kernels in Triton's CPU interpreter, which runs every ``tl.dot
 nothing of registers or shared memory. A kernel can pass every interpreter test and still fail to
 compile for the GPU (a dot shape or an input precision the chip lacks, shared memory over the limit)
 or spill registers on the latency-bound sequential paths. Here the ops' own launchers run at the
-shapes of the base preset (the training shapes of BENCHMARKS.md, plus chunked prefill and a
-one-token decode step, the transformer's split-KV decode attention included) under a Triton driver that knows only its target: every launch compiles,
-ptxas included, and none runs (the outputs are left unwritten). Each distinct compiled variant is
+shapes of the base preset (the training shapes of BENCHMARKS.md, chunked prefill, a one-token
+decode step, and the transformer's split-KV decode attention) under a Triton driver that knows only
+its target: every launch compiles, ptxas included, and none runs (the outputs are left unwritten). Each distinct compiled variant is
 listed once. Needs no GPU, only Triton with its bundled ptxas; to see what the device's Triton makes
 of the kernels, put that version first on ``PYTHONPATH`` (``pip install --target DIR triton==X``).
 
