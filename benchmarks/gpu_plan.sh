@@ -39,7 +39,8 @@ case $call in
     tail -30 "$out/pytest.log" ;;
 3)  # what is owed since call 3 of 2026-12-07 (H100): the split-KV decode attention on a GPU (its tests, the
     # graph decoder's greedy = eager, its kernel against flash), the decode table with it, then the
-    # training rows at T 1024, where the BK resolvent now runs sequentially (SCAN_MIN_T 2048)
+    # training rows at T 1024, where the BK resolvent now runs sequentially (SCAN_MIN_T 2048), with the
+    # whole step in CUDA graphs (cudagraphs) beside eager and compiled: B4 T1024 is host-bound
     run pytest_decode 140 -m pytest -q -s -m gpu tests/gpu/test_decode_attention_cuda.py tests/gpu/test_decode_graphs.py \
         -p no:cacheprovider
     tail -4 "$out/pytest_decode.log"
@@ -48,7 +49,7 @@ case $call in
     run decode 190 benchmarks/throughput.py --only decode --archs phase2,transformer \
         --contexts 1024,32768,131072 --decode-batches 1,64 --output "$out/decode.json"
     python benchmarks/throughput.py --report "$out/decode.json" | tail -9
-    run train_t1024 120 benchmarks/throughput.py --only train --modes eager,compiled --archs gpt,phase2 \
+    run train_t1024 150 benchmarks/throughput.py --only train --modes eager,cudagraphs,compiled --archs gpt,phase2 \
         --settings base:4:1024 base:32:1024 --output "$out/train_t1024.json"
     python benchmarks/throughput.py --report "$out/train_t1024.json" | tail -7 ;;
 esac
