@@ -49,7 +49,7 @@ case $call in
     run decode 190 benchmarks/throughput.py --only decode --archs phase2,transformer \
         --contexts 1024,32768,131072 --decode-batches 1,64 --output "$out/decode.json"
     python benchmarks/throughput.py --report "$out/decode.json" | tail -9
-    run train_t1024 150 benchmarks/throughput.py --only train --modes eager,cudagraphs,compiled --archs gpt,phase2 \
+    run train_t1024 110 benchmarks/throughput.py --only train --modes eager,cudagraphs,compiled --archs gpt,phase2 \
         --settings base:4:1024 base:32:1024 --output "$out/train_t1024.json"
     python benchmarks/throughput.py --report "$out/train_t1024.json" | tail -7 ;;
 esac
