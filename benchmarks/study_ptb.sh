@@ -24,11 +24,11 @@ started=$SECONDS
 common=(--dataset ptb --until-converged --patience 3 --num-epochs 20 --preset base --batch-size 16 --n-seq 512
         --eval-stride 64)
 left() { echo $((budget - (SECONDS - started))); }
-study() {  # study DROPOUT LOG ARGS...: one study.py command, no new run after the budget less 3 minutes
-    local dropout=$1 log=$2
+study() {  # study DROPOUT LOG ARGS...: one study.py command, no new run after the budget less 4.5 minutes
+    local dropout=$1 log=$2        # (a run takes < 3; 90 s stay for step 3)
     shift 2
     timeout "$(left)" python benchmarks/study.py "${common[@]}" --output-dir "$root/ptb-dropout$dropout" \
-        --stop-after $(($(left) - 180)) --train-args "--cache-dir data-cache --dropout $dropout" "$@" >>"$out/$log" 2>&1
+        --stop-after $(($(left) - 270)) --train-args "--cache-dir data-cache --dropout $dropout" "$@" >>"$out/$log" 2>&1
 }
 
 # 1. dropout on validation. The first command prepares the corpus and tokenizer cache (no lock): the
@@ -60,5 +60,15 @@ if [ -n "$chosen" ] && [ "$(left)" -gt 240 ]; then
     study "$chosen" main.log --seeds 0,1,2 --jobs 6
 fi
 grep -h "best val\|Error\|error" "$out"/*.log | tail -40
+# 3. what each consolidation mechanism does inside the phase2 models trained in this command (their
+#    checkpoints are deleted below): each switched off at evaluation time; one JSON per seed, which
+#    `consolidation_at_eval.py --report` merges
+for run in "$root"/ptb-dropout"${chosen:-none}"/ptb/seed*/runs/ptb/phase2; do
+    seed=$(basename "$(dirname "$(dirname "$(dirname "$run")")")")
+    if [ -f "$run/best_model.pt" ] && [ ! -f "$root/consolidation_at_eval_ptb_$seed.json" ] && [ "$(left)" -gt 30 ]; then
+        timeout "$(left)" python benchmarks/consolidation_at_eval.py "$run" --device cuda \
+            --output "$root/consolidation_at_eval_ptb_$seed.json" >>"$out/consolidation_at_eval.log" 2>&1
+    fi
+done
 find "$root" -name "*.pt" -delete
 cp -r "$root" "$out/study"

@@ -15,9 +15,10 @@ import torch
 from benchmarks import decode_attention, gpu_check_bk, gpu_check_memory, throughput
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKES = {  # stand-ins on PATH: timeout runs its command, python only records its arguments
+FAKES = {  # stand-ins on PATH: timeout runs its command, python only records its arguments (a line in
+    # one write: study_ptb.sh runs two at once, and two writes each could interleave their lines)
     "timeout": '#!/bin/sh\necho "$1" >> "$LIMITS_LOG"\nshift\nexec "$@"\n',
-    "python": '#!/bin/bash\nprintf "%q " "$@" >> "$PLAN_LOG"\necho >> "$PLAN_LOG"\n',
+    "python": '#!/bin/bash\nline=$(printf "%q " "$@")\necho "$line" >> "$PLAN_LOG"\n',
     "nvidia-smi": "#!/bin/sh\n",
 }
 
