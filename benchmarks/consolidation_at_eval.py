@@ -10,7 +10,8 @@ as trained, then with one mechanism switched off at evaluation time (the weights
     no-lyapunov        lyapunov_gamma_step 0
     no-consolidation   all of the above
 
-and how often each fired on the same windows, from the model's diagnostics (DESIGN §6): the
+and how often each was set on the same windows (a boost set at a window's last boundary acts on
+nothing), from the model's diagnostics (DESIGN §6): the
 η boost after every boundary whose SNR is above the threshold (``1 − low_snr_ratio``; an SNR exactly
 at it fires neither), the Γ boost after ``low_snr_ratio`` of them, the Lyapunov step after
 ``1 − lyapunov_stable_ratio``, and the resonance projection removes ``d − num_resonant_modes``
