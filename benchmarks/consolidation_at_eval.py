@@ -44,9 +44,8 @@ if __package__ in (None, ""):  # run as `python benchmarks/NAME.py`: import the 
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.provenance import run_record  # noqa: E402
-from breath.data.windows import WindowDataset, make_loader  # noqa: E402
-from breath.evaluate import split_tokens  # noqa: E402
-from breath.loss import position_loss_sums  # noqa: E402
+from breath.data.windows import WindowDataset  # noqa: E402
+from breath.evaluate import evaluate, split_tokens  # noqa: E402
 from breath.runs import load_run  # noqa: E402
 from benchmarks.lm_compare import device_name  # noqa: E402
 
@@ -65,7 +64,8 @@ DIAGNOSTICS = ("mean_snr", "low_snr_ratio", "num_resonant_modes", "total_resonan
 
 
 class Recorder(torch.nn.Module):
-    """The model as ``position_loss_sums`` calls it, keeping each batch's diagnostics (window-weighted)."""
+    """The model as ``breath.evaluate`` calls it, summing each batch's diagnostics (window-weighted) on
+    the device: read once, at the end."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -74,12 +74,12 @@ class Recorder(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor):
         out = self.model(input_ids, return_diagnostics=True)
         for name in DIAGNOSTICS:
-            self.sums[name] = self.sums.get(name, 0.0) + float(out.diagnostics[name]) * len(input_ids)
+            self.sums[name] = self.sums.get(name, 0.0) + out.diagnostics[name].double() * len(input_ids)
         self.windows += len(input_ids)
         return out
 
     def means(self) -> dict[str, float]:
-        return {name: total / self.windows for name, total in self.sums.items()}
+        return {name: total.item() / self.windows for name, total in self.sums.items()}
 
 
 def firing(d: dict[str, float], head_dim: int) -> dict[str, float]:
@@ -103,11 +103,9 @@ def evaluate_run(run: Path, split: str, num_batches: int | None, device: torch.d
             tokens, _ = split_tokens(loaded, train["dataset"], split, train["cache_dir"])
             row.update(dataset=train["dataset"], seed=train["seed"], n_seq=cfg.n_seq, batch_size=train["batch_size"],
                        config={k: getattr(cfg, k) for k in (*OFF, "snr_threshold", "base_decay", "head_dim")})
-        recorder = Recorder(loaded.model.to(device).eval())
-        loader = make_loader(WindowDataset(tokens, cfg.n_seq), train["batch_size"], shuffle=False, drop_last=False)
-        with torch.no_grad():
-            sums, windows = position_loss_sums(recorder, loader, device, num_batches)
-        loss = sums.sum().item() / (windows * cfg.n_seq)
+        recorder = Recorder(loaded.model.to(device))
+        result = evaluate(recorder, WindowDataset(tokens, cfg.n_seq), train["batch_size"], num_batches)
+        loss, windows = result.loss, result.windows
         diagnostics = recorder.means()
         row["settings"][name] = {"loss": loss, "windows": windows, "config": {k: getattr(cfg, k) for k in OFF},
                                  "diagnostics": diagnostics, "firing": firing(diagnostics, cfg.head_dim)}
