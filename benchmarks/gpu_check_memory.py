@@ -11,17 +11,19 @@
    PyTorch reference in float64 (ground truth) and in float32 (what PyTorch gets in the same
    precision). Decisions taken at a threshold can differ by rounding; heads whose decisions differ
    anywhere are counted and left out of the numeric comparison. One case runs the power iteration
-   cold (fixed start, 8 steps: the configuration before the warm start). The state's
+   cold (fixed start, 8 steps: the configuration before the warm start), two run without
+   consolidation (``--no-consolidation``: no decisions, the chains split over rows of S). The state's
    power-iteration vector is judged apart (``vector``): where the top singular values are nearly
    equal it is ill-conditioned (fp32 PyTorch: ~1e-5 on noise-like memories) while σ is not.
    Outputs are poisoned (NaN left in the allocator's memory) before the kernels run; every element
    must come back finite. Two runs on the same inputs must agree bit for bit (no race).
 3. Timings (triton.testing.do_bench, median) at (B, H, T) = (4, 8, 8192), (1, 8, 32768),
    (32, 8, 1024), d 64, chunk 64: the forward and backward kernels (default warm power iteration;
-   cold 8 steps as before; none at all; without --quick also a few warp counts), the public op
-   (forward, forward+backward) in the model's dtypes (q, v bf16, k fp32), bf16 and fp32, warm and
-   cold 8, the PyTorch reference (T ≤ 8192), and flash-linear-attention's chunk_simple_gla forward
-   if `fla` imports.
+   cold 8 steps as before; no power iteration; no consolidation, by rows of S a program (64, 32,
+   16, 8); without --quick also a few warp counts), the public op (forward, forward+backward) in the model's dtypes
+   (q, v bf16, k fp32), bf16 and fp32, warm and cold 8, and without consolidation, the PyTorch
+   reference (T ≤ 8192), and flash-linear-attention's chunk_simple_gla forward if `fla` imports
+   (the same recurrence as the memory without consolidation).
 The table printed last is the summary.
 """
 
@@ -52,11 +54,12 @@ OUTPUTS = ("o", "dq", "dk", "dv", "dgamma")
 TOL_STATE, TOL_OUT, TOL_VECTOR = 1e-5, 1e-5, 1e-3
 BF16_GRADS, TOL_BF16 = ("dq", "dv"), 2**-8  # gradients of bf16 inputs carry bf16's rounding
 # The accuracy cases (also tests/gpu/test_memory_kernels_full_size.py): (B, H, T, pos, state prefix, d,
-# chunk, q and v in bf16 as in the model, warm power iteration)
-ACCURACY_CASES = [(32, 8, 1024, 0, 0, D, CHUNK, False, True), (4, 8, 8192, 0, 0, D, CHUNK, False, True),
-                  (8, 8, 1000, 37, 100, D, CHUNK, False, True), (4, 4, 300, 5, 40, 32, 32, False, True),
-                  (4, 4, 300, 5, 40, 16, 16, False, True), (8, 8, 1000, 37, 100, D, CHUNK, True, True),
-                  (8, 8, 1000, 37, 100, D, CHUNK, False, False)]
+# chunk, q and v in bf16 as in the model, consolidation: see config())
+ACCURACY_CASES = [(32, 8, 1024, 0, 0, D, CHUNK, False, "warm"), (4, 8, 8192, 0, 0, D, CHUNK, False, "warm"),
+                  (8, 8, 1000, 37, 100, D, CHUNK, False, "warm"), (4, 4, 300, 5, 40, 32, 32, False, "warm"),
+                  (4, 4, 300, 5, 40, 16, 16, False, "warm"), (8, 8, 1000, 37, 100, D, CHUNK, True, "warm"),
+                  (8, 8, 1000, 37, 100, D, CHUNK, False, "cold"), (1, 8, 8192, 37, 100, D, CHUNK, True, "off"),
+                  (4, 4, 300, 5, 40, 16, 16, False, "off")]
 
 
 def bench(f, grad_to_none=None, rep=200):
@@ -119,12 +122,14 @@ def make_inputs(B, H, T, dtype, seed, d=D):
     return q, k, v, gamma
 
 
-def config(chunk=CHUNK, warm=True):
-    """The default consolidation (warm-started power iteration), or the cold 8 steps it replaced."""
+def config(chunk=CHUNK, consolidation="warm"):
+    """The default consolidation ("warm": warm-started power iteration), the cold 8 steps it replaced
+    ("cold"), or none ("off", ``--no-consolidation``)."""
     from breath.ops.consolidation import ConsolidationConfig
 
-    return ConsolidationConfig(chunk=chunk) if warm else ConsolidationConfig(chunk=chunk, power_iterations=8,
-                                                                             power_warm_start=False)
+    return {"warm": ConsolidationConfig(chunk=chunk),
+            "cold": ConsolidationConfig(chunk=chunk, power_iterations=8, power_warm_start=False),
+            "off": ConsolidationConfig(chunk=chunk, enabled=False)}[consolidation]
 
 
 def basis(d=D):
@@ -148,14 +153,14 @@ def poison_allocator():
     del blob
 
 
-def accuracy(B, H, T, pos, prefix, seed, d=D, chunk=CHUNK, model_dtypes=False, warm=True):
+def accuracy(B, H, T, pos, prefix, seed, d=D, chunk=CHUNK, model_dtypes=False, consolidation="warm"):
     """model_dtypes: q and v in bf16, k in fp32, as the memory layer passes them under autocast (the
-    float64 reference gets the same bf16-rounded values; dq and dv come back in bf16). warm=False:
-    the cold 8-step power iteration."""
+    float64 reference gets the same bf16-rounded values; dq and dv come back in bf16). consolidation:
+    as in config()."""
     from breath.ops.dissipative_memory import MemoryState, dissipative_memory
     from breath.ops.dissipative_memory_triton import dissipative_memory_triton
 
-    cfg = config(chunk, warm)
+    cfg = config(chunk, consolidation)
     Q = basis(d)
     q, k, v, gamma = make_inputs(B, H, T, torch.float32, seed, d)
     if model_dtypes:
@@ -189,9 +194,11 @@ def compare(got, ref):
     """Relative errors ‖x − ref‖/‖ref‖ over the heads whose decisions agree with ref's everywhere."""
     o, state, stats, grads = got
     o_r, state_r, stats_r, grads_r = ref
-    differ = torch.zeros(stats["snr"].shape[:2], dtype=torch.bool, device="cuda")
+    differ = torch.zeros(o.shape[:2], dtype=torch.bool, device="cuda")
+    assert stats.keys() == stats_r.keys()
     for name in ("low_snr", "stable", "resonant_modes"):
-        differ |= (stats[name] != stats_r[name]).any(-1)
+        if name in stats:  # none without consolidation
+            differ |= (stats[name] != stats_r[name]).any(-1)
     for a, b in zip(state[1:4], state_r[1:4]):  # pending adjustments after the last boundary
         differ |= (a.double() - b.double()).abs() > 1e-6
     same = ~differ
@@ -205,7 +212,7 @@ def compare(got, ref):
                           (state_r[0], state_r[4], state_r[5], state_r[6])):
         out[name] = err(x, y)
     for name in ("snr", "resonance_energy", "energy", "effective_gamma"):
-        out["stat_" + name] = err(stats[name], stats_r[name])
+        out["stat_" + name] = err(stats[name], stats_r[name]) if name in stats else 0.0
     for name, x, y in zip(("dq", "dk", "dv", "dgamma", "dS0"), grads, grads_r):
         out[name] = err(x, y)
     return out
@@ -222,7 +229,7 @@ def timings(B, H, T, quick, reference):
     from breath.ops.dissipative_memory_triton import (LaunchSettings, backward_launch, dissipative_memory_triton,
                                                       forward_launch)
 
-    cfg, cold = config(), config(warm=False)
+    cfg, cold, off = config(), config(consolidation="cold"), config(consolidation="off")
     Q = basis()
     res = {}
     for tag in ("model", "bf16", "fp32"):  # model: q, v bf16 and k fp32, as the memory layer passes them
@@ -244,8 +251,17 @@ def timings(B, H, T, quick, reference):
             res[f"kernel_fwd_{name}_{tag}"] = bench(
                 lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, x0, ETA, 0, cfg, launch))
             res[f"kernel_bwd_{name}_{tag}"] = bench(
-                lambda: backward_launch(do, dS, q, k, v, gamma, Q, s_start, mult, keep, ETA, 0, CHUNK, launch))
+                lambda: backward_launch(do, dS, q, k, v, gamma, Q, s_start, mult, keep, ETA, 0, CHUNK, True, launch))
         if tag == "model":
+            # Without consolidation (--no-consolidation): the chains split over rows of S.
+            for rows in (D, 32, 16, 8):
+                launch = LaunchSettings(state_rows=rows)
+                s_start, mult, keep = forward_launch(q, k, v, gamma, Q, S0, scal0, x0, ETA, 0, off, launch)[7:]
+                res[f"kernel_fwd_noconsolidation_rows{rows}_model"] = bench(
+                    lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, x0, ETA, 0, off, launch))
+                res[f"kernel_bwd_noconsolidation_rows{rows}_model"] = bench(
+                    lambda: backward_launch(do, dS, q, k, v, gamma, Q, s_start, mult, keep, ETA, 0, CHUNK, False,
+                                            launch))
             no_pi = ConsolidationConfig(chunk=CHUNK, power_iterations=0)
             res["kernel_fwd_cold8_model"] = bench(lambda: forward_launch(q, k, v, gamma, Q, S0, scal0, x0, ETA, 0, cold))
             res["kernel_fwd_no_power_iteration_model"] = bench(
@@ -265,6 +281,9 @@ def timings(B, H, T, quick, reference):
         res[f"op_fwd_{tag}"] = bench(lambda: op_fwd(dissipative_memory_triton))
         res[f"op_fwdbwd_{tag}"] = bench(lambda: op_fwd_bwd(dissipative_memory_triton), grad_to_none=xs)
         if tag == "model":
+            res["op_fwd_noconsolidation_model"] = bench(lambda: op_fwd(dissipative_memory_triton, off))
+            res["op_fwdbwd_noconsolidation_model"] = bench(lambda: op_fwd_bwd(dissipative_memory_triton, off),
+                                                           grad_to_none=xs)
             res["op_fwd_cold8_model"] = bench(lambda: op_fwd(dissipative_memory_triton, cold))
             res["op_fwdbwd_cold8_model"] = bench(lambda: op_fwd_bwd(dissipative_memory_triton, cold), grad_to_none=xs)
         if tag == "fp32" and reference and T <= REFERENCE_MAX_T:
@@ -349,9 +368,9 @@ def main():
     print({k: f"{v:.3g}" for k, v in ceil.items()}, flush=True)
 
     acc = {}
-    for B, H, T, pos, prefix, d, chunk, model_dtypes, warm in ACCURACY_CASES:
-        key = (B, H, T, pos, d, chunk, "q,v bf16" if model_dtypes else "fp32", "warm" if warm else "cold 8")
-        acc[key] = accuracy(B, H, T, pos, prefix, B + T + pos, d, chunk, model_dtypes, warm)
+    for B, H, T, pos, prefix, d, chunk, model_dtypes, consolidation in ACCURACY_CASES:
+        key = (B, H, T, pos, d, chunk, "q,v bf16" if model_dtypes else "fp32", consolidation)
+        acc[key] = accuracy(B, H, T, pos, prefix, B + T + pos, d, chunk, model_dtypes, consolidation)
         print(f"accuracy B={B} H={H} T={T} pos={pos} state={'yes' if prefix else 'no'} d={d} chunk={chunk} "
               f"{key[6]} {key[7]}:", flush=True)
         for name, row in acc[key].items():
@@ -390,24 +409,26 @@ def main():
     print(f"accuracy vs float64 reference, worst rel err of the kernels: state path {worst_state:.1e} "
           f"(tol {TOL_STATE:g}), o and token grads {worst_out:.1e} (tol {TOL_OUT:g}) -> {'PASS' if ok else 'FAIL'}")
     print(f"{'shape':>14s} {'dt':>5s} | {'fwd':>7s} {'fwd+bwd':>7s} | {'cold8 f':>7s} {'cold8fb':>7s} | "
-          f"{'ref fwd':>7s} {'ref f+b':>7s} | {'floor f':>7s} {'floor b':>7s} | {'fla fwd':>7s}")
+          f"{'nocons f':>7s} {'nocons fb':>7s} | {'ref fwd':>7s} {'ref f+b':>7s} | {'floor f':>7s} "
+          f"{'floor b':>7s} | {'fla fwd':>7s}")
     for (B, H, T), r in times.items():
         for tag, nbytes in (("model", 2), ("bf16", 2), ("fp32", 4)):
             fl = floors(B, H, T, nbytes, ceil)
             fla = r["fla_chunk_simple_gla_fwd_bf16"]
             cells = [r[f"op_fwd_{tag}"], r[f"op_fwdbwd_{tag}"]]
             cells += [r.get(f"op_{kind}_cold8_{tag}", float("nan")) for kind in ("fwd", "fwdbwd")]
+            cells += [r.get(f"op_{kind}_noconsolidation_{tag}", float("nan")) for kind in ("fwd", "fwdbwd")]
             cells += [r.get(f"reference_{kind}_{tag}", float("nan")) for kind in ("fwd", "fwdbwd")]
             cells += [max(fl[kind]["t_bytes_ms"], fl[kind]["t_flops_ms"]) for kind in ("fwd", "bwd")]
             print(f"B{B:<2d}H{H}T{T:<5d} {tag:>5s} | " + " | ".join(
-                " ".join(f"{c:7.3f}" for c in cells[i:i + 2]) for i in (0, 2, 4, 6))
+                " ".join(f"{c:7.3f}" for c in cells[i:i + 2]) for i in (0, 2, 4, 6, 8))
                 + f" | {'-' if fla is None or tag == 'fp32' else f'{fla:7.3f}'}")
     print("kernels alone, q/v bf16 + k fp32 (ms): warps w<state><out><grad>")
     for (B, H, T), r in times.items():
         print(f"B{B:<2d}H{H}T{T:<5d} " + "  ".join(f"{k.removeprefix('kernel_').removesuffix('_model')} {v:.3f}"
                                                     for k, v in r.items() if k.startswith("kernel_") and "model" in k))
     print("(ms, medians; fwd, fwd+bwd = public dissipative_memory_triton with the default warm-started power "
-          "iteration; cold8 = the same with 8 cold steps, as before; ref = PyTorch reference on the fp32 inputs, "
+          "iteration; cold8 = the same with 8 cold steps, as before; nocons = without consolidation; ref = PyTorch reference on the fp32 inputs, "
           f"T <= {REFERENCE_MAX_T}; floor = max(bytes/bandwidth, 3·flops/tf32 rate))")
     if not ok:
         sys.exit(1)

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The GPU measurements owed to issues 14 and 15, in calls of under ten minutes each (one H100 or
 # H200; each script saves after every row, so a cut call keeps what it measured). Calls 1 and 2 ran
-# on 2026-12-07; call 3 is what is owed now. On the device machine, from the repository root:
+# on 2026-12-07; calls 3 and 4 are what is owed now. On the device machine, from the repository root:
 #
-#     bash benchmarks/gpu_plan.sh CALL COMMIT     # CALL: 1, 2 or 3; COMMIT: the sent tree's git commit
+#     bash benchmarks/gpu_plan.sh CALL COMMIT     # CALL: 1 to 4; COMMIT: the sent tree's git commit
 #
 # Results go to $OUT (the device tool's folder; ./gpu-results elsewhere). The copy sent to the
 # device has no .git: COMMIT is recorded in every JSON through BREATH_GIT_COMMIT (benchmarks/provenance.py).
 set -u
 call=${1:?usage: gpu_plan.sh CALL COMMIT}
-case $call in 1|2|3) ;; *) echo "gpu_plan.sh: CALL: got $call; allowed: 1, 2, 3" >&2; exit 2 ;; esac
+case $call in 1|2|3|4) ;; *) echo "gpu_plan.sh: CALL: got $call; allowed: 1, 2, 3, 4" >&2; exit 2 ;; esac
 export PYTHONPATH=src PYTHONUNBUFFERED=1 BREATH_GIT_COMMIT=${2:?usage: gpu_plan.sh CALL COMMIT} BREATH_GIT_DIRTY=0
 out=${OUT:-gpu-results}
 mkdir -p "$out"
@@ -52,4 +52,17 @@ case $call in
     run train_t1024 110 benchmarks/throughput.py --only train --modes eager,cudagraphs,compiled --archs gpt,phase2 \
         --settings base:4:1024 base:32:1024 --output "$out/train_t1024.json"
     python benchmarks/throughput.py --report "$out/train_t1024.json" | tail -7 ;;
+4)  # the memory without consolidation (--no-consolidation, 2026-12-08): the memory kernels' accuracy on the
+    # GPU (both paths: the sequential kernels changed) and timings by rows of S a program, then the
+    # long-context training rows against the GPT in one run, and where its step's time goes at B1 T32768
+    run memory 150 benchmarks/gpu_check_memory.py --quick --out "$out/memory.json"
+    tail -30 "$out/memory.log"
+    run train_noconsolidation 300 benchmarks/throughput.py --only train --modes compiled \
+        --archs gpt,phase2,phase2-noconsolidation --settings base:4:8192 base:1:32768 base:32:1024 \
+        --output "$out/train_noconsolidation.json"
+    python benchmarks/throughput.py --report "$out/train_noconsolidation.json" | tail -8
+    run profile_noconsolidation 100 benchmarks/throughput.py --only train --modes eager \
+        --archs phase2-noconsolidation --settings base:1:32768 --profile base:1:32768 \
+        --profile-arch phase2-noconsolidation --output "$out/profile_noconsolidation.json"
+    python benchmarks/throughput.py --report "$out/profile_noconsolidation.json" | tail -25 ;;
 esac

@@ -23,6 +23,7 @@ kernels parallel over (chunk, head) are reported, not failed on.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -127,7 +128,7 @@ def cases(cfg):
                                     bk.scan_chunk(T, N))
         return run
 
-    def memory_case(B, T, dtype, off=0, backward=True):
+    def memory_case(B, T, dtype, off=0, backward=True, consolidation=consolidation):
         """dtype of q and v; k is float32 (the layer's unit keys) as in the model."""
         def run():
             q = torch.zeros(B, H, T, d, dtype=dtype)
@@ -138,7 +139,7 @@ def cases(cfg):
                                    cfg.hebbian_eta, off, consolidation)
             if backward:
                 mem.backward_launch(f.o, f.S, q, k, q, gamma, basis, f.s_start, f.mult, f.keep, cfg.hebbian_eta,
-                                    off, consolidation.chunk)
+                                    off, consolidation.chunk, consolidation.enabled)
         return run
 
     def conv_case(B, T, dtype, tail, backward=True):
@@ -168,7 +169,9 @@ def cases(cfg):
     out += [("memory train B4 T1024 bf16", memory_case(4, 1024, torch.bfloat16)),
             ("memory train B4 T1024 fp32", memory_case(4, 1024, torch.float32)),
             (f"memory prefill B1 T{PREFILL} bf16", memory_case(1, PREFILL, torch.bfloat16, off=5, backward=False)),
-            ("memory decode B1 T1 bf16", memory_case(1, 1, torch.bfloat16, off=5, backward=False))]
+            ("memory decode B1 T1 bf16", memory_case(1, 1, torch.bfloat16, off=5, backward=False)),
+            ("memory train B1 T32768 bf16 no consolidation",
+             memory_case(1, 32768, torch.bfloat16, consolidation=dataclasses.replace(consolidation, enabled=False)))]
     if cfg.memory_conv:
         out += [("conv train B4 T1024 bf16", conv_case(4, 1024, torch.bfloat16, tail=False)),
                 ("conv train B4 T1024 fp32", conv_case(4, 1024, torch.float32, tail=False)),

@@ -70,6 +70,9 @@ from benchmarks.plain_gpt import PlainGPT  # noqa: E402
 from benchmarks.provenance import run_record  # noqa: E402
 
 ARCHS = ("gpt", "transformer", "phase1", "phase2")
+# Options beside the arch: phase2-noconsolidation is phase2 with --no-consolidation (asked for by
+# name; the default table is the four above).
+VARIANTS = {"phase2-noconsolidation": dict(arch="phase2", consolidation=False)}
 GPT_PEERS = ("gpt", "transformer")  # every training ratio is against the faster of these two
 DEFAULT_SETTINGS = ("base:4:1024", "base:32:1024", "base:4:8192", "base:1:32768")
 WARMUP, REPEAT = 3, 10  # training steps: warm-up (compilation, AdamW state) then timed
@@ -93,7 +96,7 @@ def flops_per_token(arch: str, cfg: ModelConfig, n_params: int, length: int) -> 
         "gpt": attention, "transformer": attention,
         "phase2": 6 * cfg.n_layers * cfg.num_heads * (cfg.head_dim * cfg.memory_chunk + 2 * cfg.head_dim**2),
         "phase1": 0,
-    }[arch]
+    }["gpt" if arch == "gpt" else cfg.arch]
     return weights + mixing
 
 
@@ -112,11 +115,15 @@ def timed(fn, warmup: int, repeat: int) -> float:
     return statistics.median(times)
 
 
+def model_options(arch: str) -> dict:
+    """The ModelConfig options of a benchmark arch (gpt: PlainGPT, built from the transformer's sizes)."""
+    return VARIANTS.get(arch, {"arch": "transformer" if arch == "gpt" else arch})
+
+
 def build(arch: str, preset: str, length: int, vocab: int, device: str = "cuda") -> tuple[torch.nn.Module, ModelConfig]:
     """A freshly initialised model (seed 0, dropout 0) of the preset's sizes; ``gpt`` is ``PlainGPT``."""
     torch.manual_seed(0)
-    cfg = ModelConfig.preset(preset, arch="transformer" if arch == "gpt" else arch, vocab_size=vocab,
-                             n_seq=length, dropout=0.0)
+    cfg = ModelConfig.preset(preset, **model_options(arch), vocab_size=vocab, n_seq=length, dropout=0.0)
     with torch.device(device):  # build on the GPU: the zeta init's SVDs run there
         model = PlainGPT(cfg, max_length=length) if arch == "gpt" else build_model(cfg)
     return model.to(device), cfg  # .to also moves the (CPU-cached) zeta basis buffers
@@ -208,7 +215,7 @@ def add_ratios(rows: list[dict]) -> None:
 def training_table(rows: list[dict]) -> list[str]:
     """The markdown table of training rows: one line per setting and mode, tokens/s (ratio) per arch."""
     add_ratios(rows)
-    archs = [a for a in ARCHS if any(r["arch"] == a for r in rows)]
+    archs = [a for a in (*ARCHS, *VARIANTS) if any(r["arch"] == a for r in rows)]
     archs += sorted({r["arch"] for r in rows} - set(archs))
     cells: dict[tuple, dict[str, dict]] = {}
     for row in rows:
@@ -306,7 +313,7 @@ def decode_benchmark(arch: str, preset: str, batches: list[int], contexts: list[
     and captured, before timing; each mode continues the sequence where the previous one stopped.
     Each row goes to ``on_row`` as soon as it is measured (the caller saves it: a cut run keeps it)."""
     torch.manual_seed(0)
-    cfg = ModelConfig.preset(preset, arch=arch, vocab_size=vocab, dropout=0.0)
+    cfg = ModelConfig.preset(preset, **model_options(arch), vocab_size=vocab, dropout=0.0)
     with torch.device("cuda"):
         model = build_model(cfg).cuda().eval()
     ids = torch.randint(0, vocab, (1, max(contexts)), device="cuda")
@@ -420,8 +427,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
                         help="print the tables of these result files (written by earlier runs) and exit")
     parser.add_argument("--profile", nargs="?", const="base:32:1024", metavar="PRESET:BATCH:LENGTH",
-                        help="training: also profile phase2's eager step at this setting (default base:32:1024) "
+                        help="training: also profile the eager step of --profile-arch at this setting (default base:32:1024) "
                              "and record its top GPU kernels")
+    parser.add_argument("--profile-arch", default="phase2", choices=("phase2", *VARIANTS),
+                        help="the arch --profile profiles")
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
                         help="cpu: a smoke run of the training part only (its times mean nothing)")
     args = parser.parse_args(argv)
@@ -431,9 +440,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     bad = [m for m in args.decode_modes.split(",") if m not in DECODE_MODES]
     if bad:
         parser.error(f"--decode-modes: unknown {', '.join(bad)}; allowed: {', '.join(DECODE_MODES)}")
-    unknown = [a for a in args.archs.split(",") if a not in ARCHS]
+    unknown = [a for a in args.archs.split(",") if a not in (*ARCHS, *VARIANTS)]
     if unknown:
-        parser.error(f"--archs: unknown {', '.join(unknown)}; allowed: {', '.join(ARCHS)}")
+        parser.error(f"--archs: unknown {', '.join(unknown)}; allowed: {', '.join((*ARCHS, *VARIANTS))}")
     if args.report:
         reports = [json.loads(path.read_text()) for path in args.report]
         merged = {key: " / ".join(dict.fromkeys(str(r.get(key, "not recorded")) for r in reports))
@@ -486,8 +495,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                     save()
         if args.profile:
             preset, batch, length = args.profile.split(":")
-            model, cfg = build("phase2", preset, int(length), args.vocab_size, args.device)
-            report["profile"] = {"arch": "phase2", "preset": preset, "batch": int(batch), "length": int(length),
+            model, cfg = build(args.profile_arch, preset, int(length), args.vocab_size, args.device)
+            report["profile"] = {"arch": args.profile_arch, "preset": preset, "batch": int(batch), "length": int(length),
                                  "mode": "eager", **profile_step.profile_training(
                                      model, cfg, int(batch), int(length), steps=3, top=15, device=args.device)}
             del model

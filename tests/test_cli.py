@@ -192,6 +192,19 @@ def test_transformer_has_no_diagnostics_and_still_trains(cache, tmp_path, breath
                                                        "mean_effective_gamma"))]
 
 
+def test_no_consolidation_trains_and_reports_only_gamma(cache, tmp_path, breath_cli):
+    """--no-consolidation: the memory without its consolidation trains; Γ is reported, and the
+    diagnostics of the consolidation (SNR, resonance, stability) are absent, not NaN."""
+    code, stdout, stderr = breath_cli("train", *TINY, "--no-consolidation", "--num-epochs", "1",
+                                      "--cache-dir", str(cache), "--output-dir", str(tmp_path))
+    assert code == 0, stderr
+    assert "Γ forgetting" in stdout and "SNR" not in stdout and "Lyapunov" not in stdout
+    epoch = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "train/loss" in r][-1]
+    assert math.isfinite(epoch["train/mean_gamma"]) and "train/mean_snr" not in epoch
+    saved = torch.load(tmp_path / "best_model.pt", weights_only=True)
+    assert saved["config"]["model"]["consolidation"] is False
+
+
 def test_raising_base_decay_raises_the_stable_ratio(cache, tmp_path, breath_cli):
     # The seed's advice "stable ratio below 90%: increase --base-decay", through the command line.
     # TINY's chunk is 32: base_decay ≥ ln(3)/64 = 0.0172 makes every chunk stable (tolerance 1.5);

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -377,3 +378,53 @@ def test_eta_boost_and_lyapunov_step_do_not_compound():
     assert unstable[..., :3].all() and not unstable[..., 4:].any()
     expected_rate = G + cfg.lyapunov_gamma_step * torch.cat([torch.zeros_like(unstable[..., :1]), unstable], -1)
     torch.testing.assert_close(-lam.log(), expected_rate.double()[..., None].expand_as(lam), rtol=1e-7, atol=0)
+
+
+# ------------------------------------------------------------------------- without consolidation
+
+OFF = dataclasses.replace(CFG, enabled=False)
+# The settings under which every boundary's consolidation leaves the memory as it is: no boost, no
+# Lyapunov step, every mode with energy kept (a mode without any contributes nothing to drop).
+NEUTRAL = dataclasses.replace(CFG, gamma_boost=1.0, eta_boost=1.0, resonance_threshold=0.0, lyapunov_gamma_step=0.0)
+
+
+@pytest.mark.parametrize("pos, with_state", [(0, False), (13, True)])
+def test_without_consolidation_is_the_neutral_consolidation(pos, with_state):
+    """Consolidation off computes, bit for bit, what the consolidation computes when each of its
+    actions is neutral, over several boundaries; it reports no stats and sets no adjustment."""
+    (q, k, v, gamma), basis = inputs(T=29)
+    state = prefix_state(pos)._replace(gamma_mult=torch.ones(2, 3, dtype=torch.float64),
+                                       gamma_add=torch.zeros(2, 3, dtype=torch.float64),
+                                       eta_mult=torch.ones(2, 3, dtype=torch.float64)) if with_state else None
+    for op in (dissipative_memory, dissipative_memory_recurrent):
+        o, new, stats = op(q, k, v, gamma, ETA, basis, OFF, pos=pos, state=state)
+        o_n, new_n, stats_n = op(q, k, v, gamma, ETA, basis, NEUTRAL, pos=pos, state=state)
+        assert stats == {} and stats_n["snr"].shape[-1] == (pos + 29) // 8 - pos // 8 >= 3
+        assert torch.equal(o, o_n) and torch.equal(new.S, new_n.S)
+        assert torch.equal(new.gamma_mult, new_n.gamma_mult) and torch.equal(new.eta_mult, new_n.eta_mult)
+
+
+def test_without_consolidation_the_adjustments_carried_in_persist():
+    """A state from a consolidating model enters with pending adjustments; without consolidation no
+    boundary resets them: every chunk runs under them (chunked = recurrent), and they leave unchanged."""
+    (q, k, v, gamma), basis = inputs(T=29)
+    state = prefix_state(13)._replace(gamma_mult=torch.full((2, 3), 2.0, dtype=torch.float64),
+                                      gamma_add=torch.full((2, 3), 0.01, dtype=torch.float64),
+                                      eta_mult=torch.full((2, 3), 1.5, dtype=torch.float64))
+    chunked = dissipative_memory(q, k, v, gamma, ETA, basis, OFF, pos=13, state=state)
+    reference = dissipative_memory_recurrent(q, k, v, gamma, ETA, basis, OFF, pos=13, state=state)
+    assert_same(chunked, reference)
+    for name in ("gamma_mult", "gamma_add", "eta_mult", "energy_start", "vector"):
+        assert torch.equal(getattr(chunked[1], name), getattr(state, name)), name
+    torch.testing.assert_close(chunked[1].log_decay, state.log_decay - (gamma * 2.0 + 0.01).sum(-1))
+
+
+def test_gradients_without_consolidation_match_recurrent():
+    (q, k, v, gamma), basis = inputs(T=21)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v, gamma)]
+    grads = []
+    for op in (dissipative_memory, dissipative_memory_recurrent):
+        o, state, _ = op(*leaves, ETA, basis, OFF, pos=3)
+        grads.append(torch.autograd.grad((o.square().sum() + state.S.sum()), leaves))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -24,9 +24,11 @@ pytest.importorskip("triton", reason="triton is not installed: the Triton kernel
 from breath.ops.consolidation import ConsolidationConfig  # noqa: E402
 from breath.ops.dissipative_memory import MemoryState, dissipative_memory  # noqa: E402
 from breath.ops.dissipative_memory_triton import (  # noqa: E402
+    LaunchSettings,
     _config_values,
     _memory,
     _pack_scalars,
+    backward_launch,
     dissipative_memory_triton,
     forward_launch,
 )
@@ -240,12 +242,13 @@ def test_config_crosses_the_custom_op_by_name():
     """The config's flat float list reads back field by field, with each field's type."""
     from breath.ops.dissipative_memory_triton import _config
 
-    cfg = ConsolidationConfig(chunk=32, snr_threshold=1.3, gamma_boost=2.5, eta_boost=1.25, resonance_threshold=0.2,
-                              lyapunov_gamma_step=0.03, lyapunov_tolerance=1.75, power_iterations=7,
-                              power_warm_start=False)
+    cfg = ConsolidationConfig(enabled=False, chunk=32, snr_threshold=1.3, gamma_boost=2.5, eta_boost=1.25,
+                              resonance_threshold=0.2, lyapunov_gamma_step=0.03, lyapunov_tolerance=1.75,
+                              power_iterations=7, power_warm_start=False)
     back = _config(_config_values(cfg))
     assert back == cfg
-    assert [type(getattr(back, name)) for name in ("chunk", "power_iterations", "power_warm_start")] == [int, int, bool]
+    assert [type(getattr(back, name)) for name in ("enabled", "chunk", "power_iterations", "power_warm_start")] == [
+        bool, int, int, bool]
 
 
 def test_torch_compile_full_graph(compiled_matches_eager):
@@ -258,3 +261,69 @@ def test_torch_compile_full_graph(compiled_matches_eager):
         return o.square().sum() + state.S.sum() + stats["snr"].sum()
 
     compiled_matches_eager(f, q)
+
+
+OFF = dataclasses.replace(CFG, enabled=False)
+
+
+@pytest.mark.parametrize("rows", [4, 16])
+def test_without_consolidation_matches_the_reference(rows):
+    """Consolidation off (``--no-consolidation``): o, the state and every gradient against the
+    reference, from a state whose pending adjustments (boosted Γ, added Γ, boosted η) persist
+    through every boundary; the sequential kernels carry `rows` rows of S a program (4: four
+    programs a head, 16: all of S). No stats, and no boundary is reported."""
+    q, k, v, gamma = inputs(T=50, seed=3)
+    adjust = dict(gamma_mult=torch.tensor([[1.0, 2.0], [1.3, 2.0]]), gamma_add=torch.tensor([[0.0, 0.01], [0.05, 0.0]]),
+                  eta_mult=torch.tensor([[1.5, 1.0], [1.0, 1.2]]))
+    state = prior_state(13)._replace(**{name: x.to(DEV) for name, x in adjust.items()})
+    g = torch.Generator().manual_seed(4)
+    w_o, w_S = torch.randn(2, 2, 50, D, generator=g).to(DEV), torch.randn(2, 2, D, D, generator=g).to(DEV)
+
+    xs = [x.clone().requires_grad_() for x in (q, k, v, gamma, state.S)]
+    o, new, stats = dissipative_memory(*xs[:4], ETA, basis(), OFF, pos=13, state=state._replace(S=xs[4]))
+    ((o * w_o).sum() + (new.S * w_S).sum()).backward()
+    assert stats == {}
+
+    launch = LaunchSettings(state_rows=rows)
+    run = forward_launch(q, k, v, gamma, basis(), state.S, _pack_scalars(state), state.vector, ETA, 13, OFF, launch)
+    assert run.stat_f.shape[2] == run.keep.shape[2] == 0
+    assert_same((run.o, MemoryState(S=run.S, vector=run.x, **dict(zip(
+        ("gamma_mult", "gamma_add", "eta_mult", "energy_start", "log_decay"), run.scal.unbind(-1)))), {}),
+        (o.detach(), MemoryState(*(x.detach() for x in new)), {}))
+    grads = backward_launch(w_o, w_S, q, k, v, gamma, basis(), run.s_start, run.mult, run.keep, ETA, 13, CFG.chunk,
+                            False, launch)
+    for name, a, b in zip(("q", "k", "v", "gamma", "S"), grads, [x.grad for x in xs]):
+        close(a, b, RTOL_OUT)
+
+
+def test_production_shape_without_consolidation():
+    """head_dim 64, chunk 64, the public op without consolidation: 33 chunks from pos 40 with a
+    state carried in (ragged end), the chains split four ways (the default 16 rows of 64)."""
+    from breath.layers.zeta import zeta_basis
+
+    d, cfg = 64, ConsolidationConfig(enabled=False)
+    g = torch.Generator().manual_seed(12)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g).to(DEV)
+
+    Q = zeta_basis(d).to(DEV, torch.float32)
+    T0, T = 40, 32 * 64 + 5
+    q0, k0, v0 = rand(1, 2, T0, d), F.normalize(rand(1, 2, T0, d), dim=-1), rand(1, 2, T0, d)
+    state = dissipative_memory(q0, k0, v0, torch.rand(1, 2, T0, generator=g).to(DEV) * 0.05, 0.1, Q, cfg)[1]
+    q, k, v = rand(1, 2, T, d), F.normalize(rand(1, 2, T, d), dim=-1), rand(1, 2, T, d)
+    gamma = torch.rand(1, 2, T, generator=g).to(DEV) * 0.05
+    w_o, w_S = rand(1, 2, T, d), rand(1, 2, d, d)
+
+    def run(fn):
+        xs = [x.clone().requires_grad_() for x in (q, k, v, gamma, state.S)]
+        o, new, stats = fn(*xs[:4], 0.1, Q, cfg, pos=T0, state=state._replace(S=xs[4]))
+        ((o * w_o).sum() + (new.S * w_S).sum()).backward()
+        return (o.detach(), MemoryState(*(x.detach() for x in new)), stats), [x.grad for x in xs]
+
+    assert d // LaunchSettings().state_rows == 4
+    ref, ref_grads = run(dissipative_memory)
+    got, got_grads = run(dissipative_memory_triton)
+    assert_same(got, ref)
+    for name, a, b in zip(("q", "k", "v", "gamma", "S"), got_grads, ref_grads):
+        close(a, b, RTOL_OUT)

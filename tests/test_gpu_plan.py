@@ -48,7 +48,7 @@ def accepts(script: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> No
     assert isinstance(stop.value.code, str) and "CUDA" in stop.value.code, (script, args, stop.value.code)
 
 
-@pytest.mark.parametrize("call", ["1", "2", "3"])
+@pytest.mark.parametrize("call", ["1", "2", "3", "4"])
 def test_every_command_of_a_call_parses(call, tmp_path, monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("the scripts would run on this GPU: the dry run checks their arguments without one")
@@ -70,8 +70,8 @@ def test_every_command_of_a_call_parses(call, tmp_path, monkeypatch):
 
 
 def test_an_unknown_call_is_refused(tmp_path):
-    done = dry_run("4", tmp_path)
-    assert done.returncode == 2 and "CALL: got 4; allowed: 1, 2, 3" in done.stderr
+    done = dry_run("5", tmp_path)
+    assert done.returncode == 2 and "CALL: got 5; allowed: 1, 2, 3, 4" in done.stderr
     assert not (tmp_path / "out").exists()
 
 

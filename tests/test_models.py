@@ -13,10 +13,12 @@ from breath.errors import FieldError
 from breath.models.diagnostics import MEMORY_STATS
 
 ARCHS = ["phase2", "phase1", "transformer"]
-# The ground rules also hold for phase2's other memory writes: the seed's (no convolution) and the key shift.
-RULE_ARCHS = [*ARCHS, "phase2-plain", "phase2-shift"]
+# The ground rules also hold for phase2's other memory writes (the seed's, without convolution, and
+# the key shift) and for its memory without consolidation.
+RULE_ARCHS = [*ARCHS, "phase2-plain", "phase2-shift", "phase2-noconsolidation"]
 VARIANTS = {"phase2-plain": dict(arch="phase2", memory_conv=0),
-            "phase2-shift": dict(arch="phase2", memory_conv=0, memory_key_shift=True)}
+            "phase2-shift": dict(arch="phase2", memory_conv=0, memory_key_shift=True),
+            "phase2-noconsolidation": dict(arch="phase2", consolidation=False)}
 DIAGNOSTICS = ["mean_gamma", "std_gamma", "min_gamma", "max_gamma", *MEMORY_STATS]
 
 
@@ -154,6 +156,17 @@ def test_phase2_diagnostics_present_and_sane_at_init(tiny):
 def test_diagnostics_off_by_default_and_baselines_report_only_what_they_have(tiny):
     assert tiny("phase2")(tokens()).diagnostics == {}
     assert tiny("transformer")(tokens(), return_diagnostics=True).diagnostics == {}
+    gamma_only = tiny("phase2-noconsolidation")(tokens(), return_diagnostics=True).diagnostics
+    assert set(gamma_only) == {"mean_gamma", "std_gamma", "min_gamma", "max_gamma", "per_layer"}
+
+
+def test_without_consolidation_is_phase2_with_neutral_consolidation(tiny):
+    """--no-consolidation computes, bit for bit, the model whose consolidation takes only neutral
+    actions (no boost, no Lyapunov step, every mode with energy kept): it skips work, not function."""
+    neutral = dict(gamma_boost=1.0, eta_boost=1.0, resonance_threshold=0.0, lyapunov_gamma_step=0.0)
+    off = tiny("phase2-noconsolidation")(tokens())
+    on = tiny("phase2", **neutral)(tokens())
+    assert torch.equal(off.logits, on.logits)
 
 
 def test_public_interface_of_design_section_8():
@@ -187,7 +200,7 @@ def test_a_model_cast_to_bfloat16_runs_and_continues(arch, tiny):
     ("dropout", 1.0), ("resolvent", "acausal"), ("base_decay", 0.0), ("hebbian_eta", -0.1), ("snr_threshold", 0),
     ("resonance_threshold", 1.5), ("memory_chunk", 0), ("lyapunov_tolerance", 0.5), ("d_model", 2050),
     ("memory_key_shift", "yes"), ("zeta_init", 1), ("memory_conv", 1), ("memory_conv", True),
-    ("power_warm_start", 1), ("power_iterations", 0), ("max_gamma", 0.005),
+    ("power_warm_start", 1), ("power_iterations", 0), ("max_gamma", 0.005), ("consolidation", "off"),
     ("use_triton", True), ("use_triton", None), ("use_triton", "force"),
 ])
 def test_validation_names_the_field(field, value):
@@ -440,7 +453,7 @@ def test_consolidation_settings_come_from_the_model_config_by_name():
         assert model_defaults[model_name] == getattr(ConsolidationConfig(), op_name)
     changed = {"memory_chunk": 8, "snr_threshold": 1.25, "gamma_boost": 3.0, "eta_boost": 1.25,
                "resonance_threshold": 0.3, "lyapunov_gamma_step": 0.5, "lyapunov_tolerance": 2.5,
-               "power_iterations": 7, "power_warm_start": False}
+               "power_iterations": 7, "power_warm_start": False, "consolidation": False}
     assert set(changed) == set(op_fields)  # a new setting needs a value here too
     cfg = ModelConfig.from_dict({**ModelConfig(d_model=32, num_heads=2, head_dim=16, n_layers=1).to_dict(),
                                  **changed})

@@ -58,18 +58,19 @@ def test_ratios_are_against_the_faster_gpt_peer():
 
 def test_training_smoke_run_on_cpu(tmp_path, capsys):
     out = tmp_path / "run.json"
-    report = throughput.main(["--only", "train", "--device", "cpu", "--archs", "gpt,transformer",
+    report = throughput.main(["--only", "train", "--device", "cpu", "--archs", "gpt,transformer,phase2-noconsolidation",
                               "--settings", "small:1:16", "--modes", "eager", "--profile", "small:1:16",
-                              "--output", str(out)])
+                              "--profile-arch", "phase2-noconsolidation", "--output", str(out)])
     saved = json.loads(out.read_text())
     assert saved == report
     for key in ("date", "device", "torch", "triton", "command", "git_commit", "git_dirty", "wall_s"):
         assert key in saved, key
     assert saved["dropout"] == 0.0 and "--profile small:1:16" in saved["command"]
     rows = saved["train"]
-    assert [r["arch"] for r in rows] == ["gpt", "transformer"]
+    assert [r["arch"] for r in rows] == ["gpt", "transformer", "phase2-noconsolidation"]
     assert max(r["ratio"] for r in rows) == 1.0 and all(r["tokens_per_s"] > 0 for r in rows)
-    assert saved["profile"]["arch"] == "phase2" and saved["profile"]["operators_per_step"] > 100
+    profile = saved["profile"]
+    assert profile["arch"] == "phase2-noconsolidation" and profile["operators_per_step"] > 100
     capsys.readouterr()
     throughput.main(["--report", str(out)])
     printed = capsys.readouterr().out
@@ -79,7 +80,8 @@ def test_training_smoke_run_on_cpu(tmp_path, capsys):
 def test_bad_options_name_the_allowed_values(capsys):
     with pytest.raises(SystemExit):
         throughput.main(["--archs", "gpt,bert"])
-    assert "--archs: unknown bert; allowed: gpt, transformer, phase1, phase2" in capsys.readouterr().err
+    assert ("--archs: unknown bert; allowed: gpt, transformer, phase1, phase2, phase2-noconsolidation"
+            in capsys.readouterr().err)
     with pytest.raises(SystemExit):
         throughput.main(["--device", "cpu"])
     assert "--device cpu: runs the training part only" in capsys.readouterr().err

@@ -103,8 +103,10 @@ class Decoder:
             self._buffers.append(leaf)
         self._token: Tensor | None = None  # the step's input, allocated by the first step
         self._position = torch.tensor([state.pos], device=device)
-        # the memory's chunk: its last token is the boundary step (consolidation)
-        self._chunk = model.cfg.memory_chunk if model.cfg.arch == "phase2" else None
+        # the memory's chunk: its last token is the boundary step (consolidation); without
+        # consolidation every step is the same
+        consolidates = model.cfg.arch == "phase2" and model.cfg.consolidation
+        self._chunk = model.cfg.memory_chunk if consolidates else None
         self._host_pos: dict[bool, int] = {}  # kind of step (boundary?) → the host position it runs with
         self._graphs: dict[bool, tuple[torch.cuda.CUDAGraph, Tensor]] = {}  # kind → (graph, its logits)
         self._pool = torch.cuda.graph_pool_handle() if cuda_graphs else None

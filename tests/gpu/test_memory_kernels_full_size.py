@@ -27,15 +27,15 @@ def check():
 
 
 def case_id(case) -> str:
-    B, H, T, pos, prefix, d, chunk, model_dtypes, warm = case
+    B, H, T, pos, prefix, d, chunk, model_dtypes, consolidation = case
     return (f"B{B}H{H}T{T}-pos{pos}{'-state' if prefix else ''}-d{d}c{chunk}"
-            f"{'-qv_bf16' if model_dtypes else ''}{'' if warm else '-cold8'}")
+            f"{'-qv_bf16' if model_dtypes else ''}-{consolidation}")
 
 
 @pytest.mark.parametrize("case", ACCURACY_CASES, ids=case_id)
 def test_memory_op_matches_the_float64_reference(check, case):
-    B, H, T, pos, prefix, d, chunk, model_dtypes, warm = case
-    row = check.accuracy(B, H, T, pos, prefix, B + T + pos, d, chunk, model_dtypes, warm)["triton"]
+    B, H, T, pos, prefix, d, chunk, model_dtypes, consolidation = case
+    row = check.accuracy(B, H, T, pos, prefix, B + T + pos, d, chunk, model_dtypes, consolidation)["triton"]
     print(case_id(case), {k: (f"{v:.1e}" if isinstance(v, float) else v) for k, v in row.items()})
     assert row["heads_with_other_decisions"] <= 1, row
     assert row["finite"] and row["bitwise_repeat"], row

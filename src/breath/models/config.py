@@ -88,7 +88,12 @@ class ModelConfig:
     # so models trained with it (configs of 2026-11-30) still load and run.
     memory_key_shift: bool = option(False, "the memory writes the previous token's key with this token's value "
                                     "(the fixed alternative to the convolution)", PHASE2)
-    # Consolidation at every chunk boundary.
+    # Consolidation at every chunk boundary. Off is a departure from the seed, for speed: the memory
+    # is then the plain decaying one, measured as good at small scale (docs/reports/2026-12-08-cpu-consolidation.md).
+    consolidation: bool = option(_CONSOLIDATION.enabled, "consolidate the memory at every chunk end (SNR filter, "
+                                 "zeta resonance, Lyapunov monitor); off: the plain decaying memory (a departure "
+                                 "from the seed), no SNR, resonance or stability diagnostics, and kernels that "
+                                 "skip the consolidation's sequential work", PHASE2)
     snr_threshold: float = option(_CONSOLIDATION.snr_threshold, "SNR below it: Γ × gamma-boost for the next chunk; "
                                   "above: η × eta-boost", PHASE2)
     gamma_boost: float = option(_CONSOLIDATION.gamma_boost, "Γ multiplier for the chunk after a low SNR (>= 1)", PHASE2)
@@ -171,7 +176,7 @@ class ModelConfig:
               " | ".join(TRITON_MODES))
         check(self.resolvent == "causal" or self.use_triton != "on", "use_triton",
               "auto | off with resolvent='full' (the Triton resolvent kernel is causal only)")
-        for name in ("memory_key_shift", "power_warm_start", "zeta_position_embedding", "zeta_init"):
+        for name in ("memory_key_shift", "consolidation", "power_warm_start", "zeta_position_embedding", "zeta_init"):
             check(isinstance(getattr(self, name), bool), name, "true or false")
         # The zeta table must hold d_model/2 zeros for the position embedding and up to d_model
         # singular values for the zeta init (every block matrix has d_model on one side).

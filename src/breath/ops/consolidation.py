@@ -43,6 +43,9 @@ class ConsolidationConfig:
     here, and :meth:`from_model` reads them back by name.
     """
 
+    # False: no consolidation at all, the plain decaying memory S ← e^{−Γ} S + η k vᵀ (no stats, no
+    # adjustments set); its state pass is then elementwise in S, which the kernels split over programs
+    enabled: bool = field(default=True, metadata={"model_field": "consolidation"})
     # consolidate after every absolute position p with (p + 1) % chunk == 0
     chunk: int = field(default=64, metadata={"model_field": "memory_chunk"})
     snr_threshold: float = 2.0

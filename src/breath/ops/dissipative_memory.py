@@ -10,6 +10,8 @@ chunk boundary (see :mod:`breath.ops.consolidation`):
 ``S`` is indexed S[key_dim, value_dim]; the read happens after the write of token t and before any
 consolidation. After the token at absolute position p with (p + 1) % chunk == 0, S is consolidated
 and the pending adjustments for the next chunk are set. Keys arrive L2-normalised from the layer.
+With consolidation off (``cfg.enabled`` False) a boundary does nothing: the adjustments carried in
+stay in force (the empty state's are neutral), and no stats are returned.
 
 Chunked form. A call is split at the absolute chunk boundaries into segments (the first may be
 partial, the last ragged). Inside a segment the adjustments are constant, so with the inclusive
@@ -80,8 +82,12 @@ def _consolidate(state: MemoryState, basis: Tensor, cfg: ConsolidationConfig
             c.stats)
 
 
-def _stack_stats(per_boundary: list[dict[str, Tensor]], state: MemoryState) -> dict[str, Tensor]:
-    """Stack per-boundary stats to (B, H, nb); nb = 0 gives empty tensors of the same dtypes."""
+def _stack_stats(per_boundary: list[dict[str, Tensor]], state: MemoryState, cfg: ConsolidationConfig
+                 ) -> dict[str, Tensor]:
+    """Stack per-boundary stats to (B, H, nb); nb = 0 gives empty tensors of the same dtypes; no
+    consolidation, no stats."""
+    if not cfg.enabled:
+        return {}
     if per_boundary:
         return {name: torch.stack([s[name] for s in per_boundary], -1) for name in STAT_NAMES}
     empty = state.energy_start.new_empty(state.energy_start.shape + (0,))
@@ -103,10 +109,10 @@ def dissipative_memory_recurrent(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor,
         S = lam[..., None, None] * state.S + eta_t[..., None, None] * kt[..., :, None] * vt[..., None, :]
         outputs.append((S.mT @ q[:, :, t, :, None]).squeeze(-1))
         state = state._replace(S=S, log_decay=state.log_decay + log_lam.detach())
-        if (pos + t + 1) % cfg.chunk == 0:
+        if cfg.enabled and (pos + t + 1) % cfg.chunk == 0:
             state, boundary_stats = _consolidate(state, basis, cfg)
             stats.append(boundary_stats)
-    return torch.stack(outputs, 2), state, _stack_stats(stats, state)
+    return torch.stack(outputs, 2), state, _stack_stats(stats, state, cfg)
 
 
 def _segment_lengths(pos: int, T: int, chunk: int) -> list[int]:
@@ -171,7 +177,7 @@ def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: floa
     Returns:
         o (B, H, T, d) in the state dtype, the new state, and per-boundary stats
         (``snr, low_snr, resonant_modes, resonance_energy, stable, energy, effective_gamma``), each
-        (B, H, nb) for the nb chunk boundaries crossed by this call.
+        (B, H, nb) for the nb chunk boundaries crossed by this call (none with consolidation off).
     """
     mode = triton_mode(use_triton)
     if mode == "auto":
@@ -190,7 +196,7 @@ def dissipative_memory(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, eta: floa
         o, state = _segment(*segment, eta, state)
         outputs.append(o)
         end += o.shape[2]
-        if end % cfg.chunk == 0:
+        if cfg.enabled and end % cfg.chunk == 0:
             state, boundary_stats = _consolidate(state, basis, cfg)
             stats.append(boundary_stats)
-    return torch.cat(outputs, 2), state, _stack_stats(stats, state)
+    return torch.cat(outputs, 2), state, _stack_stats(stats, state, cfg)

@@ -253,22 +253,26 @@ def _fwd_update_kernel(
     k_ptr, v_ptr, g_ptr, scal_in_ptr, upd_ptr, upd_scal_ptr,
     sk_b, sk_h, sk_t, sv_b, sv_h, sv_t, sg_b, sg_h, sg_t,
     H, T, NT, off, eta, gamma_boost, lyapunov_step,
-    D: tl.constexpr, C: tl.constexpr, VX: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr, VX: tl.constexpr, SLOTS: tl.constexpr,
 ):
     """The state update of one (chunk, head) for each pending adjustment it can run under, so that
     the sequential kernel need not load k and v: with w_s = η e^{b_L − b_s},
     U = Σ_s w_s k_s v_sᵀ and b_L, for (gm, ga) = (1, 0), (1, step),
-    (boost, 0), (boost, step) (slot gm_boosted·2 + ga_added, what a boundary can set); chunk 0 of
-    the call runs under the adjustments carried in, held in its slot 0. η's multiplier em is a
+    (boost, 0), (boost, step) (SLOTS 4, slot gm_boosted·2 + ga_added, what a boundary can set); chunk 0 of
+    the call runs under the adjustments carried in, held in its slot 0. Without consolidation
+    (SLOTS 1) every chunk runs under those carried in, its only slot. η's multiplier em is a
     scalar factor the sequential kernel applies (em·U)."""
     i, bh, bi, hi, t, valid = _chunk_program(H, T, off, C)
     cols = tl.arange(0, D)
     k = _load_rows(k_ptr + bi * sk_b + hi * sk_h, t, sk_t, valid, cols)
     v = _load_rows(v_ptr + bi * sv_b + hi * sv_h, t, sv_t, valid, cols)
-    for c in tl.static_range(4):  # c is a compile-time constant: the branches below are static
+    for c in tl.static_range(SLOTS):  # c is a compile-time constant: the branches below are static
         if c == 0:
-            gm = tl.where(i == 0, tl.load(scal_in_ptr + bh * _NSCAL + _GM), 1.0)
-            ga = tl.where(i == 0, tl.load(scal_in_ptr + bh * _NSCAL + _GA), 0.0)
+            gm = tl.load(scal_in_ptr + bh * _NSCAL + _GM)
+            ga = tl.load(scal_in_ptr + bh * _NSCAL + _GA)
+            if SLOTS > 1:
+                gm = tl.where(i == 0, gm, 1.0)
+                ga = tl.where(i == 0, ga, 0.0)
         elif c == 1:
             gm = 1.0
             ga = lyapunov_step
@@ -280,7 +284,7 @@ def _fwd_update_kernel(
             ga = lyapunov_step
         b, b_last = _log_decay(g_ptr + bi * sg_b + hi * sg_h, t, sg_t, valid, gm, ga, C)
         w = tl.exp(b_last - b) * eta
-        slot = (bh * NT + i) * 4 + c
+        slot = (bh * NT + i) * SLOTS + c
         tl.store(upd_ptr + slot * D * D + cols[:, None] * D + cols[None, :],
                  _dot(tl.trans(k * w[:, None]), v, False, VX))
         tl.store(upd_scal_ptr + slot, b_last)
@@ -293,14 +297,23 @@ def _fwd_state_kernel(
     T, NT, NB, off, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
     lyapunov_step, lyapunov_tolerance,
     D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, WARM: tl.constexpr,
+    CONSOLIDATE: tl.constexpr, ROWS: tl.constexpr, SLOTS: tl.constexpr,
 ):
     """The chain of one (batch, head): per chunk S ← e^{b_L} S + em·U and log_decay ← log_decay + b_L
-    from the slot of _fwd_update_kernel that the pending adjustments select, then the consolidation."""
-    bh = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, D)
-    mat = cols[:, None] * D + cols[None, :]
+    from the slot of _fwd_update_kernel that the pending adjustments select, then the consolidation.
 
-    S = tl.load(s_in_ptr + bh * D * D + mat)
+    The consolidation needs all of S (ROWS = D). Without it the chain is elementwise in S, so each
+    program (program 1) carries ROWS of its rows: D/ROWS times the programs, for small batches. The
+    scalars are the same in every program; the first stores them."""
+    bh = tl.program_id(0).to(tl.int64)
+    first = tl.program_id(1) == 0
+    cols = tl.arange(0, D)
+    if CONSOLIDATE:  # all of S (one index tensor live: a second one spilled)
+        tile = cols[:, None] * D + cols[None, :]
+    else:
+        tile = (tl.program_id(1) * ROWS + tl.arange(0, ROWS))[:, None] * D + cols[None, :]
+
+    S = tl.load(s_in_ptr + bh * D * D + tile)
     gm = tl.load(scal_in_ptr + bh * _NSCAL + _GM)
     ga = tl.load(scal_in_ptr + bh * _NSCAL + _GA)
     em = tl.load(scal_in_ptr + bh * _NSCAL + _EM)
@@ -310,58 +323,61 @@ def _fwd_state_kernel(
     combo = tl.full((), 0, tl.int32)  # slot of the pending adjustments; chunk 0's slot 0 holds those carried in
 
     for i in range(NT):
-        tl.store(s_start_ptr + (bh * NT + i) * D * D + mat, S)
-        tl.store(mult_ptr + (bh * NT + i) * 3 + 0, gm)
-        tl.store(mult_ptr + (bh * NT + i) * 3 + 1, ga)
-        tl.store(mult_ptr + (bh * NT + i) * 3 + 2, em)
+        tl.store(s_start_ptr + (bh * NT + i) * D * D + tile, S)
+        if first:
+            tl.store(mult_ptr + (bh * NT + i) * 3 + 0, gm)
+            tl.store(mult_ptr + (bh * NT + i) * 3 + 1, ga)
+            tl.store(mult_ptr + (bh * NT + i) * 3 + 2, em)
 
-        slot = (bh * NT + i) * 4 + combo
+        slot = (bh * NT + i) * SLOTS + combo
         b_last = tl.load(upd_scal_ptr + slot)
-        S = tl.exp(b_last) * S + em * tl.load(upd_ptr + slot * D * D + mat)
+        S = tl.exp(b_last) * S + em * tl.load(upd_ptr + slot * D * D + tile)
         log_decay = log_decay + b_last
 
-        if (i + 1) * C <= off + T:  # absolute boundary after this chunk: consolidate
-            energy = tl.sum(tl.sum(S * S, 1), 0)
-            decay = tl.exp(2 * log_decay)  # consolidation.lyapunov_stable
-            stable = energy - decay * energy_start <= lyapunov_tolerance * (1 - decay) * energy
-            fro = tl.sqrt(energy)
-            if not WARM:
-                x = _start_vector(D)
-            sigma, x = _top_singular_value(S, fro, x, ITERS)
-            snr = sigma * (D**0.5 / 2.0) / tl.maximum(fro, 1.1754943508222875e-38)
+        if CONSOLIDATE:
+            if (i + 1) * C <= off + T:  # absolute boundary after this chunk: consolidate
+                energy = tl.sum(tl.sum(S * S, 1), 0)
+                decay = tl.exp(2 * log_decay)  # consolidation.lyapunov_stable
+                stable = energy - decay * energy_start <= lyapunov_tolerance * (1 - decay) * energy
+                fro = tl.sqrt(energy)
+                if not WARM:
+                    x = _start_vector(D)
+                sigma, x = _top_singular_value(S, fro, x, ITERS)
+                snr = sigma * (D**0.5 / 2.0) / tl.maximum(fro, 1.1754943508222875e-38)
 
-            Qb = tl.load(basis_ptr + mat)
-            P = _dot(tl.trans(Qb), S, False, False)
-            mode_energy = tl.sum(P * P, 1)
-            keep = mode_energy > resonance_threshold * (tl.sum(mode_energy, 0) / D)
-            n_keep = tl.sum(keep.to(tl.int32), 0)
-            energy_start = energy
-            if n_keep < D:  # otherwise S − Q·0 = S exactly: skip the product and the new energy
-                S = S - _dot(Qb, tl.where(keep[:, None], 0.0, P), False, False)
-                energy_start = tl.sum(tl.sum(S * S, 1), 0)
+                Qb = tl.load(basis_ptr + tile)
+                P = _dot(tl.trans(Qb), S, False, False)
+                mode_energy = tl.sum(P * P, 1)
+                keep = mode_energy > resonance_threshold * (tl.sum(mode_energy, 0) / D)
+                n_keep = tl.sum(keep.to(tl.int32), 0)
+                energy_start = energy
+                if n_keep < D:  # otherwise S − Q·0 = S exactly: skip the product and the new energy
+                    S = S - _dot(Qb, tl.where(keep[:, None], 0.0, P), False, False)
+                    energy_start = tl.sum(tl.sum(S * S, 1), 0)
 
-            low_snr = snr < snr_threshold
-            tl.store(stat_f_ptr + (bh * NB + i) * 4 + 0, snr)
-            tl.store(stat_f_ptr + (bh * NB + i) * 4 + 1, tl.sum(tl.where(keep, mode_energy, 0.0), 0))
-            tl.store(stat_f_ptr + (bh * NB + i) * 4 + 2, energy)
-            tl.store(stat_f_ptr + (bh * NB + i) * 4 + 3, -log_decay / C)
-            tl.store(flags_ptr + (bh * NB + i) * 2 + 0, low_snr.to(tl.int8))
-            tl.store(flags_ptr + (bh * NB + i) * 2 + 1, stable.to(tl.int8))
-            tl.store(modes_ptr + bh * NB + i, n_keep.to(tl.int64))
-            tl.store(keep_ptr + (bh * NB + i) * D + cols, keep.to(tl.int8))
-            gm = tl.where(low_snr, gamma_boost, 1.0)
-            ga = tl.where(stable, 0.0, lyapunov_step)
-            em = tl.where(snr > snr_threshold, eta_boost, 1.0)
-            combo = low_snr.to(tl.int32) * 2 + 1 - stable.to(tl.int32)
-            log_decay = tl.full((), 0.0, tl.float32)
+                low_snr = snr < snr_threshold
+                tl.store(stat_f_ptr + (bh * NB + i) * 4 + 0, snr)
+                tl.store(stat_f_ptr + (bh * NB + i) * 4 + 1, tl.sum(tl.where(keep, mode_energy, 0.0), 0))
+                tl.store(stat_f_ptr + (bh * NB + i) * 4 + 2, energy)
+                tl.store(stat_f_ptr + (bh * NB + i) * 4 + 3, -log_decay / C)
+                tl.store(flags_ptr + (bh * NB + i) * 2 + 0, low_snr.to(tl.int8))
+                tl.store(flags_ptr + (bh * NB + i) * 2 + 1, stable.to(tl.int8))
+                tl.store(modes_ptr + bh * NB + i, n_keep.to(tl.int64))
+                tl.store(keep_ptr + (bh * NB + i) * D + cols, keep.to(tl.int8))
+                gm = tl.where(low_snr, gamma_boost, 1.0)
+                ga = tl.where(stable, 0.0, lyapunov_step)
+                em = tl.where(snr > snr_threshold, eta_boost, 1.0)
+                combo = low_snr.to(tl.int32) * 2 + 1 - stable.to(tl.int32)
+                log_decay = tl.full((), 0.0, tl.float32)
 
-    tl.store(s_out_ptr + bh * D * D + mat, S)
-    tl.store(scal_out_ptr + bh * _NSCAL + _GM, gm)
-    tl.store(scal_out_ptr + bh * _NSCAL + _GA, ga)
-    tl.store(scal_out_ptr + bh * _NSCAL + _EM, em)
-    tl.store(scal_out_ptr + bh * _NSCAL + _E0, energy_start)
-    tl.store(scal_out_ptr + bh * _NSCAL + _LOGD, log_decay)
-    tl.store(x_out_ptr + bh * D + cols, x)
+    tl.store(s_out_ptr + bh * D * D + tile, S)
+    if first:
+        tl.store(scal_out_ptr + bh * _NSCAL + _GM, gm)
+        tl.store(scal_out_ptr + bh * _NSCAL + _GA, ga)
+        tl.store(scal_out_ptr + bh * _NSCAL + _EM, em)
+        tl.store(scal_out_ptr + bh * _NSCAL + _E0, energy_start)
+        tl.store(scal_out_ptr + bh * _NSCAL + _LOGD, log_decay)
+        tl.store(x_out_ptr + bh * D + cols, x)
 
 
 @triton.jit
@@ -423,26 +439,32 @@ def _bwd_reads_kernel(
 def _bwd_state_kernel(
     ds_read_ptr, decay_ptr, basis_ptr, keep_ptr, ds_out_ptr, ds_end_ptr, ds_in_ptr,
     T, NT, NB, off,
-    D: tl.constexpr, C: tl.constexpr,
+    D: tl.constexpr, C: tl.constexpr, CONSOLIDATE: tl.constexpr, ROWS: tl.constexpr,
 ):
     """The reverse scan dS_L = Π dS' (at boundaries), dS0 = e^{b_L} dS_L + R of one (batch, head),
     with the chunk terms R = Σ_t e^{b_t} q_t do_tᵀ and e^{b_L} precomputed by _bwd_reads_kernel:
     per chunk the chain only loads a tile and a scalar (independent of the chain, so they need not
-    wait for it) and does an axpy, plus the projection where a boundary dropped modes."""
+    wait for it) and does an axpy, plus the projection where a boundary dropped modes. Without
+    consolidation there is no projection and the chain is elementwise: ROWS rows a program, as in
+    the forward."""
     bh = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, D)
-    mat = cols[:, None] * D + cols[None, :]
+    if CONSOLIDATE:
+        tile = cols[:, None] * D + cols[None, :]
+    else:
+        tile = (tl.program_id(1) * ROWS + tl.arange(0, ROWS))[:, None] * D + cols[None, :]
 
-    dS = tl.load(ds_out_ptr + bh * D * D + mat)
+    dS = tl.load(ds_out_ptr + bh * D * D + tile)
     for r in range(NT):
         i = NT - 1 - r
-        if (i + 1) * C <= off + T:  # back through the projection S' = Π S_L: dS_L = Π dS'
-            keep = tl.load(keep_ptr + (bh * NB + i) * D + cols) != 0
-            if tl.sum(keep.to(tl.int32), 0) < D:
-                dS = _project_out(dS, basis_ptr, keep, cols, D)
-        tl.store(ds_end_ptr + (bh * NT + i) * D * D + mat, dS)
-        dS = tl.load(decay_ptr + bh * NT + i) * dS + tl.load(ds_read_ptr + (bh * NT + i) * D * D + mat)
-    tl.store(ds_in_ptr + bh * D * D + mat, dS)
+        if CONSOLIDATE:
+            if (i + 1) * C <= off + T:  # back through the projection S' = Π S_L: dS_L = Π dS'
+                keep = tl.load(keep_ptr + (bh * NB + i) * D + cols) != 0
+                if tl.sum(keep.to(tl.int32), 0) < D:
+                    dS = _project_out(dS, basis_ptr, keep, cols, D)
+        tl.store(ds_end_ptr + (bh * NT + i) * D * D + tile, dS)
+        dS = tl.load(decay_ptr + bh * NT + i) * dS + tl.load(ds_read_ptr + (bh * NT + i) * D * D + tile)
+    tl.store(ds_in_ptr + bh * D * D + tile, dS)
 
 
 @triton.jit
@@ -537,11 +559,19 @@ def _rows_contiguous(x: Tensor) -> Tensor:
 class LaunchSettings:
     """Warps of the kernels (the GPU benchmark compares settings): of the sequential per-head
     kernels, of the forward update and output kernels and of the backward gradient kernels (all
-    parallel over (chunk, head)). See notes_memory_kernel.md for the measurements behind the defaults."""
+    parallel over (chunk, head)); and the rows of S each program of a sequential kernel carries
+    without consolidation (with it, all d). See notes_memory_kernel.md for the measurements behind
+    the defaults (state_rows: not measured yet)."""
 
     state_warps: int = 4
     out_warps: int = 4
     grad_warps: int = 4
+    state_rows: int = 16
+
+
+def _chain_rows(d: int, consolidate: bool, launch: LaunchSettings) -> int:
+    """Rows of S a program of the sequential kernels carries: all of them for the consolidation."""
+    return d if consolidate else min(launch.state_rows, d)
 
 
 def _exact(x: Tensor) -> bool:
@@ -573,11 +603,15 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
     power iteration ended on (x0 if none); stat_f (B,H,nb,4) = snr, resonance_energy, energy,
     effective_gamma; flags (B,H,nb,2) int8 = low_snr, stable;
     modes (B,H,nb) int64 resonant modes; s_start (B,H,nt,d,d) S at every chunk start; mult (B,H,nt,3)
-    the adjustments in force in every chunk; keep (B,H,nb,d) int8 mode masks."""
+    the adjustments in force in every chunk; keep (B,H,nb,d) int8 mode masks. Without consolidation
+    there are no boundaries to report: nb = 0."""
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
     B, H, T, d = q.shape
     C = cfg.chunk
     NT, NB = _grid_sizes(T, C, off)
+    NB = NB if cfg.enabled else 0
+    slots = 4 if cfg.enabled else 1  # the pending adjustments a chunk can run under
+    rows = _chain_rows(d, cfg.enabled, launch)
     f32 = dict(dtype=torch.float32, device=q.device)
     o = torch.empty(B, H, T, d, **f32)
     S = torch.empty(B, H, d, d, **f32)
@@ -590,19 +624,19 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
     mult = torch.empty(B, H, NT, 3, **f32)
     keep = torch.empty(B, H, NB, d, dtype=torch.int8, device=q.device)
     scal0 = scal0.contiguous()
-    upd = torch.empty(B, H, NT, 4, d, d, **f32)  # the chunk updates under each pending adjustment
-    upd_scal = torch.empty(B, H, NT, 4, **f32)  # their b_L
+    upd = torch.empty(B, H, NT, slots, d, d, **f32)  # the chunk updates under each pending adjustment
+    upd_scal = torch.empty(B, H, NT, slots, **f32)  # their b_L
     _fwd_update_kernel[(NT, B * H)](
         k, v, gamma, scal0, upd, upd_scal, *_strides(k, v, gamma), H, T, NT, off, eta, cfg.gamma_boost,
-        cfg.lyapunov_gamma_step, D=d, C=C, VX=_exact(v), num_warps=launch.out_warps,
+        cfg.lyapunov_gamma_step, D=d, C=C, VX=_exact(v), SLOTS=slots, num_warps=launch.out_warps,
     )
-    _fwd_state_kernel[(B * H,)](
+    _fwd_state_kernel[(B * H, d // rows)](
         upd, upd_scal, basis.contiguous().float(), S0.contiguous(), scal0, x0.float().contiguous(),
         S, scal, x, s_start, mult, keep, stat_f, flags, modes,
         T, NT, NB, off, cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold,
         cfg.lyapunov_gamma_step, cfg.lyapunov_tolerance,
         D=d, C=C, ITERS=cfg.power_iterations, WARM=cfg.power_warm_start,
-        num_warps=launch.state_warps,
+        CONSOLIDATE=cfg.enabled, ROWS=rows, SLOTS=slots, num_warps=launch.state_warps,
     )
     _fwd_out_kernel[(NT, B * H)](
         q, k, v, gamma, s_start, mult, o, *_strides(q, k, v, gamma), H, T, NT, off, eta,
@@ -613,11 +647,14 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
 
 def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
                     s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int,
-                    launch: LaunchSettings = LaunchSettings()) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                    consolidate: bool, launch: LaunchSettings = LaunchSettings()
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run the backward kernels: (dq, dk, dv, dgamma) in the inputs' dtypes and dS0 (fp32)."""
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
     B, H, T, d = q.shape
     NT, NB = _grid_sizes(T, chunk, off)
+    NB = NB if consolidate else 0
+    rows = _chain_rows(d, consolidate, launch)
     do = do.float().contiguous()
     dS = dS.float().contiguous()
     dq, dk, dv = (torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in (q, k, v))
@@ -630,9 +667,9 @@ def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gam
         q, gamma, do, mult, ds_read, decay, *_strides(q, gamma), H, T, NT, off, D=d, C=chunk,
         num_warps=launch.grad_warps,
     )
-    _bwd_state_kernel[(B * H,)](
+    _bwd_state_kernel[(B * H, d // rows)](
         ds_read, decay, basis.contiguous().float(), keep, dS, ds_end, dS0, T, NT, NB, off,
-        D=d, C=chunk, num_warps=launch.state_warps,
+        D=d, C=chunk, CONSOLIDATE=consolidate, ROWS=rows, num_warps=launch.state_warps,
     )
     db = torch.empty(B, H, T, dtype=torch.float32, device=q.device)  # ∂b from the query side
     _bwd_query_kernel[(NT, B * H)](
@@ -659,7 +696,9 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: 
 
 def _forward_fake(q, k, v, gamma, basis, S0, scal0, x0, eta, off, config):
     B, H, T, d = q.shape
-    NT, NB = _grid_sizes(T, _config(config).chunk, off)
+    cfg = _config(config)
+    NT, NB = _grid_sizes(T, cfg.chunk, off)
+    NB = NB if cfg.enabled else 0
     f32 = dict(dtype=torch.float32)
     return Forward(
         o=q.new_empty(B, H, T, d, **f32), S=q.new_empty(B, H, d, d, **f32), scal=q.new_empty(B, H, len(SCALARS), **f32),
@@ -670,12 +709,12 @@ def _forward_fake(q, k, v, gamma, basis, S0, scal0, x0, eta, off, config):
 
 
 def _backward(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor,
-              s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int
+              s_start: Tensor, mult: Tensor, keep: Tensor, eta: float, off: int, chunk: int, consolidate: bool
               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return backward_launch(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk)
+    return backward_launch(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk, consolidate)
 
 
-def _backward_fake(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk):
+def _backward_fake(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off, chunk, consolidate):
     B, H, T, d = q.shape
     return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), gamma.new_empty(B, H, T),
             q.new_empty(B, H, d, d, dtype=torch.float32))
@@ -684,7 +723,8 @@ def _backward_fake(do, dS, q, k, v, gamma, basis, s_start, mult, keep, eta, off,
 def _setup_context(ctx, inputs, output):
     out = Forward(*output)
     ctx.save_for_backward(inputs.q, inputs.k, inputs.v, inputs.gamma, inputs.basis, out.s_start, out.mult, out.keep)
-    ctx.eta, ctx.off, ctx.chunk = inputs.eta, inputs.off, _config(inputs.config).chunk
+    cfg = _config(inputs.config)
+    ctx.eta, ctx.off, ctx.chunk, ctx.consolidate = inputs.eta, inputs.off, cfg.chunk, cfg.enabled
     ctx.mark_non_differentiable(out.scal, out.x, out.stat_f, out.flags, out.modes, out.s_start, out.mult, out.keep)
     # Unused outputs' gradients stay None: no zero (B,H,nt,d,d) tensors are materialised.
     ctx.set_materialize_grads(False)
@@ -696,7 +736,8 @@ def _gradients(ctx, backward, do, dS, *_nondifferentiable):
     B, H, T, d = q.shape
     do = q.new_zeros(B, H, T, d, dtype=torch.float32) if do is None else do
     dS = q.new_zeros(B, H, d, d, dtype=torch.float32) if dS is None else dS
-    dq, dk, dv, dg, dS0 = backward(do, dS, q, k, v, gamma, basis, s_start, mult, keep, ctx.eta, ctx.off, ctx.chunk)
+    dq, dk, dv, dg, dS0 = backward(do, dS, q, k, v, gamma, basis, s_start, mult, keep, ctx.eta, ctx.off, ctx.chunk,
+                                   ctx.consolidate)
     return dict(q=dq, k=dk, v=dv, gamma=dg, S0=dS0)
 
 
@@ -748,8 +789,11 @@ def dissipative_memory_triton(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, et
         state = MemoryState.zeros(B, H, d, torch.float32, q.device)
     out = Forward(*_memory(q, k, v, gamma, basis, state.S, _pack_scalars(state), state.vector, float(eta),
                            pos % cfg.chunk, _config_values(cfg)))
+    state = MemoryState(S=out.S, vector=out.x, **_unpack_scalars(out.scal))
+    if not cfg.enabled:
+        return out.o, state, {}
     snr, resonance_energy, energy, effective_gamma = out.stat_f.unbind(-1)
     low_snr, stable = out.flags.view(torch.bool).unbind(-1)
     stats = {"snr": snr, "low_snr": low_snr, "resonant_modes": out.modes, "resonance_energy": resonance_energy,
              "stable": stable, "energy": energy, "effective_gamma": effective_gamma}
-    return out.o, MemoryState(S=out.S, vector=out.x, **_unpack_scalars(out.scal)), stats
+    return out.o, state, stats
