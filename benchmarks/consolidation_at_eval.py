@@ -98,6 +98,8 @@ def evaluate_run(run: Path, split: str, num_batches: int | None, device: torch.d
         cfg = loaded.model.cfg
         if cfg.arch != "phase2":
             raise SystemExit(f"{run}: arch {cfg.arch!r}; allowed: phase2 runs (the others have no consolidation)")
+        if not cfg.consolidation:
+            raise SystemExit(f"{run}: trained with --no-consolidation; allowed: phase2 runs with the consolidation")
         if tokens is None:
             train = loaded.train_options
             tokens, _ = split_tokens(loaded, train["dataset"], split, train["cache_dir"])

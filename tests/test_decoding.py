@@ -17,8 +17,9 @@ import pytest  # noqa: E402
 from breath.decoding import Decoder  # noqa: E402
 from breath.models import ModelState  # noqa: E402
 
-ARCHS = ["phase2", "phase1", "transformer", "phase2-shift"]
-VARIANTS = {"phase2-shift": dict(arch="phase2", memory_conv=0, memory_key_shift=True)}
+ARCHS = ["phase2", "phase1", "transformer", "phase2-shift", "phase2-noconsolidation"]
+VARIANTS = {"phase2-shift": dict(arch="phase2", memory_conv=0, memory_key_shift=True),
+            "phase2-noconsolidation": dict(arch="phase2", consolidation=False)}
 
 
 @pytest.fixture

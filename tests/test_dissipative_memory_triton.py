@@ -327,3 +327,16 @@ def test_production_shape_without_consolidation():
     assert_same(got, ref)
     for name, a, b in zip(("q", "k", "v", "gamma", "S"), got_grads, ref_grads):
         close(a, b, RTOL_OUT)
+
+
+def test_launch_settings_and_backward_consolidation_are_checked():
+    """A row count or warp count that is no power of two, and a backward told another consolidation
+    setting than its forward ran (whose saved mode masks say how many boundaries it had), raise."""
+    for bad in (dict(state_rows=12), dict(state_rows=0), dict(grad_warps=3)):
+        with pytest.raises(ValueError, match=f"LaunchSettings.{next(iter(bad))}: got"):
+            LaunchSettings(**bad)
+    q, k, v, gamma = inputs(T=40)
+    state = MemoryState.zeros(2, 2, D, device=DEV)
+    run = forward_launch(q, k, v, gamma, basis(), state.S, _pack_scalars(state), state.vector, ETA, 0, CFG)
+    with pytest.raises(ValueError, match="consolidate=False means 0 boundaries, but keep has 2"):
+        backward_launch(run.o, run.S, q, k, v, gamma, basis(), run.s_start, run.mult, run.keep, ETA, 0, CFG.chunk, False)

@@ -16,7 +16,8 @@ their host time is the step's time. So (the approach of mamba's ``cg=True`` gene
   embedding, rotary angles, KV-cache slot and length mask) and the step advances it in place.
 * Two kinds of step. The host counts positions too, and that count decides host control flow: the
   memory consolidates after the token at p with (p + 1) % memory_chunk == 0, a different sequence of
-  kernels. phase2 therefore has an ordinary and a boundary step; each runs the model with the host
+  kernels. phase2 therefore has an ordinary and a boundary step (one kind only with
+  ``--no-consolidation``, whose boundaries do nothing); each runs the model with the host
   position of its first use, and a later step of its kind only changes the position tensor. That is
   exact: for a single token the memory op depends on the host position only through whether it ends
   a chunk (``tests/test_decoding.py`` checks it against plain calls across several boundaries).

@@ -39,7 +39,7 @@ def test_memory_op_matches_the_float64_reference(check, case):
     print(case_id(case), {k: (f"{v:.1e}" if isinstance(v, float) else v) for k, v in row.items()})
     assert row["heads_with_other_decisions"] <= 1, row
     assert row["finite"] and row["bitwise_repeat"], row
-    assert max(row[k] for k in check.STATE_PATH) < check.TOL_STATE, row
+    assert max(row[k] for k in check.STATE_PATH if k in row) < check.TOL_STATE, row  # no stats: no consolidation
     bf16 = check.BF16_GRADS if model_dtypes else ()
     assert max(row[k] for k in check.OUTPUTS if k not in bf16) < check.TOL_OUT, row
     if bf16:

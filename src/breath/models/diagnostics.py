@@ -1,7 +1,8 @@
 """Aggregate the per-layer mechanism statistics into the diagnostics of DESIGN §6.
 
 Everything stays a device tensor (no host synchronisation); a statistic over an empty set (no
-chunk boundary crossed in the call, e.g. one decoding step) is NaN. Names are part of the interface:
+chunk boundary crossed in the call, e.g. one decoding step) is NaN; a model without consolidation
+has no memory statistics at all (only the Γ ones). Names are part of the interface:
 
     mean_gamma, std_gamma, min_gamma, max_gamma      BK forgetting rate Γ over layers, heads, tokens
     mean_effective_gamma                             Γ the memory applied (× SNR boost + Lyapunov

@@ -21,14 +21,16 @@ they write nothing and leave b unchanged: the partial first segment and the ragg
 special case, and a boundary follows chunk i exactly when (i+1)·C ≤ off + T.
 
 Kernels. The consolidation needs the whole of S, so the state is carried by one program per
-(batch, head) walking the chunks in order; everything that does not feed the recurrence runs in
-kernels parallel over (chunk, head) pairs. (Computing o and the token gradients inside the
+(batch, head) walking the chunks in order (without consolidation, ``cfg.enabled`` False, the chain
+is elementwise in S and each head's is split over programs of ``LaunchSettings.state_rows`` rows);
+everything that does not feed the recurrence runs in kernels parallel over (chunk, head) pairs. (Computing o and the token gradients inside the
 sequential kernels measured 1.2–2.4× slower on an H100: more live tiles, register spills, and the
 chain of chunks gets longer; see benchmarks/notes_memory_kernel.md.)
 
 * ``_fwd_update_kernel`` computes, per (chunk, head), the chunk's state update Σ_s w_s k_s v_sᵀ,
   and b_L under each of the four pending adjustments (gm, ga) a boundary can
-  set (chunk 0: under those carried in), so the sequential chain never loads k and v.
+  set (chunk 0: under those carried in; without consolidation, every chunk under those, one slot),
+  so the sequential chain never loads k and v.
 * ``_fwd_state_kernel`` carries S (d×d, fp32) on chip: per chunk S ← e^{b_L} S + em·U from the slot
   the pending adjustments select, then the consolidation. It saves S at every chunk start, the
   pending adjustments of every chunk and the keep mask of every boundary (O(T/C·d²) per head, what
@@ -139,6 +141,31 @@ def _chunk_program(H, T, off, C: tl.constexpr):
     bh = tl.program_id(1).to(tl.int64)
     t = i * C - off + tl.arange(0, C)
     return i, bh, bh // H, bh % H, t, (t >= 0) & (t < T)
+
+
+@triton.jit
+def _state_tile(cols, D: tl.constexpr, CONSOLIDATE: tl.constexpr, ROWS: tl.constexpr):
+    """Offsets of the part of a d×d state a sequential program carries: all of it for the
+    consolidation (one index tensor: a second one live spilled), else ROWS rows (program 1)."""
+    if CONSOLIDATE:
+        return cols[:, None] * D + cols[None, :]
+    else:
+        return (tl.program_id(1) * ROWS + tl.arange(0, ROWS))[:, None] * D + cols[None, :]
+
+
+@triton.jit
+def _store_pending(ptr, gm, ga, em, first, CONSOLIDATE: tl.constexpr):
+    """Store the pending adjustments (gm, ga, em) at ptr: one program a head stores them (without
+    consolidation, program 1 == 0 of the split chain; with it, the only one: no branch)."""
+    if CONSOLIDATE:
+        tl.store(ptr + 0, gm)
+        tl.store(ptr + 1, ga)
+        tl.store(ptr + 2, em)
+    else:
+        if first:
+            tl.store(ptr + 0, gm)
+            tl.store(ptr + 1, ga)
+            tl.store(ptr + 2, em)
 
 
 @triton.jit
@@ -297,7 +324,7 @@ def _fwd_state_kernel(
     T, NT, NB, off, snr_threshold, gamma_boost, eta_boost, resonance_threshold,
     lyapunov_step, lyapunov_tolerance,
     D: tl.constexpr, C: tl.constexpr, ITERS: tl.constexpr, WARM: tl.constexpr,
-    CONSOLIDATE: tl.constexpr, ROWS: tl.constexpr, SLOTS: tl.constexpr,
+    CONSOLIDATE: tl.constexpr, ROWS: tl.constexpr,
 ):
     """The chain of one (batch, head): per chunk S ← e^{b_L} S + em·U and log_decay ← log_decay + b_L
     from the slot of _fwd_update_kernel that the pending adjustments select, then the consolidation.
@@ -308,10 +335,7 @@ def _fwd_state_kernel(
     bh = tl.program_id(0).to(tl.int64)
     first = tl.program_id(1) == 0
     cols = tl.arange(0, D)
-    if CONSOLIDATE:  # all of S (one index tensor live: a second one spilled)
-        tile = cols[:, None] * D + cols[None, :]
-    else:
-        tile = (tl.program_id(1) * ROWS + tl.arange(0, ROWS))[:, None] * D + cols[None, :]
+    tile = _state_tile(cols, D, CONSOLIDATE, ROWS)
 
     S = tl.load(s_in_ptr + bh * D * D + tile)
     gm = tl.load(scal_in_ptr + bh * _NSCAL + _GM)
@@ -324,12 +348,9 @@ def _fwd_state_kernel(
 
     for i in range(NT):
         tl.store(s_start_ptr + (bh * NT + i) * D * D + tile, S)
-        if first:
-            tl.store(mult_ptr + (bh * NT + i) * 3 + 0, gm)
-            tl.store(mult_ptr + (bh * NT + i) * 3 + 1, ga)
-            tl.store(mult_ptr + (bh * NT + i) * 3 + 2, em)
+        _store_pending(mult_ptr + (bh * NT + i) * 3, gm, ga, em, first, CONSOLIDATE)
 
-        slot = (bh * NT + i) * SLOTS + combo
+        slot = (bh * NT + i) * (4 if CONSOLIDATE else 1) + combo  # _fwd_update_kernel's SLOTS
         b_last = tl.load(upd_scal_ptr + slot)
         S = tl.exp(b_last) * S + em * tl.load(upd_ptr + slot * D * D + tile)
         log_decay = log_decay + b_last
@@ -371,7 +392,7 @@ def _fwd_state_kernel(
                 log_decay = tl.full((), 0.0, tl.float32)
 
     tl.store(s_out_ptr + bh * D * D + tile, S)
-    if first:
+    if first:  # once a kernel: no cost worth a static branch
         tl.store(scal_out_ptr + bh * _NSCAL + _GM, gm)
         tl.store(scal_out_ptr + bh * _NSCAL + _GA, ga)
         tl.store(scal_out_ptr + bh * _NSCAL + _EM, em)
@@ -449,10 +470,7 @@ def _bwd_state_kernel(
     the forward."""
     bh = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, D)
-    if CONSOLIDATE:
-        tile = cols[:, None] * D + cols[None, :]
-    else:
-        tile = (tl.program_id(1) * ROWS + tl.arange(0, ROWS))[:, None] * D + cols[None, :]
+    tile = _state_tile(cols, D, CONSOLIDATE, ROWS)
 
     dS = tl.load(ds_out_ptr + bh * D * D + tile)
     for r in range(NT):
@@ -541,9 +559,9 @@ def _bwd_key_kernel(
 # ----------------------------------------------------------------------------------------------
 
 
-def _grid_sizes(T: int, chunk: int, off: int) -> tuple[int, int]:
-    """(chunks touched, boundaries crossed) by T tokens starting at offset off inside a chunk."""
-    return (off + T + chunk - 1) // chunk, (off + T) // chunk
+def _grid_sizes(T: int, chunk: int, off: int, consolidate: bool) -> tuple[int, int]:
+    """(chunks touched, boundaries consolidated) by T tokens starting at offset off inside a chunk."""
+    return (off + T + chunk - 1) // chunk, (off + T) // chunk if consolidate else 0
 
 
 def _strides(*xs: Tensor) -> tuple[int, ...]:
@@ -567,6 +585,12 @@ class LaunchSettings:
     out_warps: int = 4
     grad_warps: int = 4
     state_rows: int = 16
+
+    def __post_init__(self):
+        for name in ("state_warps", "out_warps", "grad_warps", "state_rows"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1 and value & (value - 1) == 0):
+                raise ValueError(f"LaunchSettings.{name}: got {value!r}; allowed: a power of two >= 1")
 
 
 def _chain_rows(d: int, consolidate: bool, launch: LaunchSettings) -> int:
@@ -608,8 +632,7 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
     B, H, T, d = q.shape
     C = cfg.chunk
-    NT, NB = _grid_sizes(T, C, off)
-    NB = NB if cfg.enabled else 0
+    NT, NB = _grid_sizes(T, C, off, cfg.enabled)
     slots = 4 if cfg.enabled else 1  # the pending adjustments a chunk can run under
     rows = _chain_rows(d, cfg.enabled, launch)
     f32 = dict(dtype=torch.float32, device=q.device)
@@ -636,7 +659,7 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor
         T, NT, NB, off, cfg.snr_threshold, cfg.gamma_boost, cfg.eta_boost, cfg.resonance_threshold,
         cfg.lyapunov_gamma_step, cfg.lyapunov_tolerance,
         D=d, C=C, ITERS=cfg.power_iterations, WARM=cfg.power_warm_start,
-        CONSOLIDATE=cfg.enabled, ROWS=rows, SLOTS=slots, num_warps=launch.state_warps,
+        CONSOLIDATE=cfg.enabled, ROWS=rows, num_warps=launch.state_warps,
     )
     _fwd_out_kernel[(NT, B * H)](
         q, k, v, gamma, s_start, mult, o, *_strides(q, k, v, gamma), H, T, NT, off, eta,
@@ -652,8 +675,10 @@ def backward_launch(do: Tensor, dS: Tensor, q: Tensor, k: Tensor, v: Tensor, gam
     """Run the backward kernels: (dq, dk, dv, dgamma) in the inputs' dtypes and dS0 (fp32)."""
     q, k, v, gamma = (_rows_contiguous(x) for x in (q, k, v, gamma))
     B, H, T, d = q.shape
-    NT, NB = _grid_sizes(T, chunk, off)
-    NB = NB if consolidate else 0
+    NT, NB = _grid_sizes(T, chunk, off, consolidate)
+    if keep.shape[2] != NB:
+        raise ValueError(f"backward_launch: consolidate={consolidate} means {NB} boundaries, but keep has "
+                         f"{keep.shape[2]}: pass the forward's consolidation setting")
     rows = _chain_rows(d, consolidate, launch)
     do = do.float().contiguous()
     dS = dS.float().contiguous()
@@ -697,8 +722,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, basis: Tensor, S0: 
 def _forward_fake(q, k, v, gamma, basis, S0, scal0, x0, eta, off, config):
     B, H, T, d = q.shape
     cfg = _config(config)
-    NT, NB = _grid_sizes(T, cfg.chunk, off)
-    NB = NB if cfg.enabled else 0
+    NT, NB = _grid_sizes(T, cfg.chunk, off, cfg.enabled)
     f32 = dict(dtype=torch.float32)
     return Forward(
         o=q.new_empty(B, H, T, d, **f32), S=q.new_empty(B, H, d, d, **f32), scal=q.new_empty(B, H, len(SCALARS), **f32),
@@ -781,7 +805,8 @@ def dissipative_memory_triton(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, et
         eta, basis, cfg, pos, state: as in the reference; cfg.chunk in {16, 32, 64}; the state is fp32.
 
     Returns:
-        o (B, H, T, d) fp32, the new MemoryState, and the per-boundary stats, each (B, H, nb).
+        o (B, H, T, d) fp32, the new MemoryState, and the per-boundary stats, each (B, H, nb)
+        (none without consolidation: an empty dict).
     """
     _check(q, k, v, gamma, basis, cfg, state)
     B, H, T, d = q.shape
