@@ -7,7 +7,9 @@ test`` once, on the run's ``best_model.pt``), one seed at a time. Variants:
 - ``phase1-matched``: phase1 with ``--ffn-dim`` widened so its parameter count is phase2's ± 2%
   (``matched_ffn_dim``; both counts are printed);
 - phase2 ablations ``no-snr``, ``no-resonance``, ``no-lyapunov``, ``no-conv`` (lm_compare's flags)
-  and ``no-consolidation`` (the three consolidation mechanisms off together).
+  and ``no-consolidation`` (``--no-consolidation``: the three consolidation mechanisms off together;
+  the same function as the three ablations' flags at once, which the CPU study of 2026-12-08 ran,
+  and faster: its kernels skip the consolidation).
 
 ``no-memory`` is the ``phase1`` row: the phase1 block is phase2's with the memory branch removed and
 the BK resolvent Hermitian (no −iΓ, which only the memory's consolidation drives). A ``no-bk``
@@ -57,7 +59,7 @@ VARIANTS: dict[str, list[str]] = {
     "phase1": ["--arch", "phase1"],
     "phase1-matched": ["--arch", "phase1"],  # + --ffn-dim, computed for the preset and vocabulary
     **{name: ["--arch", "phase2", *ABLATIONS[name]] for name in (*CONSOLIDATION, "no-conv")},
-    "no-consolidation": ["--arch", "phase2", *(flag for name in CONSOLIDATION for flag in ABLATIONS[name])],
+    "no-consolidation": ["--arch", "phase2", "--no-consolidation"],
 }
 ABLATION_NAMES = (*CONSOLIDATION, "no-consolidation", "no-conv")
 RATIOS = (("phase2", "transformer"), ("phase2", "phase1-matched"), ("phase2", "phase1"))

@@ -68,8 +68,7 @@ def test_phase1_matched_is_within_two_percent_of_phase2():
 def test_variant_flags_and_bad_options(capsys):
     args = study.parse_args(["--until-converged", "--preset", "small", "--vocab-size", "512"])
     flags = study.variant_flags(args)
-    assert flags["no-consolidation"] == ["--arch", "phase2", "--gamma-boost", "1", "--eta-boost", "1",
-                                         "--resonance-threshold", "0", "--lyapunov-gamma-step", "0"]
+    assert flags["no-consolidation"] == ["--arch", "phase2", "--no-consolidation"]
     assert flags["phase1-matched"][:3] == ["--arch", "phase1", "--ffn-dim"]
     assert "--early-stopping-patience 2" in args.train_args and "parameters; phase2:" in capsys.readouterr().out
     for argv, message in [([], "--token-budget N or --until-converged"), (["--until-converged", "--variants", "rnn"],
