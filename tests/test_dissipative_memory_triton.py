@@ -176,16 +176,14 @@ def test_gradients_match_reference_autograd(model_dtypes):
             close(a, b, RTOL if name == "S" else RTOL_OUT)
 
 
-def test_production_shape_forward_and_backward():
-    """head_dim 64, chunk 64 (the base preset), four chunks from pos 40 with a state carried in
-    (three boundaries, ragged end): o, state, stats and every gradient against the reference.
-    The default power iteration (warm start, its default steps) and the layer's zeta basis; the
-    thresholds split these memories both ways at every decision."""
+def run_production_shape(cfg, T, seed):
+    """head_dim 64 with the layer's zeta basis, from pos 40 with a state carried in: the reference and
+    the Triton op on the same inputs, each (o, state, stats) and the gradients of q, k, v, Γ and
+    the incoming S for a loss on o and on the final S."""
     from breath.layers.zeta import zeta_basis
 
     d = 64
-    cfg = ConsolidationConfig(snr_threshold=1.3, resonance_threshold=0.9, lyapunov_tolerance=1.0)
-    g = torch.Generator().manual_seed(11)
+    g = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
         return torch.randn(*shape, generator=g).to(DEV)
@@ -194,7 +192,6 @@ def test_production_shape_forward_and_backward():
     T0 = 40
     q0, k0, v0 = rand(1, 2, T0, d), F.normalize(rand(1, 2, T0, d), dim=-1), rand(1, 2, T0, d)
     state = dissipative_memory(q0, k0, v0, torch.rand(1, 2, T0, generator=g).to(DEV) * 0.05, 0.1, Q, cfg)[1]
-    T = 3 * 64 + 5
     q, k, v = rand(1, 2, T, d), F.normalize(rand(1, 2, T, d), dim=-1), rand(1, 2, T, d)
     gamma = torch.rand(1, 2, T, generator=g).to(DEV) * 0.05
     w_o, w_S = rand(1, 2, T, d), rand(1, 2, d, d)
@@ -205,12 +202,20 @@ def test_production_shape_forward_and_backward():
         ((o * w_o).sum() + (new.S * w_S).sum()).backward()
         return (o.detach(), MemoryState(*(x.detach() for x in new)), stats), [x.grad for x in xs]
 
-    ref, ref_grads = run(dissipative_memory)
-    got, got_grads = run(dissipative_memory_triton)
+    return (*run(dissipative_memory), *run(dissipative_memory_triton))
+
+
+def test_production_shape_forward_and_backward():
+    """head_dim 64, chunk 64 (the base preset), four chunks from pos 40 with a state carried in
+    (three boundaries, ragged end): o, state, stats and every gradient against the reference.
+    The default power iteration (warm start, its default steps) and the layer's zeta basis; the
+    thresholds split these memories both ways at every decision."""
+    cfg = ConsolidationConfig(snr_threshold=1.3, resonance_threshold=0.9, lyapunov_tolerance=1.0)
+    ref, ref_grads, got, got_grads = run_production_shape(cfg, T=3 * 64 + 5, seed=11)
     assert ref[2]["snr"].shape == (1, 2, 3)
     assert_same(got, ref)
     stats = ref[2]
-    assert mixed(stats["low_snr"]) and mixed(stats["stable"]) and (stats["resonant_modes"] < d).any()
+    assert mixed(stats["low_snr"]) and mixed(stats["stable"]) and (stats["resonant_modes"] < 64).any()
     for name, a, b in zip(("q", "k", "v", "gamma", "S"), got_grads, ref_grads):
         close(a, b, RTOL_OUT)
 
@@ -299,31 +304,8 @@ def test_without_consolidation_matches_the_reference(rows):
 def test_production_shape_without_consolidation():
     """head_dim 64, chunk 64, the public op without consolidation: 33 chunks from pos 40 with a
     state carried in (ragged end), the chains split four ways (the default 16 rows of 64)."""
-    from breath.layers.zeta import zeta_basis
-
-    d, cfg = 64, ConsolidationConfig(enabled=False)
-    g = torch.Generator().manual_seed(12)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=g).to(DEV)
-
-    Q = zeta_basis(d).to(DEV, torch.float32)
-    T0, T = 40, 32 * 64 + 5
-    q0, k0, v0 = rand(1, 2, T0, d), F.normalize(rand(1, 2, T0, d), dim=-1), rand(1, 2, T0, d)
-    state = dissipative_memory(q0, k0, v0, torch.rand(1, 2, T0, generator=g).to(DEV) * 0.05, 0.1, Q, cfg)[1]
-    q, k, v = rand(1, 2, T, d), F.normalize(rand(1, 2, T, d), dim=-1), rand(1, 2, T, d)
-    gamma = torch.rand(1, 2, T, generator=g).to(DEV) * 0.05
-    w_o, w_S = rand(1, 2, T, d), rand(1, 2, d, d)
-
-    def run(fn):
-        xs = [x.clone().requires_grad_() for x in (q, k, v, gamma, state.S)]
-        o, new, stats = fn(*xs[:4], 0.1, Q, cfg, pos=T0, state=state._replace(S=xs[4]))
-        ((o * w_o).sum() + (new.S * w_S).sum()).backward()
-        return (o.detach(), MemoryState(*(x.detach() for x in new)), stats), [x.grad for x in xs]
-
-    assert d // LaunchSettings().state_rows == 4
-    ref, ref_grads = run(dissipative_memory)
-    got, got_grads = run(dissipative_memory_triton)
+    assert 64 // LaunchSettings().state_rows == 4
+    ref, ref_grads, got, got_grads = run_production_shape(ConsolidationConfig(enabled=False), T=32 * 64 + 5, seed=12)
     assert_same(got, ref)
     for name, a, b in zip(("q", "k", "v", "gamma", "S"), got_grads, ref_grads):
         close(a, b, RTOL_OUT)
